@@ -1,0 +1,3 @@
+"""rt: a self-hosted, WebSocket-first real-time trading gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from rt.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""REST: one module per resource, problem+json errors, the OpenAPI document."""

@@ -1,0 +1,186 @@
+"""/v1/keys: list, create (the key is shown once), revoke and rotate API keys of the caller's account."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from rt.api.models import Page, Strict
+from rt.api.routing import Call, Operation
+from rt.auth import scopes
+from rt.auth.manage import IssuedKey
+from rt.errors import INSUFFICIENT_SCOPE, Forbidden
+from rt.store.models import ApiKey
+
+TIERS = Literal["starter", "pro", "pro_plus"]
+
+
+class KeyCreate(Strict):
+    scopes: str | list[str] = Field(
+        description="A preset (`read-only`, `trade-only`, `full`), a comma-separated string or a list of scopes."
+    )
+    tier: TIERS
+    name: str | None = Field(None, max_length=100)
+    allow_ips: str | list[str] | None = Field(None, description="IPv4/IPv6 addresses or CIDRs, comma-separated.")
+    test: bool = Field(False, description="An `rt_test_` key, which trades only on the paper venue.")
+
+
+class KeyOut(BaseModel):
+    id: str
+    account_id: str
+    name: str
+    prefix: str = Field(description="The key's first 12 characters, to recognise it.")
+    scopes: list[str]
+    tier: str
+    allow_ips: list[str]
+    test: bool
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyIssued(KeyOut):
+    key: str = Field(description="The API key. Shown only in this response.")
+    signing_secret: str = Field(description="Secret for X-RT-Signature. Shown only in this response.")
+    replaces: str | None = None
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+    total: int
+    page: int
+
+
+def key_json(record: ApiKey) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "account_id": record.account_id,
+        "name": record.name,
+        "prefix": record.prefix,
+        "scopes": list(record.scopes),
+        "tier": record.tier,
+        "allow_ips": list(record.allow_ips),
+        "test": record.test,
+        "created_at": record.created_at,
+        "last_used_at": record.last_used_at,
+        "revoked_at": record.revoked_at,
+    }
+
+
+def issued_json(issued: IssuedKey, replaces: str | None = None) -> dict[str, Any]:
+    body = key_json(issued.record)
+    body["key"] = issued.key
+    body["signing_secret"] = issued.signing_secret
+    if replaces:
+        body["replaces"] = replaces
+    return body
+
+
+async def list_keys(call: Call) -> dict[str, Any]:
+    page: Page = call.query
+    records = await call.runtime.keys.list(call.caller.account_id)
+    return {"keys": [key_json(r) for r in page.slice(records)], "total": len(records), "page": page.page}
+
+
+async def create_key(call: Call) -> dict[str, Any]:
+    body: KeyCreate = call.body
+    caller = call.caller
+    wanted = scopes.resolve(body.scopes)
+    beyond = [s for s in wanted if s not in caller.scopes]
+    if beyond:
+        raise Forbidden(f"a key cannot grant scopes it lacks: {', '.join(beyond)}", code=INSUFFICIENT_SCOPE)
+    tiers = call.runtime.tiers
+    if tiers[body.tier].rank > tiers[caller.tier].rank:
+        raise Forbidden(f"a {caller.tier} key cannot create a {body.tier} key", code=INSUFFICIENT_SCOPE)
+    if caller.test and not body.test:
+        raise Forbidden("a test key can only create test keys", code=INSUFFICIENT_SCOPE)
+    issued = await call.runtime.keys.create(
+        caller.account_id,
+        wanted,
+        body.tier,
+        name=body.name or "",
+        allow_ips=body.allow_ips,
+        test=body.test,
+        actor=caller.key_id,
+        ip=call.ip,
+    )
+    return issued_json(issued)
+
+
+async def revoke_key(call: Call) -> dict[str, Any]:
+    record = await call.runtime.keys.revoke(
+        call.param("key_id"), account_id=call.caller.account_id, actor=call.caller.key_id, ip=call.ip
+    )
+    call.runtime.guard.forget(record.id)
+    return key_json(record)
+
+
+async def rotate_key(call: Call) -> dict[str, Any]:
+    old_id = call.param("key_id")
+    issued = await call.runtime.keys.rotate(
+        old_id, account_id=call.caller.account_id, actor=call.caller.key_id, ip=call.ip
+    )
+    call.runtime.guard.forget(old_id)
+    return issued_json(issued, replaces=old_id)
+
+
+_ERRORS = (
+    "API_KEY_MISSING",
+    "API_KEY_INVALID",
+    "API_KEY_REVOKED",
+    "INSUFFICIENT_SCOPE",
+    "IP_NOT_ALLOWED",
+    "RATE_LIMITED",
+    "IP_LOCKED_OUT",
+)
+
+OPERATIONS = [
+    Operation(
+        "GET",
+        "/v1/keys",
+        list_keys,
+        "List the account's API keys",
+        "keys",
+        scopes.KEYS_MANAGE,
+        query=Page,
+        response=KeyList,
+        errors=(*_ERRORS, "BAD_REQUEST"),
+    ),
+    Operation(
+        "POST",
+        "/v1/keys",
+        create_key,
+        "Create an API key (shown once)",
+        "keys",
+        scopes.KEYS_MANAGE,
+        body=KeyCreate,
+        response=KeyIssued,
+        status=201,
+        errors=(*_ERRORS, "BAD_REQUEST", "KEY_LIMIT_REACHED", "REQUEST_SIGNATURE_INVALID"),
+        description="At most 5 active keys per account. A key cannot grant scopes or a tier above its own.",
+    ),
+    Operation(
+        "DELETE",
+        "/v1/keys/{key_id}",
+        revoke_key,
+        "Revoke an API key",
+        "keys",
+        scopes.KEYS_MANAGE,
+        response=KeyOut,
+        errors=(*_ERRORS, "NOT_FOUND", "REQUEST_SIGNATURE_INVALID"),
+    ),
+    Operation(
+        "POST",
+        "/v1/keys/{key_id}/rotate",
+        rotate_key,
+        "Rotate an API key",
+        "keys",
+        scopes.KEYS_MANAGE,
+        response=KeyIssued,
+        status=201,
+        errors=(*_ERRORS, "NOT_FOUND", "REQUEST_SIGNATURE_INVALID"),
+        description="Issues a new key with the same settings and revokes the old one at once.",
+    ),
+]

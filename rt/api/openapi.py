@@ -1,0 +1,131 @@
+"""OpenAPI 3.1, built from the operation table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from rt import __version__
+from rt.api.models import Problem
+from rt.api.routing import Operation
+
+STATUS_OF: dict[str, int] = {
+    "API_KEY_MISSING": 401,
+    "API_KEY_INVALID": 401,
+    "API_KEY_REVOKED": 401,
+    "REQUEST_SIGNATURE_INVALID": 401,
+    "INSUFFICIENT_SCOPE": 403,
+    "IP_NOT_ALLOWED": 403,
+    "NOT_FOUND": 404,
+    "KEY_LIMIT_REACHED": 409,
+    "IDEMPOTENCY_CONFLICT": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "VALIDATION_FAILED": 422,
+    "TRADING_LOCKED": 423,
+    "RATE_LIMITED": 429,
+    "IP_LOCKED_OUT": 429,
+    "BAD_REQUEST": 400,
+    "EXCHANGE_UNAVAILABLE": 503,
+}
+
+_REF = "#/components/schemas/{model}"
+
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Requests per minute of the key's tier.", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Requests that may be sent now.", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time (s) when the budget is full again.", "schema": {"type": "integer"}},
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def build(operations: list[Operation]) -> dict[str, Any]:
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Problem, "serialization")]
+    for op in operations:
+        if op.body is not None:
+            wanted.append((op.body, "validation"))
+        if op.response is not None:
+            wanted.append((op.response, "serialization"))
+    _, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF)
+    schemas: dict[str, Any] = defs.get("$defs", {})
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "rt",
+            "version": __version__,
+            "description": "A self-hosted, WebSocket-first real-time trading gateway. Authenticate with "
+            "`X-API-Key: <key>` or `Authorization: Bearer <key>`; each operation names the scope it needs.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "tags": [op.tag]}
+    description = op.description
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", op.path)
+    ]
+    if op.query is not None:
+        schema = op.query.model_json_schema()
+        required = set(schema.get("required", []))
+        for name, prop in schema.get("properties", {}).items():
+            parameters.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in required,
+                    "schema": prop,
+                    "description": prop.get("description", ""),
+                }
+            )
+    if parameters:
+        doc["parameters"] = parameters
+    if op.scope is not None:
+        doc["security"] = [{"ApiKey": []}, {"Bearer": []}]
+        doc["x-required-scope"] = op.scope
+        description = f"Scope: `{op.scope}`. {description}".strip()
+    if description:
+        doc["description"] = description
+    if op.body is not None:
+        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+    ok: dict[str, Any] = {"description": op.summary}
+    if op.response is not None:
+        ok["content"] = {"application/json": {"schema": _ref(op.response)}}
+    if op.scope is not None:
+        ok["headers"] = _RATE_HEADERS
+    responses: dict[str, Any] = {str(op.status): ok}
+    by_status: dict[int, list[str]] = {}
+    for code in op.errors:
+        by_status.setdefault(STATUS_OF[code], []).append(code)
+    for status, codes in sorted(by_status.items()):
+        responses[str(status)] = {
+            "description": " or ".join(f"`{c}`" for c in codes),
+            "content": {
+                "application/problem+json": {
+                    "schema": _ref(Problem),
+                    "examples": {c: {"value": {"status": status, "code": c}} for c in codes},
+                }
+            },
+        }
+    doc["responses"] = responses
+    return doc

@@ -1,0 +1,210 @@
+"""Declared operations: each names its method, path, scope and models; one wrapper runs them all.
+
+The same table builds the Starlette routes and the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rt import errors
+from rt.api.problems import problem_response, request_id_of
+from rt.auth.guard import Credentials, rate_headers
+from rt.auth.network import client_ip
+from rt.auth.principal import Principal
+from rt.errors import BadRequest, PayloadTooLarge, RtError, UnsupportedMediaType
+from rt.runtime import Runtime
+from rt.wire import JSON
+
+log = logging.getLogger("rt.api")
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, the runtime, the verified caller and the parsed input."""
+
+    request: Request
+    runtime: Runtime
+    principal: Principal | None
+    body: Any
+    query: Any
+    ip: str
+
+    @property
+    def caller(self) -> Principal:
+        assert self.principal is not None, "operation declared no scope"
+        return self.principal
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    scope: str | None = None
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.handler.__name__
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "body",
+            "message": err["msg"],
+            "type": err["type"],
+        }
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> BaseModel:
+    if not raw.strip():
+        raise BadRequest("a JSON object body is required", errors=[{"field": "body", "message": "missing"}])
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"send the body as application/json, not {media or 'no Content-Type'}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", errors=[{"field": "body", "message": str(exc)}]) from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", errors=[{"field": "body", "message": "not an object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest("the body has invalid fields", errors=field_errors(exc)) from None
+
+
+def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise BadRequest("the query has invalid parameters", errors=field_errors(exc)) from None
+
+
+def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        state = request.scope["state"]
+        headers: dict[str, str] = {}
+        try:
+            ip = client_ip(
+                request.client.host if request.client else None,
+                request.headers.get("x-forwarded-for"),
+                runtime.trusted_proxies,
+            )
+            state["client_ip"] = ip
+            raw = b""
+            if op.body is not None or request.method in WRITE_METHODS:
+                raw = await read_body(request, runtime.settings.max_body_bytes)
+            principal = None
+            if op.scope is not None:
+                verdict = await runtime.guard.authenticate(
+                    Credentials(
+                        key=_api_key(request),
+                        ip=ip,
+                        method=request.method,
+                        signature=request.headers.get("x-rt-signature"),
+                        body=raw,
+                    ),
+                    op.scope,
+                )
+                principal = verdict.principal
+                state["key_id"] = principal.key_id
+                headers = rate_headers(verdict.rate)
+            body = parse_body(op.body, raw, request.headers.get("content-type")) if op.body else None
+            query = parse_query(op.query, request) if op.query else None
+            result = await op.handler(Call(request, runtime, principal, body, query, ip))
+            response = result if isinstance(result, Response) else JSON(result, status_code=op.status)
+        except RtError as exc:
+            response = problem_response(exc, request_id_of(request))
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id_of(request), "op": op.name})
+            response = problem_response(
+                RtError("the server failed to handle this request", code=errors.INTERNAL_ERROR),
+                request_id_of(request),
+            )
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    run.__name__ = op.name
+    return run
+
+
+def _api_key(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def routes(operations: list[Operation]) -> list[Route]:
+    by_path: dict[str, list[Operation]] = {}
+    for op in operations:
+        by_path.setdefault(op.path, []).append(op)
+    table = []
+    for path, ops in by_path.items():
+        handlers = {op.method: endpoint(op) for op in ops}
+        table.append(Route(path, _dispatch(handlers), methods=list(handlers)))
+    return table
+
+
+def _dispatch(
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def by_method(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return by_method

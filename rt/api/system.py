@@ -1,0 +1,72 @@
+"""Unauthenticated routes: health, readiness, server time, the OpenAPI document and its docs page."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib import resources
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.responses import HTMLResponse, Response
+
+from rt import __version__
+from rt.api.routing import Call, Operation
+from rt.wire import JSON
+
+_CHECK_TIMEOUT = 2.0
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Ready(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+class ServerTime(BaseModel):
+    server_time_ms: int
+
+
+async def health(call: Call) -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
+
+
+async def ready(call: Call) -> Response:
+    runtime = call.runtime
+    checks: dict[str, str] = {}
+    for name, probe in (("store", runtime.store.ping), ("limiter", runtime.limiter.ping)):
+        try:
+            await asyncio.wait_for(probe(), _CHECK_TIMEOUT)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSON({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+
+async def server_time(call: Call) -> dict[str, Any]:
+    return {"server_time_ms": int(time.time() * 1000)}
+
+
+async def openapi(call: Call) -> Response:
+    return JSON(call.request.app.state.openapi)
+
+
+async def docs(call: Call) -> Response:
+    page = resources.files("rt.api").joinpath("docs.html").read_text()
+    return HTMLResponse(page)
+
+
+OPERATIONS = [
+    Operation("GET", "/v1/health", health, "Liveness", "system", response=Health),
+    Operation(
+        "GET", "/v1/ready", ready, "Readiness of the store, limiter and other dependencies", "system", response=Ready
+    ),
+    Operation("GET", "/v1/time", server_time, "Server time, for signing clients", "system", response=ServerTime),
+    Operation("GET", "/v1/openapi.json", openapi, "This API as OpenAPI 3.1", "system"),
+    Operation("GET", "/v1/docs", docs, "API reference page (works offline)", "system"),
+]

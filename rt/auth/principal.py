@@ -1,0 +1,18 @@
+"""Who is calling: what a verified key or WebSocket token turns into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: str
+    key_id: str
+    scopes: frozenset[str]
+    tier: str
+    test: bool
+    allow_ips: tuple[str, ...] = ()
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes

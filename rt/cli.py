@@ -1,0 +1,330 @@
+"""The `rt` command: serve, keys, accounts, audit. Tables for people, --json for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from rt import wire
+from rt._table import render
+from rt.auth import scopes as scope_names
+from rt.auth.manage import IssuedKey
+from rt.config import OPTIONS, Settings
+from rt.errors import RtError
+from rt.runtime import Runtime, open_runtime
+from rt.store.models import Account, ApiKey
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _run(ctx: click.Context, work: Callable[[Runtime], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_runtime(_settings(ctx)) as runtime:
+            return await work(runtime)
+
+    try:
+        return asyncio.run(main())
+    except RtError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.detail}") from None
+
+
+def _emit(as_json: bool, payload: Any, table: str) -> None:
+    click.echo(wire.dumps(payload).decode() if as_json else table)
+
+
+def _when(value: Any) -> str:
+    return wire.rfc3339(value) if value is not None else "-"
+
+
+@click.group()
+@click.option(
+    "--data-dir", envvar="RT_DATA_DIR", default="./rt-data", show_default=True, help="Data directory (RT_DATA_DIR)."
+)
+@click.option("--database-url", envvar="RT_DATABASE_URL", default="", help="Store URL (RT_DATABASE_URL).")
+@click.version_option(package_name="rt")
+@click.pass_context
+def main(ctx: click.Context, data_dir: str, database_url: str) -> None:
+    """rt: a self-hosted, WebSocket-first real-time trading gateway."""
+    try:
+        ctx.obj = Settings.from_env(data_dir=data_dir, database_url=database_url)
+    except RtError as exc:
+        raise click.ClickException(exc.detail) from None
+
+
+def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(OPTIONS):
+        kind: Any = {int: int, bool: bool}.get(type(option.default), str)
+        fn = click.option(
+            option.flag,
+            option.name,
+            envvar=option.env,
+            default=None,
+            type=kind,
+            show_envvar=True,
+            help=option.help + ("" if option.secret else f" [default: {_show(option.default)}]"),
+        )(fn)
+    return fn
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value) if value != "" else "unset"
+
+
+@main.command()
+@_serve_options
+@click.pass_context
+def serve(ctx: click.Context, /, **flags: Any) -> None:
+    """Run the gateway: REST, WebSocket, the paper exchange, everything, in one process."""
+    import uvicorn
+
+    from rt import logs
+    from rt.app import create_app
+
+    overrides = {}
+    for option in OPTIONS:
+        value = flags.get(option.name)
+        if value is not None:
+            overrides[option.name] = option.parse(value) if isinstance(value, str) else value
+    try:
+        settings = _settings(ctx).replace(**overrides)
+    except (RtError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    logs.configure(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,  # X-Forwarded-For is believed only from RT_TRUSTED_PROXIES, by rt itself
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+
+
+# keys
+
+
+@main.group()
+def keys() -> None:
+    """Create, list, revoke and rotate API keys."""
+
+
+def _key_row(k: ApiKey) -> list[Any]:
+    state = "revoked" if k.revoked_at else "active"
+    return [
+        k.id,
+        k.prefix + "…",
+        k.name or "-",
+        k.tier,
+        _scope_label(k.scopes),
+        ",".join(k.allow_ips) or "any",
+        state,
+        _when(k.created_at),
+        _when(k.last_used_at),
+    ]
+
+
+def _scope_label(granted: tuple[str, ...]) -> str:
+    for preset, members in scope_names.PRESETS.items():
+        if tuple(granted) == members:
+            return preset
+    return ",".join(granted)
+
+
+def _issued(issued: IssuedKey, as_json: bool, replaces: str | None = None) -> None:
+    from rt.api.keys import issued_json
+
+    payload = issued_json(issued, replaces)
+    if as_json:
+        click.echo(wire.dumps(payload).decode())
+        return
+    record = issued.record
+    click.echo(f"key id:          {record.id}" + (f" (replaces {replaces})" if replaces else ""))
+    click.echo(f"account:         {record.account_id}")
+    click.echo(f"tier / scopes:   {record.tier} / {_scope_label(record.scopes)}")
+    click.echo(f"API key:         {issued.key}")
+    click.echo(f"signing secret:  {issued.signing_secret}")
+    click.echo("Store both now: they are not shown again.")
+
+
+@keys.command("create")
+@click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
+@click.option("--scopes", "scope_spec", required=True, help="Preset (read-only, trade-only, full) or scope,scope.")
+@click.option("--tier", type=click.Choice(["starter", "pro", "pro_plus"]), required=True)
+@click.option("--allow-ips", default=None, help="Comma-separated IPs/CIDRs allowed to use the key.")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--test", is_flag=True, help="An rt_test_ key (paper venue only).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def keys_create(
+    ctx: click.Context,
+    account: str,
+    scope_spec: str,
+    tier: str,
+    allow_ips: str | None,
+    name: str,
+    test: bool,
+    as_json: bool,
+) -> None:
+    """Create a key; it is printed once."""
+
+    async def work(rt: Runtime) -> IssuedKey:
+        found = await _account(rt, account)
+        return await rt.keys.create(found.id, scope_spec, tier, name=name, allow_ips=allow_ips, test=test, actor="cli")
+
+    _issued(_run(ctx, work), as_json)
+
+
+@keys.command("list")
+@click.option("--account", "account", default=None, help="Account id or name (default: all).")
+@click.option("--active", is_flag=True, help="Only keys that are not revoked.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_list(ctx: click.Context, account: str | None, active: bool, as_json: bool) -> None:
+    """List keys (never the keys themselves)."""
+    from rt.api.keys import key_json
+
+    async def work(rt: Runtime) -> list[ApiKey]:
+        account_id = (await _account(rt, account)).id if account else None
+        return await rt.keys.list(account_id, include_revoked=not active)
+
+    records = _run(ctx, work)
+    _emit(
+        as_json,
+        [key_json(k) for k in records],
+        render(
+            ["id", "prefix", "name", "tier", "scopes", "allow_ips", "state", "created", "last used"],
+            [_key_row(k) for k in records],
+        ),
+    )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str, as_json: bool) -> None:
+    """Revoke a key; a running server refuses it within a second."""
+    from rt.api.keys import key_json
+
+    record = _run(ctx, lambda rt: rt.keys.revoke(key_id, actor="cli"))
+    _emit(as_json, key_json(record), f"revoked {record.id} ({record.prefix}…) at {_when(record.revoked_at)}")
+
+
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_rotate(ctx: click.Context, key_id: str, as_json: bool) -> None:
+    """Issue a new key with the same settings and revoke the old one."""
+    _issued(_run(ctx, lambda rt: rt.keys.rotate(key_id, actor="cli")), as_json, replaces=key_id)
+
+
+# accounts
+
+
+@main.group()
+def accounts() -> None:
+    """Create and list accounts."""
+
+
+def _account_json(a: Account) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "parent_id": a.parent_id, "created_at": a.created_at}
+
+
+async def _account(rt: Runtime, id_or_name: str) -> Account:
+    found = await rt.store.find_account(id_or_name)
+    if found is None:
+        raise click.ClickException(f"no account {id_or_name!r} (see `rt accounts list`)")
+    return found
+
+
+@accounts.command("create")
+@click.argument("name")
+@click.option("--parent", default=None, help="Parent account id or name (makes a sub-account).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def accounts_create(ctx: click.Context, name: str, parent: str | None, as_json: bool) -> None:
+    """Create an account."""
+    account = _run(ctx, lambda rt: rt.keys.create_account(name, parent, actor="cli"))
+    _emit(as_json, _account_json(account), f"created account {account.id} ({account.name})")
+
+
+@accounts.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def accounts_list(ctx: click.Context, as_json: bool) -> None:
+    """List accounts."""
+    found = _run(ctx, lambda rt: rt.store.list_accounts())
+    _emit(
+        as_json,
+        [_account_json(a) for a in found],
+        render(
+            ["id", "name", "parent", "created"],
+            [[a.id, a.name, a.parent_id or "-", _when(a.created_at)] for a in found],
+        ),
+    )
+
+
+@main.command()
+@click.option("--account", "account", default=None, help="Account id or name (default: all).")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log: auth failures and key changes, newest first."""
+
+    async def work(rt: Runtime) -> list[Any]:
+        account_id = (await _account(rt, account)).id if account else None
+        return await rt.store.list_audit(account_id, limit)
+
+    entries = _run(ctx, work)
+    payload = [
+        {
+            "id": e.id,
+            "at": e.at,
+            "action": e.action,
+            "account_id": e.account_id,
+            "key_id": e.key_id,
+            "ip": e.ip,
+            "detail": e.detail,
+        }
+        for e in entries
+    ]
+    _emit(
+        as_json,
+        payload,
+        render(
+            ["at", "action", "account", "key", "ip", "detail"],
+            [
+                [
+                    _when(e.at),
+                    e.action,
+                    e.account_id or "-",
+                    e.key_id or "-",
+                    e.ip or "-",
+                    " ".join(f"{k}={v}" for k, v in e.detail.items() if v is not None),
+                ]
+                for e in entries
+            ],
+        ),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Settings: every one is a `rt serve` flag and an RT_* environment variable, declared once here."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rt.errors import RtError
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "RT_HOST", "127.0.0.1", str, "Interface to listen on."),
+    Option("port", "RT_PORT", 8080, int, "TCP port to listen on."),
+    Option("data_dir", "RT_DATA_DIR", "./rt-data", str, "Directory for the SQLite store, pepper and secret key."),
+    Option("database_url", "RT_DATABASE_URL", "", str, "Store URL; empty means SQLite at DATA_DIR/rt.db."),
+    Option("redis_url", "RT_REDIS_URL", "", str, "Redis URL; when set, rate limits and lockouts are shared."),
+    Option("redis_prefix", "RT_REDIS_PREFIX", "rt", str, "Prefix of every Redis key rt writes."),
+    Option("key_pepper", "RT_KEY_PEPPER", "", str, "Pepper for API key hashes; empty means DATA_DIR/pepper.", True),
+    Option(
+        "secret_key",
+        "RT_SECRET_KEY",
+        "",
+        str,
+        "Key that encrypts secrets at rest; empty means DATA_DIR/secret.key.",
+        True,
+    ),
+    Option(
+        "bootstrap", "RT_BOOTSTRAP", True, _bool, "On an empty store, create account `default` and print a full key."
+    ),
+    Option(
+        "trusted_proxies", "RT_TRUSTED_PROXIES", (), _list, "Proxies (IPs/CIDRs) whose X-Forwarded-For is believed."
+    ),
+    Option(
+        "cors_origins", "RT_CORS_ORIGINS", (), _list, "Browser origins allowed by CORS and the WebSocket handshake."
+    ),
+    Option(
+        "tier_limits",
+        "RT_TIER_LIMITS",
+        (),
+        _list,
+        "Override tier limits, e.g. `pro=600/40,starter=30/5` (per min/burst).",
+    ),
+    Option("lockout_threshold", "RT_LOCKOUT_THRESHOLD", 20, int, "Auth failures from one IP that trigger a lockout."),
+    Option("lockout_window", "RT_LOCKOUT_WINDOW", 300, int, "Seconds over which auth failures are counted."),
+    Option("lockout_seconds", "RT_LOCKOUT_SECONDS", 900, int, "How long a locked-out IP stays locked out."),
+    Option("max_body_bytes", "RT_MAX_BODY_BYTES", 1_048_576, int, "Largest request body accepted (413 above)."),
+    Option("log_level", "RT_LOG_LEVEL", "info", str, "debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./rt-data"
+    database_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "rt"
+    key_pepper: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    bootstrap: bool = True
+    trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    tier_limits: tuple[str, ...] = ()
+    lockout_threshold: int = 20
+    lockout_window: int = 300
+    lockout_seconds: int = 900
+    max_body_bytes: int = 1_048_576
+    log_level: str = "info"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'rt.db'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then RT_* variables, then explicit overrides (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = env.get(option.env)
+            if raw is not None:
+                try:
+                    values[option.name] = option.parse(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{option.env}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+class ConfigError(RtError):
+    status = 500
+    code = "CONFIG_INVALID"

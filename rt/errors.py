@@ -1,0 +1,129 @@
+"""The one exception tree. Handlers turn an RtError into problem+json (REST) or an error message (WebSocket)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Stable error codes (SPEC §3). Clients match on these strings.
+API_KEY_MISSING = "API_KEY_MISSING"
+API_KEY_INVALID = "API_KEY_INVALID"
+API_KEY_REVOKED = "API_KEY_REVOKED"
+REQUEST_SIGNATURE_INVALID = "REQUEST_SIGNATURE_INVALID"
+INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
+NOT_FOUND = "NOT_FOUND"
+METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+KEY_LIMIT_REACHED = "KEY_LIMIT_REACHED"
+IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+VALIDATION_FAILED = "VALIDATION_FAILED"
+TRADING_LOCKED = "TRADING_LOCKED"
+RATE_LIMITED = "RATE_LIMITED"
+IP_LOCKED_OUT = "IP_LOCKED_OUT"
+BAD_REQUEST = "BAD_REQUEST"
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+EXCHANGE_UNAVAILABLE = "EXCHANGE_UNAVAILABLE"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+TITLES: dict[int, str] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Validation Failed",
+    423: "Locked",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class RtError(Exception):
+    """Root of every error rt reports to a client."""
+
+    status: int = 500
+    code: str = INTERNAL_ERROR
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+        self.extra = extra
+
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.status, "Error")
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://rt.dev/problems/{self.code.lower().replace('_', '-')}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if instance is not None:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(RtError):
+    status, code = 400, BAD_REQUEST
+
+
+class Unauthorized(RtError):
+    status, code = 401, API_KEY_INVALID
+
+
+class Forbidden(RtError):
+    status, code = 403, INSUFFICIENT_SCOPE
+
+
+class NotFound(RtError):
+    status, code = 404, NOT_FOUND
+
+
+class Conflict(RtError):
+    status, code = 409, IDEMPOTENCY_CONFLICT
+
+
+class PayloadTooLarge(RtError):
+    status, code = 413, PAYLOAD_TOO_LARGE
+
+
+class UnsupportedMediaType(RtError):
+    status, code = 415, UNSUPPORTED_MEDIA_TYPE
+
+
+class ValidationFailed(RtError):
+    status, code = 422, VALIDATION_FAILED
+
+
+class Locked(RtError):
+    status, code = 423, TRADING_LOCKED
+
+
+class TooManyRequests(RtError):
+    status, code = 429, RATE_LIMITED
+
+
+class Unavailable(RtError):
+    status, code = 503, SERVICE_UNAVAILABLE

@@ -1,0 +1,62 @@
+"""The Store seam: what rt keeps. `sqlite` is the default twin; the URL picks the twin with a lazy import."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from rt.errors import RtError
+from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
+
+
+class KeyLimitReached(RtError):
+    status, code = 409, "KEY_LIMIT_REACHED"
+
+
+class AccountExists(RtError):
+    status, code = 409, "ACCOUNT_EXISTS"
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def create_account(self, name: str, parent_id: str | None = None) -> Account:
+        """Raises AccountExists when the name is taken."""
+
+    async def get_account(self, account_id: str) -> Account | None: ...
+    async def find_account(self, id_or_name: str) -> Account | None: ...
+    async def list_accounts(self) -> list[Account]: ...
+    async def count_accounts(self) -> int: ...
+
+    async def insert_key(self, key: ApiKey, max_active: int) -> None:
+        """Atomically: refuse with KeyLimitReached when the account already has max_active active keys."""
+
+    async def rotate_key(self, old_id: str, new: ApiKey, at: datetime) -> ApiKey | None:
+        """Atomically revoke old_id and insert new; None (and nothing written) when old_id is not active."""
+
+    async def key_by_digest(self, digest: str) -> ApiKey | None: ...
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+    async def list_keys(self, account_id: str | None = None, include_revoked: bool = True) -> list[ApiKey]: ...
+    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
+        """Revoke and return the key (already-revoked keys are returned unchanged); None when unknown."""
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None: ...
+    async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]: ...
+
+    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        """Add counts per (key, hour) and move each key's last_used_at forward."""
+
+    async def usage(self, key_id: str, since_hour: int) -> Usage: ...
+
+
+async def open_store(url: str) -> Store:
+    if url.startswith("sqlite:///"):
+        from rt.store.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(url.removeprefix("sqlite:///"))
+    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path")
+
+
+__all__ = ["AccountExists", "KeyLimitReached", "Store", "open_store"]

@@ -1,0 +1,285 @@
+"""The SQLite twin of the Store (aiosqlite, WAL): the default, one file under the data dir."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from rt.ids import new_id
+from rt.store import AccountExists, KeyLimitReached
+from rt.store.migrations import load
+from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
+
+
+def _ms(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp() * 1000)
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+_KEY_COLUMNS = (
+    "id, account_id, name, prefix, digest, scopes, tier, allow_ips, test, signing_secret, "
+    "created_at, last_used_at, revoked_at"
+)
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        account_id=row[1],
+        name=row[2],
+        prefix=row[3],
+        digest=row[4],
+        scopes=tuple(row[5].split()) if row[5] else (),
+        tier=row[6],
+        allow_ips=tuple(row[7].split(",")) if row[7] else (),
+        test=bool(row[8]),
+        sealed_signing_secret=row[9],
+        created_at=_dt(row[10]) or _now(),
+        last_used_at=_dt(row[11]),
+        revoked_at=_dt(row[12]),
+    )
+
+
+def _account(row: Any) -> Account:
+    return Account(id=row[0], name=row[1], parent_id=row[2], created_at=_dt(row[3]) or _now())
+
+
+class SQLiteStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteStore:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def _migrate(self) -> None:
+        # BEGIN IMMEDIATE: a CLI and a server opening a new data dir together migrate it once.
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            async with self._db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            for version, sql in load("sqlite"):
+                if version > current:
+                    for statement in sql.split(";\n"):
+                        if statement.strip():
+                            await self._db.execute(statement)
+                    await self._db.execute(f"PRAGMA user_version={version:d}")
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        async with self._db.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    async def _one(self, sql: str, *args: Any) -> Any:
+        async with self._db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, *args: Any) -> list[Any]:
+        async with self._db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    # accounts
+
+    async def create_account(self, name: str, parent_id: str | None = None) -> Account:
+        account = Account(id=new_id("acct"), name=name, parent_id=parent_id, created_at=_now())
+        try:
+            await self._db.execute(
+                "INSERT INTO accounts (id, name, parent_id, created_at) VALUES (?, ?, ?, ?)",
+                (account.id, name, parent_id, _ms(account.created_at)),
+            )
+        except aiosqlite.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise AccountExists(f"an account named {name!r} already exists") from None
+            raise
+        return account
+
+    async def get_account(self, account_id: str) -> Account | None:
+        row = await self._one("SELECT id, name, parent_id, created_at FROM accounts WHERE id = ?", account_id)
+        return _account(row) if row else None
+
+    async def find_account(self, id_or_name: str) -> Account | None:
+        row = await self._one(
+            "SELECT id, name, parent_id, created_at FROM accounts WHERE id = ? OR name = ? ORDER BY id = ? DESC",
+            id_or_name,
+            id_or_name,
+            id_or_name,
+        )
+        return _account(row) if row else None
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self._all("SELECT id, name, parent_id, created_at FROM accounts ORDER BY created_at, id")
+        return [_account(r) for r in rows]
+
+    async def count_accounts(self) -> int:
+        row = await self._one("SELECT COUNT(*) FROM accounts")
+        return int(row[0])
+
+    # keys
+
+    async def _insert_key(self, key: ApiKey) -> None:
+        await self._db.execute(
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.id,
+                key.account_id,
+                key.name,
+                key.prefix,
+                key.digest,
+                " ".join(key.scopes),
+                key.tier,
+                ",".join(key.allow_ips),
+                int(key.test),
+                key.sealed_signing_secret,
+                _ms(key.created_at),
+                _ms(key.last_used_at),
+                _ms(key.revoked_at),
+            ),
+        )
+
+    async def insert_key(self, key: ApiKey, max_active: int) -> None:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = await self._one(
+                "SELECT COUNT(*) FROM api_keys WHERE account_id = ? AND revoked_at IS NULL", key.account_id
+            )
+            if int(row[0]) >= max_active:
+                raise KeyLimitReached(
+                    f"account already has {max_active} active keys; revoke one first", limit=max_active
+                )
+            await self._insert_key(key)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
+    async def rotate_key(self, old_id: str, new: ApiKey, at: datetime) -> ApiKey | None:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = await self._db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ms(at), old_id)
+            )
+            if cur.rowcount != 1:
+                await self._db.execute("ROLLBACK")
+                return None
+            await self._insert_key(new)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        return await self.get_key(old_id)
+
+    async def key_by_digest(self, digest: str) -> ApiKey | None:
+        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE digest = ?", digest)
+        return _key(row) if row else None
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", key_id)
+        return _key(row) if row else None
+
+    async def list_keys(self, account_id: str | None = None, include_revoked: bool = True) -> list[ApiKey]:
+        where, args = [], []
+        if account_id is not None:
+            where.append("account_id = ?")
+            args.append(account_id)
+        if not include_revoked:
+            where.append("revoked_at IS NULL")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._all(f"SELECT {_KEY_COLUMNS} FROM api_keys {clause} ORDER BY created_at, id", *args)
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
+        await self._db.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ms(at), key_id)
+        )
+        return await self.get_key(key_id)
+
+    # audit
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        now = _ms(_now())
+        await self._db.executemany(
+            "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, orjson.dumps(e.detail).decode())
+                for e in entries
+            ],
+        )
+
+    async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]:
+        cols = "id, at, account_id, key_id, action, ip, detail"
+        if account_id is None:
+            rows = await self._all(f"SELECT {cols} FROM audit_log ORDER BY id DESC LIMIT ?", limit)
+        else:
+            rows = await self._all(
+                f"SELECT {cols} FROM audit_log WHERE account_id = ? ORDER BY id DESC LIMIT ?", account_id, limit
+            )
+        return [
+            AuditEntry(
+                id=r[0], at=_dt(r[1]), account_id=r[2], key_id=r[3], action=r[4], ip=r[5], detail=orjson.loads(r[6])
+            )
+            for r in rows
+        ]
+
+    # usage
+
+    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        if not deltas:
+            return
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.executemany(
+                "INSERT INTO key_usage (key_id, hour, requests, auth_failures, rate_limited) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key_id, hour) DO UPDATE SET requests = requests + excluded.requests, "
+                "auth_failures = auth_failures + excluded.auth_failures, "
+                "rate_limited = rate_limited + excluded.rate_limited",
+                [(d.key_id, d.hour, d.requests, d.auth_failures, d.rate_limited) for d in deltas],
+            )
+            await self._db.executemany(
+                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                [(d.last_used_ms, d.key_id) for d in deltas if d.last_used_ms],
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
+    async def usage(self, key_id: str, since_hour: int) -> Usage:
+        row = await self._one(
+            "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(auth_failures), 0), COALESCE(SUM(rate_limited), 0) "
+            "FROM key_usage WHERE key_id = ? AND hour >= ?",
+            key_id,
+            since_hour,
+        )
+        return Usage(int(row[0]), int(row[1]), int(row[2]))
+
+
+def current_hour(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) // 3600)
