@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from rt.api import account, keys, openapi, system
+from rt.api import account, keys, markets, openapi, orders, positions, risk, system
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
 from rt.api.routing import Operation, routes
@@ -19,7 +19,15 @@ from rt.auth.manage import IssuedKey
 from rt.config import Settings
 from rt.runtime import bootstrap, open_runtime
 
-OPERATIONS: list[Operation] = [*system.OPERATIONS, *account.OPERATIONS, *keys.OPERATIONS]
+OPERATIONS: list[Operation] = [
+    *system.OPERATIONS,
+    *account.OPERATIONS,
+    *positions.OPERATIONS,
+    *orders.OPERATIONS,
+    *markets.OPERATIONS,
+    *risk.OPERATIONS,
+    *keys.OPERATIONS,
+]
 
 
 def announce(issued: IssuedKey) -> None:

@@ -76,6 +76,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("lockout_seconds", "RT_LOCKOUT_SECONDS", 900, int, "How long a locked-out IP stays locked out."),
     Option("max_body_bytes", "RT_MAX_BODY_BYTES", 1_048_576, int, "Largest request body accepted (413 above)."),
     Option("log_level", "RT_LOG_LEVEL", "info", str, "debug, info, warning or error."),
+    Option("paper_symbols", "RT_PAPER_SYMBOLS", (), _list, "Paper symbols and start prices, e.g. `BTC/USDT=65000`."),
+    Option("paper_seed", "RT_PAPER_SEED", -1, int, "Seed of the simulated market's random walk (-1: random)."),
+    Option("paper_tick_ms", "RT_PAPER_TICK_MS", 500, int, "Milliseconds between simulated ticks (0: no ticks)."),
+    Option("paper_volatility", "RT_PAPER_VOLATILITY", "0.0005", str, "Std. deviation of one tick's log return."),
+    Option("paper_fee", "RT_PAPER_FEE", "0.001", str, "Paper fee rate per fill (0.001 = 0.1%)."),
+    Option("paper_slippage_bps", "RT_PAPER_SLIPPAGE_BPS", "0", str, "Paper slippage of market orders, basis points."),
+    Option("paper_balance", "RT_PAPER_BALANCE", "100000", str, "Starting paper balance of a new account (USDT)."),
+    Option("leverage", "RT_LEVERAGE", "1", str, "Margin model: position notional / leverage is the margin used."),
 )
 
 
@@ -98,6 +106,14 @@ class Settings:
     lockout_seconds: int = 900
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    paper_symbols: tuple[str, ...] = ()
+    paper_seed: int = -1
+    paper_tick_ms: int = 500
+    paper_volatility: str = "0.0005"
+    paper_fee: str = "0.001"
+    paper_slippage_bps: str = "0"
+    paper_balance: str = "100000"
+    leverage: str = "1"
 
     @property
     def data_path(self) -> Path:

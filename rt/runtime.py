@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
+from rt.api.idempotency import Idempotency
 from rt.auth import tiers
 from rt.auth.audit import AuditLog
 from rt.auth.guard import Guard
@@ -16,7 +18,12 @@ from rt.auth.manage import IssuedKey, KeyManager
 from rt.auth.network import Network, parse_networks
 from rt.auth.usage import UsageMeter
 from rt.auth.vault import Box, load_pepper, load_secret_key
+from rt.bus import Bus, open_bus
 from rt.config import ConfigError, Settings
+from rt.engine.engine import Engine, EngineConfig
+from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed
+from rt.exchanges.paper import PaperExchange
+from rt.exchanges.registry import Venues
 from rt.store import AccountExists, Store, open_store
 
 
@@ -31,6 +38,10 @@ class Runtime:
     guard: Guard
     tiers: dict[str, tiers.Tier]
     trusted_proxies: tuple[Network, ...]
+    bus: Bus
+    engine: Engine
+    feed: MarketFeed
+    idempotency: Idempotency
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, coro: object, name: str) -> None:
@@ -46,9 +57,50 @@ class Runtime:
         await self.usage.flush()
 
 
+def _decimal(value: str, name: str) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ConfigError(f"{name}: {value!r} is not a number") from None
+    if not number.is_finite() or number < 0:
+        raise ConfigError(f"{name}: {value!r} must be a finite number >= 0")
+    return number
+
+
+def _prices(items: tuple[str, ...]) -> dict[str, Decimal]:
+    if not items:
+        return dict(DEFAULT_PRICES)
+    prices = {}
+    for item in items:
+        symbol, _, price = item.partition("=")
+        if "/" not in symbol or not price:
+            raise ConfigError(f"RT_PAPER_SYMBOLS: {item!r} is not SYMBOL=PRICE, e.g. BTC/USDT=65000")
+        prices[symbol.strip().upper()] = _decimal(price, "RT_PAPER_SYMBOLS")
+    return prices
+
+
+def _market(settings: Settings) -> tuple[MarketFeed, PaperExchange, EngineConfig]:
+    feed = MarketFeed(
+        _prices(settings.paper_symbols),
+        seed=None if settings.paper_seed < 0 else settings.paper_seed,
+        interval=settings.paper_tick_ms / 1000,
+        volatility=float(_decimal(settings.paper_volatility, "RT_PAPER_VOLATILITY")),
+    )
+    paper = PaperExchange(
+        feed,
+        _decimal(settings.paper_fee, "RT_PAPER_FEE"),
+        _decimal(settings.paper_slippage_bps, "RT_PAPER_SLIPPAGE_BPS"),
+    )
+    leverage = _decimal(settings.leverage, "RT_LEVERAGE")
+    if leverage <= 0:
+        raise ConfigError("RT_LEVERAGE must be > 0")
+    config = EngineConfig(starting_balance=_decimal(settings.paper_balance, "RT_PAPER_BALANCE"), leverage=leverage)
+    return feed, paper, config
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, background: bool = False) -> AsyncIterator[Runtime]:
-    """Open the store and limiter; with background=True also run the flushers until exit."""
+    """Open the store and limiter; with background=True also start the engine, the market and the flushers."""
     try:
         tier_table = tiers.load(settings.tier_limits)
         trusted = parse_networks(settings.trusted_proxies, "RT_TRUSTED_PROXIES")
@@ -56,6 +108,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         raise ConfigError(str(exc)) from None
     except Exception as exc:
         raise ConfigError(f"RT_TRUSTED_PROXIES: {exc}") from None
+    feed, paper, engine_config = _market(settings)
     data_dir = settings.data_path
     hasher = KeyHasher(load_pepper(settings.key_pepper, data_dir))
     box = Box(load_secret_key(settings.secret_key, data_dir))
@@ -63,6 +116,8 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     limiter = open_limiter(settings.redis_url, settings.redis_prefix)
     audit_log = AuditLog(store)
     usage = UsageMeter(store)
+    bus = open_bus(settings.redis_url, settings.redis_prefix)
+    engine = Engine(store, bus, Venues(paper), engine_config)
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -73,16 +128,24 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         guard=Guard(settings, store, limiter, hasher, box, tier_table, audit_log, usage),
         tiers=tier_table,
         trusted_proxies=trusted,
+        bus=bus,
+        engine=engine,
+        feed=feed,
+        idempotency=Idempotency(store),
     )
     try:
         if background:
             runtime.spawn(audit_log.run(), "audit-flush")
             runtime.spawn(usage.run(), "usage-flush")
+            runtime.spawn(runtime.idempotency.run_expiry(), "idempotency-expiry")
+            await engine.start()
         yield runtime
     finally:
         try:
+            await engine.close()
             await runtime.stop_tasks()
         finally:
+            await bus.close()
             await limiter.close()
             await store.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -10,6 +11,27 @@ from pydantic import BaseModel, Field
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.auth.usage import WINDOW_HOURS
+from rt.engine import ledger
+
+
+class AccountOut(BaseModel):
+    account_id: str
+    currency: str
+    balance: Decimal
+    equity: Decimal = Field(description="balance + unrealized P&L")
+    margin_used: Decimal = Field(description="open positions' entry notional / leverage")
+    free_margin: Decimal = Field(description="equity - margin used")
+    realized_pnl: Decimal = Field(description="since the account opened, net of fees")
+    unrealized_pnl: Decimal
+    daily_pnl: Decimal = Field(description="realized since 00:00 UTC + unrealized")
+    open_positions: int
+    open_orders: int
+    trading_state: str = Field(description="active, reducing or locked")
+
+
+async def account(call: Call) -> dict[str, Any]:
+    engine = call.runtime.engine
+    return ledger.summary(await engine.book(call.caller.account_id), engine.config.leverage)
 
 
 class KeyUsage(BaseModel):
@@ -35,7 +57,61 @@ async def usage(call: Call) -> dict[str, Any]:
     }
 
 
+class CallingKey(BaseModel):
+    key_id: str
+    account_id: str
+    scopes: list[str]
+    tier: str
+    test: bool
+    allow_ips: list[str]
+    rate_limit: dict[str, int] = Field(description="`per_minute` and `burst` of the key's tier.")
+
+
+async def calling_key(call: Call) -> dict[str, Any]:
+    caller = call.caller
+    tier = call.runtime.tiers[caller.tier]
+    return {
+        "key_id": caller.key_id,
+        "account_id": caller.account_id,
+        "scopes": sorted(caller.scopes),
+        "tier": caller.tier,
+        "test": caller.test,
+        "allow_ips": list(caller.allow_ips),
+        "rate_limit": {"per_minute": tier.per_minute, "burst": tier.burst},
+    }
+
+
+_AUTH_ERRORS = (
+    "API_KEY_MISSING",
+    "API_KEY_INVALID",
+    "API_KEY_REVOKED",
+    "INSUFFICIENT_SCOPE",
+    "IP_NOT_ALLOWED",
+    "RATE_LIMITED",
+    "IP_LOCKED_OUT",
+)
+
 OPERATIONS = [
+    Operation(
+        "GET",
+        "/v1/account",
+        account,
+        "Balance, equity, margin, P&L and trading state",
+        "account",
+        scopes.ACCOUNT_READ,
+        response=AccountOut,
+        errors=_AUTH_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/v1/account/key",
+        calling_key,
+        "The calling key: account, scopes, tier and limits",
+        "account",
+        scopes.ACCOUNT_READ,
+        response=CallingKey,
+        errors=_AUTH_ERRORS,
+    ),
     Operation(
         "GET",
         "/v1/account/usage",

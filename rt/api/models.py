@@ -15,7 +15,7 @@ class Strict(BaseModel):
 
 class Page(Strict):
     limit: int = Field(50, ge=1, le=500, description="Items per page (max 500).")
-    page: int = Field(1, ge=1, description="1-based page number.")
+    page: int = Field(1, ge=1, le=1_000_000, description="1-based page number.")
 
     def slice(self, items: list[Any]) -> list[Any]:
         start = (self.page - 1) * self.limit

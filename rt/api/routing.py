@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rt import errors
+from rt.api.idempotency import fingerprint
 from rt.api.problems import problem_response, request_id_of
 from rt.auth.guard import Credentials, rate_headers
 from rt.auth.network import client_ip
@@ -67,6 +68,8 @@ class Operation:
     status: int = 200
     errors: tuple[str, ...] = ()
     description: str = ""
+    idempotent: bool = False
+    idempotency_field: str | None = None
 
     @property
     def name(self) -> str:
@@ -157,8 +160,13 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 headers = rate_headers(verdict.rate)
             body = parse_body(op.body, raw, request.headers.get("content-type")) if op.body else None
             query = parse_query(op.query, request) if op.query else None
-            result = await op.handler(Call(request, runtime, principal, body, query, ip))
-            response = result if isinstance(result, Response) else JSON(result, status_code=op.status)
+            call = Call(request, runtime, principal, body, query, ip)
+            key = _idempotency_key(op, request, body) if op.idempotent else None
+            if key is not None and principal is not None:
+                print_ = fingerprint(request.method, request.url.path, raw)
+                response = await runtime.idempotency.run(principal.account_id, key, print_, lambda: _respond(op, call))
+            else:
+                response = await _respond(op, call)
         except RtError as exc:
             response = problem_response(exc, request_id_of(request))
         except Exception:
@@ -173,6 +181,27 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
 
     run.__name__ = op.name
     return run
+
+
+async def _respond(op: Operation, call: Call) -> Response:
+    try:
+        result = await op.handler(call)
+    except RtError as exc:
+        return problem_response(exc, request_id_of(call.request))
+    return result if isinstance(result, Response) else JSON(result, status_code=op.status)
+
+
+def _idempotency_key(op: Operation, request: Request, body: Any) -> str | None:
+    header = request.headers.get("idempotency-key")
+    if header is not None:
+        if not 1 <= len(header) <= 255:
+            raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+        return f"h:{header}"
+    if op.idempotency_field is not None and body is not None:
+        value = getattr(body, op.idempotency_field, None)
+        if value:
+            return f"{op.idempotency_field}:{value}"
+    return None
 
 
 def _api_key(request: Request) -> str | None:

@@ -146,7 +146,7 @@ class Guard:
             raise await self._fail(Unauthorized("API key is not valid"), creds, None, counts=True)
         digest = self._hasher.digest(creds.key)
         record = await self._lookup(digest)
-        if record is None or not self._hasher.matches(creds.key, record.digest):
+        if record is None or not hmac.compare_digest(digest, record.digest):
             raise await self._fail(Unauthorized("API key is not valid"), creds, None, counts=True)
         if record.revoked_at is not None:
             raise await self._fail(

@@ -35,7 +35,7 @@ class KeyHasher:
         self._pepper = pepper
 
     def digest(self, key: str) -> str:
-        return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._pepper, key.encode(), hashlib.sha256).hex()
 
     def matches(self, key: str, stored_digest: str) -> bool:
         return hmac.compare_digest(self.digest(key), stored_digest)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rt.errors import RtError
-from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
+from rt.store.models import Account, ApiKey, AuditEntry, StoredResponse, TradeBatch, Usage, UsageDelta
+
+if TYPE_CHECKING:
+    from rt.engine.models import Book, Order, Position
 
 
 class KeyLimitReached(RtError):
@@ -49,6 +52,38 @@ class Store(Protocol):
         """Add counts per (key, hour) and move each key's last_used_at forward."""
 
     async def usage(self, key_id: str, since_hour: int) -> Usage: ...
+
+    # trading
+
+    async def save(self, batch: TradeBatch) -> None:
+        """Books, positions, orders (upserted) and events (appended) in one transaction."""
+
+    async def load_books(self) -> list[Book]:
+        """Every account's book with its open and pending positions and its open orders."""
+
+    async def list_positions(
+        self,
+        account_id: str,
+        status: Sequence[str] | None,
+        exchange: str | None,
+        symbol: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Position], int]: ...
+    async def get_position(self, account_id: str, position_id: str) -> Position | None: ...
+    async def list_orders(
+        self,
+        account_id: str,
+        status: Sequence[str] | None,
+        exchange: str | None,
+        symbol: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Order], int]: ...
+    async def get_order(self, account_id: str, order_id: str) -> Order | None: ...
+    async def get_response(self, account_id: str, key: str) -> StoredResponse | None: ...
+    async def put_response(self, account_id: str, key: str, response: StoredResponse) -> None: ...
+    async def expire_responses(self, older_than_ms: int) -> None: ...
 
 
 async def open_store(url: str) -> Store:

@@ -64,3 +64,22 @@ class Usage:
     requests: int
     auth_failures: int
     rate_limited: int
+
+
+@dataclass
+class TradeBatch:
+    """Everything one engine command changed, written in one transaction."""
+
+    books: list[Any] = field(default_factory=list)
+    positions: list[Any] = field(default_factory=list)
+    orders: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """An idempotent write's first answer."""
+
+    fingerprint: str
+    status: int
+    body: bytes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import orjson
 
 from rt.ids import new_id
 from rt.store import AccountExists, KeyLimitReached
+from rt.store._sqlite_trading import TradingTables
 from rt.store.migrations import load
 from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
 
@@ -57,9 +60,12 @@ def _account(row: Any) -> Account:
     return Account(id=row[0], name=row[1], parent_id=row[2], created_at=_dt(row[3]) or _now())
 
 
-class SQLiteStore:
+class SQLiteStore(TradingTables):
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # One connection serves every coroutine: without this, a second BEGIN fails inside the first's transaction
+        # and a ROLLBACK would also undo writes other coroutines made meanwhile.
+        self._write = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
@@ -73,10 +79,20 @@ class SQLiteStore:
         await store._migrate()
         return store
 
+    @asynccontextmanager
+    async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
+        async with self._write:
+            await self._db.execute(begin)
+            try:
+                yield
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
     async def _migrate(self) -> None:
         # BEGIN IMMEDIATE: a CLI and a server opening a new data dir together migrate it once.
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             async with self._db.execute("PRAGMA user_version") as cur:
                 row = await cur.fetchone()
             current = int(row[0]) if row else 0
@@ -86,10 +102,6 @@ class SQLiteStore:
                         if statement.strip():
                             await self._db.execute(statement)
                     await self._db.execute(f"PRAGMA user_version={version:d}")
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         await self._db.close()
@@ -111,10 +123,11 @@ class SQLiteStore:
     async def create_account(self, name: str, parent_id: str | None = None) -> Account:
         account = Account(id=new_id("acct"), name=name, parent_id=parent_id, created_at=_now())
         try:
-            await self._db.execute(
-                "INSERT INTO accounts (id, name, parent_id, created_at) VALUES (?, ?, ?, ?)",
-                (account.id, name, parent_id, _ms(account.created_at)),
-            )
+            async with self._write:
+                await self._db.execute(
+                    "INSERT INTO accounts (id, name, parent_id, created_at) VALUES (?, ?, ?, ?)",
+                    (account.id, name, parent_id, _ms(account.created_at)),
+                )
         except aiosqlite.IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 raise AccountExists(f"an account named {name!r} already exists") from None
@@ -165,8 +178,7 @@ class SQLiteStore:
         )
 
     async def insert_key(self, key: ApiKey, max_active: int) -> None:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             row = await self._one(
                 "SELECT COUNT(*) FROM api_keys WHERE account_id = ? AND revoked_at IS NULL", key.account_id
             )
@@ -175,25 +187,15 @@ class SQLiteStore:
                     f"account already has {max_active} active keys; revoke one first", limit=max_active
                 )
             await self._insert_key(key)
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
 
     async def rotate_key(self, old_id: str, new: ApiKey, at: datetime) -> ApiKey | None:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             cur = await self._db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ms(at), old_id)
             )
             if cur.rowcount != 1:
-                await self._db.execute("ROLLBACK")
                 return None
             await self._insert_key(new)
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
         return await self.get_key(old_id)
 
     async def key_by_digest(self, digest: str) -> ApiKey | None:
@@ -216,22 +218,24 @@ class SQLiteStore:
         return [_key(r) for r in rows]
 
     async def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
-        await self._db.execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ms(at), key_id)
-        )
+        async with self._write:
+            await self._db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ms(at), key_id)
+            )
         return await self.get_key(key_id)
 
     # audit
 
     async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
         now = _ms(_now())
-        await self._db.executemany(
-            "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, orjson.dumps(e.detail).decode())
-                for e in entries
-            ],
-        )
+        async with self._write:
+            await self._db.executemany(
+                "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, orjson.dumps(e.detail).decode())
+                    for e in entries
+                ],
+            )
 
     async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]:
         cols = "id, at, account_id, key_id, action, ip, detail"
@@ -253,8 +257,7 @@ class SQLiteStore:
     async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
         if not deltas:
             return
-        await self._db.execute("BEGIN")
-        try:
+        async with self._transaction("BEGIN"):
             await self._db.executemany(
                 "INSERT INTO key_usage (key_id, hour, requests, auth_failures, rate_limited) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (key_id, hour) DO UPDATE SET requests = requests + excluded.requests, "
@@ -266,10 +269,6 @@ class SQLiteStore:
                 "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
                 [(d.last_used_ms, d.key_id) for d in deltas if d.last_used_ms],
             )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
 
     async def usage(self, key_id: str, since_hour: int) -> Usage:
         row = await self._one(

@@ -39,7 +39,10 @@ return redis.call('PTTL', KEYS[2])
 
 class RedisLimiter:
     def __init__(self, url: str, prefix: str = "rt") -> None:
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url)
+        # A blocking pool: a burst of concurrent requests waits for a connection instead of failing with
+        # MaxConnectionsError once more than the default pool's 100 are in flight.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5)
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._prefix = prefix
         self._gcra = self._redis.register_script(_GCRA)
         self._fail = self._redis.register_script(_FAIL)

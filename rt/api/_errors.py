@@ -1,0 +1,15 @@
+"""Error codes operations declare, for the OpenAPI document."""
+
+from __future__ import annotations
+
+AUTH = (
+    "API_KEY_MISSING",
+    "API_KEY_INVALID",
+    "API_KEY_REVOKED",
+    "INSUFFICIENT_SCOPE",
+    "IP_NOT_ALLOWED",
+    "RATE_LIMITED",
+    "IP_LOCKED_OUT",
+)
+WRITE = (*AUTH, "BAD_REQUEST", "REQUEST_SIGNATURE_INVALID")
+TRADE = (*WRITE, "VALIDATION_FAILED", "TRADING_LOCKED", "IDEMPOTENCY_CONFLICT", "EXCHANGE_UNAVAILABLE")

@@ -1,0 +1,77 @@
+"""Idempotent writes: the same key with the same request returns the first answer and trades once.
+
+Keys are per account and kept 24 hours (as Stripe does). Successful answers and Cerberus rejections are kept;
+other errors are not, so a retry after a 503 or 429 runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+
+from rt.errors import IDEMPOTENCY_CONFLICT, Conflict
+from rt.store import Store
+from rt.store.models import StoredResponse
+
+log = logging.getLogger("rt.idempotency")
+
+TTL_SECONDS = 24 * 3600
+_KEPT = {200, 201, 202, 422}
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+
+
+class Idempotency:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, account_id: str, key: str) -> asyncio.Lock:
+        lock = self._locks.get((account_id, key))
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[(account_id, key)] = lock
+        return lock
+
+    async def run(self, account_id: str, key: str, print_: str, produce: Callable[[], Awaitable[Response]]) -> Response:
+        store = self._store
+        async with self._lock(account_id, key):
+            stored = await store.get_response(account_id, key)
+            if stored is not None:
+                if stored.fingerprint != print_:
+                    raise Conflict(
+                        "this Idempotency-Key (or client_order_id) was used with a different request",
+                        code=IDEMPOTENCY_CONFLICT,
+                    )
+                return Response(
+                    stored.body,
+                    stored.status,
+                    media_type=_media(stored.status),
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            response = await produce()
+            if response.status_code in _KEPT:
+                await store.put_response(
+                    account_id, key, StoredResponse(print_, response.status_code, bytes(response.body))
+                )
+            return response
+
+    async def run_expiry(self) -> None:
+        while True:
+            try:
+                await self._store.expire_responses(int((time.time() - TTL_SECONDS) * 1000))
+            except Exception:
+                log.exception("idempotency expiry failed")
+            await asyncio.sleep(3600)
+
+
+def _media(status: int) -> str:
+    return "application/json" if status < 400 else "application/problem+json"

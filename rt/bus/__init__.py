@@ -1,0 +1,74 @@
+"""The event bus seam: every state change is an Event published here; sessions and webhooks only subscribe.
+
+The bus gives each event a `seq` per (account, channel) and keeps recent history so a client can resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rt.ids import new_id
+
+CHANNEL_OF_PREFIX = {
+    "position": "positions",
+    "order": "orders",
+    "strategy": "strategies",
+    "risk": "risk",
+    "emergency": "risk",
+    "account": "account",
+}
+
+EVENTS_CHANNEL = "events"
+
+
+def channel_of(event: str) -> str:
+    return CHANNEL_OF_PREFIX.get(event.split(".", 1)[0], EVENTS_CHANNEL)
+
+
+@dataclass(frozen=True)
+class Event:
+    account_id: str
+    event: str
+    data: dict[str, Any]
+    id: str = field(default_factory=lambda: new_id("evt"))
+    ts_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+
+    @property
+    def channel(self) -> str:
+        return channel_of(self.event)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event on one channel with its sequence number there."""
+
+    channel: str
+    seq: int
+    event: Event
+
+
+class Bus(Protocol):
+    async def publish(self, events: list[Event]) -> list[Delivery]:
+        """Publish in order; each event goes to its own channel and to `events`. Returns what was sequenced."""
+
+    def subscribe(self) -> AsyncIterator[Delivery]:
+        """Every delivery published from now on (all accounts)."""
+
+    async def history(self, account_id: str, channel: str, since: int) -> list[Delivery] | None:
+        """Deliveries with seq > since, or None when history no longer reaches back that far."""
+
+    async def last_seq(self, account_id: str, channel: str) -> int: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def open_bus(redis_url: str = "", prefix: str = "rt", history: int = 1000) -> Bus:
+    from rt.bus.memory import MemoryBus
+
+    return MemoryBus(history)
+
+
+__all__ = ["Bus", "Delivery", "Event", "channel_of", "open_bus"]

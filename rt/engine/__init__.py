@@ -1,0 +1,1 @@
+"""The trading core: accounts and ledger, orders, positions, P&L; Cerberus (risk.py) and Charon (kill.py)."""

@@ -1,0 +1,246 @@
+"""The engine: one writer per account. Every command runs under its account's lock, then its changes are stored
+and published in one step, so Cerberus always sees what every earlier command did."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from rt.bus import Bus, Event
+from rt.engine import ledger, risk
+from rt.engine.models import Book, Envelope, Order, Position
+from rt.exchanges import Exchange, Fill, Ticker
+from rt.exchanges.registry import Venues
+from rt.store import Store
+from rt.store.models import TradeBatch
+
+log = logging.getLogger("rt.engine")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Changes:
+    """What a command touched; committed (stored, then published) when the command ends."""
+
+    book: Book
+    positions: dict[str, Position] = field(default_factory=dict)
+    orders: dict[str, Order] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    book_changed: bool = False
+
+    def position(self, position: Position, event: str | None = None, **extra: Any) -> None:
+        self.positions[position.id] = position
+        if event:
+            self.events.append(Event(self.book.account_id, event, {**position.as_json(), **extra}))
+
+    def order(self, order: Order, event: str | None = None) -> None:
+        self.orders[order.id] = order
+        if event:
+            self.events.append(Event(self.book.account_id, event, order.as_json()))
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        self.events.append(Event(self.book.account_id, name, data))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    starting_balance: Decimal = Decimal("100000")
+    currency: str = "USDT"
+    leverage: Decimal = Decimal("1")
+    envelope: Envelope = field(default_factory=Envelope)
+
+
+class Engine:
+    def __init__(self, store: Store, bus: Bus, venues: Venues, config: EngineConfig | None = None) -> None:
+        self.store = store
+        self.bus = bus
+        self.venues = venues
+        self.config = config or EngineConfig()
+        self._books: dict[str, Book] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._by_venue_order: dict[str, tuple[str, str]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: set[str] = set()
+
+    # lifecycle
+
+    async def start(self) -> None:
+        for book in await self.store.load_books():
+            self._books[book.account_id] = book
+            for order in book.orders.values():
+                if order.status == "open" and order.venue_order_id:
+                    self._by_venue_order[order.venue_order_id] = (book.account_id, order.id)
+                    adopt = getattr(self.venues.paper, "adopt", None)
+                    if order.exchange == "paper" and adopt is not None:
+                        from rt.engine.trading import spec_of
+
+                        adopt(order.venue_order_id, spec_of(order))
+        for venue in self.venues.all():
+            self.listen(venue)
+            await venue.start()
+
+    def listen(self, venue: Exchange) -> None:
+        from rt.engine.trading import on_fill, on_tick
+
+        async def filled(fill: Fill) -> None:
+            await on_fill(self, fill)
+
+        def ticked(ticker: Ticker) -> None:
+            on_tick(self, venue.id, ticker)
+
+        venue.on_fill(filled)
+        venue.on_tick(ticked)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for venue in self.venues.all():
+            await venue.close()
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # state
+
+    def books(self) -> list[Book]:
+        return list(self._books.values())
+
+    def cached_book(self, account_id: str) -> Book | None:
+        return self._books.get(account_id)
+
+    def lock(self, account_id: str) -> asyncio.Lock:
+        lock = self._locks.get(account_id)
+        if lock is None:
+            lock = self._locks[account_id] = asyncio.Lock()
+        return lock
+
+    async def book(self, account_id: str) -> Book:
+        """The account's book; a new account starts with the configured paper balance."""
+        book = self._books.get(account_id)
+        if book is None:
+            cfg = self.config
+            book = Book(account_id, cfg.starting_balance, cfg.currency, envelope=Envelope(**vars(cfg.envelope)))
+            ledger.roll_day(book)
+            self._books[account_id] = book
+            await self.store.save(TradeBatch(books=[book]))
+        return book
+
+    def track(self, order: Order) -> None:
+        if order.venue_order_id and order.status == "open":
+            self._by_venue_order[order.venue_order_id] = (order.account_id, order.id)
+
+    def untrack(self, order: Order) -> None:
+        if order.venue_order_id:
+            self._by_venue_order.pop(order.venue_order_id, None)
+
+    def owner_of(self, fill: Fill) -> tuple[str, str] | None:
+        return self._by_venue_order.get(fill.venue_order_id)
+
+    # commands
+
+    async def run(self, account_id: str, command: Callable[[Changes], Awaitable[T]]) -> T:
+        """Run one command as the account's only writer, then store and publish what it changed."""
+        async with self.lock(account_id):
+            book = await self.book(account_id)
+            changes = Changes(book)
+            try:
+                return await command(changes)
+            finally:
+                await self.commit(changes)
+
+    async def commit(self, changes: Changes) -> None:
+        book = changes.book
+        if changes.positions or changes.orders or changes.book_changed:
+            self._alerts(changes)
+        if not (changes.positions or changes.orders or changes.events or changes.book_changed):
+            return
+        if changes.positions or changes.orders:
+            changes.book_changed = True
+            changes.event("account.updated", ledger.summary(book, self.config.leverage))
+        await self.store.save(
+            TradeBatch(
+                books=[book] if changes.book_changed else [],
+                positions=list(changes.positions.values()),
+                orders=list(changes.orders.values()),
+                events=changes.events,
+            )
+        )
+        if changes.events:
+            await self.bus.publish(changes.events)
+
+    def _alerts(self, changes: Changes) -> None:
+        """risk.limit_reached at 80% (warning) and 100% (breached) of a limit, once per crossing."""
+        book = changes.book
+        for check, (used, limit, current) in risk.utilization(book).items():
+            level = "breached" if used >= 1 else "warning" if used >= risk.WARNING_AT else ""
+            if level == book.alerts.get(check, ""):
+                continue
+            previous = book.alerts.get(check, "")
+            if level:
+                book.alerts[check] = level
+            else:
+                book.alerts.pop(check, None)
+            changes.book_changed = True
+            if level and (previous != "breached"):
+                changes.event(
+                    "risk.limit_reached",
+                    {
+                        "check": check,
+                        "level": level,
+                        "limit": limit,
+                        "current": current,
+                        "utilization": round(float(used), 4),
+                    },
+                )
+            if check == risk.DAILY_LOSS and level == "breached" and book.state == "active":
+                book.state = "reducing"
+                changes.event(
+                    "risk.limit_reached",
+                    {
+                        "check": check,
+                        "level": "breached",
+                        "limit": limit,
+                        "current": current,
+                        "trading_state": "reducing",
+                    },
+                )
+
+    def mark(self, exchange: str, ticker: Ticker) -> list[tuple[str, str, str]]:
+        """Move open positions on this symbol to the new price; returns (account, position, reason) to close."""
+        due: list[tuple[str, str, str]] = []
+        for book in self._books.values():
+            for position in book.positions.values():
+                if position.status != "open" or position.symbol != ticker.symbol or position.exchange != exchange:
+                    continue
+                position.current_price = ticker.last
+                exit_price = ticker.bid if position.side == "long" else ticker.ask
+                reason = _crossed(position, exit_price)
+                if reason and position.id not in self._closing:
+                    self._closing.add(position.id)
+                    due.append((book.account_id, position.id, reason))
+        return due
+
+    def done_closing(self, position_id: str) -> None:
+        self._closing.discard(position_id)
+
+
+def _crossed(position: Position, exit_price: Decimal) -> str | None:
+    long = position.side == "long"
+    if position.stop_loss is not None and (
+        exit_price <= position.stop_loss if long else exit_price >= position.stop_loss
+    ):
+        return "stop_loss"
+    if position.take_profit is not None and (
+        exit_price >= position.take_profit if long else exit_price <= position.take_profit
+    ):
+        return "take_profit"
+    return None

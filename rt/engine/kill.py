@@ -1,0 +1,102 @@
+"""Charon: the kill switch. Lock first (so queued commands fail fast), then cancel, close and halt everything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+from rt.engine.engine import Changes, Engine
+from rt.engine.models import Order, Position
+from rt.engine.trading import _close, _mark_canceled
+from rt.errors import RtError
+from rt.ids import new_id
+
+Action = Literal["KILL", "CLOSE_ALL", "FLATTEN", "LOCK", "UNLOCK"]
+
+# What each action does: (cancel open orders, close positions, lock the account).
+_PLAN: dict[str, tuple[bool, bool, bool]] = {
+    "KILL": (True, True, True),
+    "CLOSE_ALL": (False, True, False),
+    "FLATTEN": (True, True, False),
+    "LOCK": (False, False, True),
+    "UNLOCK": (False, False, False),
+}
+
+
+async def execute(
+    engine: Engine, account_id: str, action: Action, reason: str = "", actor: str | None = None
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    command_id = new_id("cmd")
+    cancel, close, lock = _PLAN[action]
+    book = await engine.book(account_id)
+    if lock:
+        book.state = "locked"  # before the writer lock: commands queued behind us see it and stop
+
+    async def command(changes: Changes) -> dict[str, Any]:
+        canceled = await _cancel_all(engine, changes) if cancel else []
+        closed, failed = await _close_all(engine, changes) if close else ([], [])
+        if lock:
+            book.state = "locked"
+        elif action == "UNLOCK":
+            book.state = "active"
+        changes.book_changed = True
+        report = {
+            "command_id": command_id,
+            "action": action,
+            "account_id": account_id,
+            "trading_state": book.state,
+            "orders_canceled": len(canceled),
+            "positions_closed": len(closed),
+            "positions_failed": len(failed),
+            "strategies_halted": 0,
+            "reason": reason,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if action in ("KILL", "CLOSE_ALL", "FLATTEN", "LOCK"):
+            changes.event("emergency.kill_triggered", {**report, "actor": actor})
+        else:
+            changes.event(
+                "risk.limit_reached",
+                {"check": "trading_state", "level": "ok", "trading_state": "active", "command_id": command_id},
+            )
+        return report
+
+    report = await engine.run(account_id, command)
+    report["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return report
+
+
+async def _cancel_all(engine: Engine, changes: Changes) -> list[Order]:
+    resting = [o for o in changes.book.orders.values() if o.status == "open"]
+
+    async def cancel(order: Order) -> Order | None:
+        venue = engine.venues.get(order.account_id, order.exchange)
+        assert order.venue_order_id is not None
+        answer = await venue.cancel(order.venue_order_id, order.symbol)
+        return order if answer.status == "canceled" else None
+
+    results = await asyncio.gather(*(cancel(o) for o in resting), return_exceptions=True)
+    canceled = []
+    for result in results:
+        if isinstance(result, Order):
+            _mark_canceled(engine, changes, result)
+            canceled.append(result)
+    return canceled
+
+
+async def _close_all(engine: Engine, changes: Changes) -> tuple[list[Position], list[Position]]:
+    targets = changes.book.open_positions()
+
+    async def close(position: Position) -> Position:
+        await _close(engine, changes, position, "kill_switch")
+        return position
+
+    results = await asyncio.gather(*(close(p) for p in targets), return_exceptions=True)
+    closed = [r for r in results if isinstance(r, Position)]
+    failed = [p for p, r in zip(targets, results, strict=True) if isinstance(r, BaseException)]
+    for exc in results:
+        if isinstance(exc, BaseException) and not isinstance(exc, RtError):
+            raise exc
+    return closed, failed

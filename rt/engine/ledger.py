@@ -1,0 +1,161 @@
+"""P&L, margin and fills: pure functions over a Book (see docs/trading.md for the model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from rt.engine.models import ZERO, Book, Order, Position, now
+from rt.exchanges import Fill
+
+
+@dataclass
+class Applied:
+    """What one fill changed."""
+
+    opened: list[Position] = field(default_factory=list)
+    updated: list[Position] = field(default_factory=list)
+    closed: list[Position] = field(default_factory=list)
+    realized: Decimal = ZERO
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def roll_day(book: Book, day: str | None = None) -> None:
+    day = day or today()
+    if book.day != day:
+        book.day = day
+        book.day_realized = ZERO
+
+
+def unrealized(book: Book) -> Decimal:
+    return sum((p.unrealized_pnl for p in book.open_positions()), ZERO)
+
+
+def equity(book: Book) -> Decimal:
+    return book.balance + unrealized(book)
+
+
+def margin_used(book: Book, leverage: Decimal) -> Decimal:
+    return sum((p.entry_price * p.quantity for p in book.open_positions()), ZERO) / leverage
+
+
+def exposure_notional(book: Book) -> Decimal:
+    return sum((p.notional for p in book.open_positions()), ZERO)
+
+
+def daily_pnl(book: Book) -> Decimal:
+    """Realized since 00:00 UTC plus the unrealized P&L of every open position."""
+    roll_day(book)
+    return book.day_realized + unrealized(book)
+
+
+def summary(book: Book, leverage: Decimal) -> dict[str, Any]:
+    eq = equity(book)
+    used = margin_used(book, leverage)
+    return {
+        "account_id": book.account_id,
+        "currency": book.currency,
+        "balance": book.balance,
+        "equity": eq,
+        "margin_used": used,
+        "free_margin": eq - used,
+        "realized_pnl": book.realized_total,
+        "unrealized_pnl": eq - book.balance,
+        "daily_pnl": daily_pnl(book),
+        "open_positions": len(book.open_positions()),
+        "open_orders": sum(1 for o in book.orders.values() if o.status == "open"),
+        "trading_state": book.state,
+    }
+
+
+def _realize(book: Book, amount: Decimal) -> None:
+    roll_day(book)
+    book.balance += amount
+    book.day_realized += amount
+    book.realized_total += amount
+
+
+def reduce_position(
+    book: Book, position: Position, price: Decimal, quantity: Decimal, fee: Decimal, reason: str, out: Applied
+) -> None:
+    pnl = (price - position.entry_price) * quantity * position.sign - fee
+    position.realized_pnl += pnl
+    position.current_price = price
+    _realize(book, pnl)
+    out.realized += pnl
+    if quantity >= position.quantity:
+        # A closed position keeps the quantity it last held, so the record says what was closed.
+        position.status = "closed"
+        position.closed_at = now()
+        position.close_reason = reason
+        out.closed.append(position)
+    else:
+        position.quantity -= quantity
+        out.updated.append(position)
+
+
+def open_position(
+    book: Book, order: Order, price: Decimal, quantity: Decimal, fee: Decimal, position_id: str, out: Applied
+) -> Position:
+    position = book.positions.get(position_id)
+    if position is None or position.status not in ("pending", "pending_validation"):
+        position = Position(
+            id=position_id,
+            account_id=book.account_id,
+            exchange=order.exchange,
+            symbol=order.symbol,
+            side="long" if order.side == "buy" else "short",
+            quantity=quantity,
+            entry_price=price,
+            status="open",
+            stop_loss=order.stop_loss,
+            take_profit=order.take_profit,
+            strategy_id=order.strategy_id,
+            entry_order_id=order.id,
+        )
+        book.positions[position.id] = position
+    position.status = "open"
+    position.quantity = quantity
+    position.entry_price = price
+    position.current_price = price
+    position.realized_pnl -= fee
+    _realize(book, -fee)
+    out.realized -= fee
+    out.opened.append(position)
+    return position
+
+
+def apply_fill(book: Book, order: Order, fill: Fill, new_position_id: str, reason: str = "order") -> Applied:
+    """Book a fill: update the order, then open, reduce or net positions as the order's intent says."""
+    out = Applied()
+    order.status = "filled"
+    order.filled_quantity = fill.quantity
+    order.average_price = fill.price
+    order.fee = fill.fee
+    order.updated_at = now()
+    remaining = fill.quantity
+    if order.intent == "close" and order.position_id in book.positions:
+        target = book.positions[order.position_id]
+        reduce_position(book, target, fill.price, min(remaining, target.quantity), fill.fee, reason, out)
+        return out
+    if order.intent == "net":
+        opposite = "short" if order.side == "buy" else "long"
+        for position in sorted(book.open_positions(), key=lambda p: p.created_at):
+            if remaining <= 0:
+                break
+            if position.exchange != order.exchange or position.symbol != order.symbol or position.side != opposite:
+                continue
+            take = min(remaining, position.quantity)
+            reduce_position(book, position, fill.price, take, fill.fee * take / fill.quantity, reason, out)
+            remaining -= take
+    if remaining > 0:
+        position_id = order.position_id if order.intent == "open" and order.position_id else new_position_id
+        fee = fill.fee * remaining / fill.quantity
+        opened = open_position(book, order, fill.price, remaining, fee, position_id, out)
+        order.position_id = opened.id
+    return out

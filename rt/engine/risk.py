@@ -1,0 +1,189 @@
+"""Cerberus: the pre-trade checks every order and position passes before a venue sees it.
+
+The checks see what is open and what is already resting, so no set of orders can together pass a limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from rt.engine import ledger
+from rt.engine.models import ZERO, Book, Envelope
+from rt.errors import Locked, ValidationFailed
+
+WARNING_AT = Decimal("0.8")
+
+POSITION_SIZE = "position_size"
+EXPOSURE = "exposure_limit"
+DAILY_LOSS = "daily_loss_limit"
+CONCURRENT = "concurrent_positions"
+MARGIN = "margin"
+TRADING_STATE = "trading_state"
+STRATEGY = "strategy_limit"
+
+CHECKS = (TRADING_STATE, POSITION_SIZE, EXPOSURE, DAILY_LOSS, CONCURRENT, MARGIN)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What an order would do, as Cerberus needs to see it."""
+
+    exchange: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    price: Decimal
+    reduce_only_position: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    check: str
+    passed: bool
+    limit: Decimal | int | None = None
+    requested: Decimal | int | None = None
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "passed": self.passed,
+            "limit": self.limit,
+            "requested": self.requested,
+            "reason": self.reason,
+        }
+
+
+def increase_of(book: Book, proposal: Proposal) -> Decimal:
+    """The part of the quantity that adds exposure (the rest closes opposite positions)."""
+    if proposal.reduce_only_position is not None:
+        return ZERO
+    opposite = "short" if proposal.side == "buy" else "long"
+    reducible = sum(
+        (
+            p.quantity
+            for p in book.open_positions()
+            if p.exchange == proposal.exchange and p.symbol == proposal.symbol and p.side == opposite
+        ),
+        ZERO,
+    )
+    return max(proposal.quantity - reducible, ZERO)
+
+
+def pending(book: Book) -> tuple[Decimal, int]:
+    """Notional and count of resting orders that would open positions."""
+    notional, count = ZERO, 0
+    for order in book.orders.values():
+        if order.status == "open" and order.intent != "close":
+            notional += (order.price or order.stop_price or ZERO) * order.quantity
+            count += 1
+    return notional, count
+
+
+def evaluate(book: Book, proposal: Proposal, leverage: Decimal, extra: Envelope | None = None) -> list[Check]:
+    """Every check, passed or not. Raises Locked when the account is locked (closing a position still works)."""
+    if book.state == "locked" and proposal.reduce_only_position is None:
+        raise Locked(
+            "trading is locked by the kill switch; POST /v1/risk/kill with action UNLOCK to resume", check=TRADING_STATE
+        )
+    env = book.envelope
+    increase = increase_of(book, proposal)
+    added = increase * proposal.price
+    checks: list[Check] = []
+    if book.state == "reducing":
+        checks.append(
+            Check(
+                TRADING_STATE,
+                increase == 0,
+                reason="account is reducing: only orders that shrink exposure are accepted" if increase else "",
+            )
+        )
+    else:
+        checks.append(Check(TRADING_STATE, True))
+    if increase == 0:
+        return checks + [Check(name, True, reason="reduces exposure") for name in CHECKS[1:]]
+
+    limit_size = env.max_position_size if extra is None else min(env.max_position_size, extra.max_position_size)
+    checks.append(
+        Check(
+            POSITION_SIZE,
+            added <= limit_size,
+            limit_size,
+            added,
+            "" if added <= limit_size else "exceeds max position size",
+        )
+    )
+
+    eq = ledger.equity(book)
+    pend_notional, pend_count = pending(book)
+    total = ledger.exposure_notional(book) + pend_notional + added
+    ratio = total / eq if eq > 0 else Decimal("Infinity")
+    ok = ratio <= env.max_exposure
+    checks.append(
+        Check(
+            EXPOSURE,
+            ok,
+            env.max_exposure,
+            ratio.quantize(Decimal("0.0001")) if eq > 0 else None,
+            "" if ok else "exceeds max exposure (open and resting notional / equity)",
+        )
+    )
+
+    loss = -ledger.daily_pnl(book)
+    loss_limit = env.max_daily_loss if extra is None else min(env.max_daily_loss, extra.max_daily_loss)
+    ok = loss < loss_limit
+    checks.append(Check(DAILY_LOSS, ok, loss_limit, max(loss, ZERO), "" if ok else "daily loss limit reached"))
+
+    count = len(book.open_positions()) + pend_count + 1
+    ok = count <= env.max_concurrent_positions
+    checks.append(
+        Check(CONCURRENT, ok, env.max_concurrent_positions, count, "" if ok else "too many concurrent positions")
+    )
+
+    need = ledger.margin_used(book, leverage) + (pend_notional + added) / leverage
+    ok = need <= eq
+    checks.append(Check(MARGIN, ok, eq, need, "" if ok else "insufficient free margin"))
+    return checks
+
+
+def enforce(checks: list[Check], **extra: Any) -> None:
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        first = failed[0]
+        raise ValidationFailed(
+            f"Cerberus rejected the request: {first.reason} ({first.check})",
+            details={"check": first.check, "reason": first.reason, "limit": first.limit, "requested": first.requested},
+            checks=[c.as_json() for c in checks],
+            **extra,
+        )
+
+
+def utilization(book: Book) -> dict[str, tuple[Decimal, Decimal | int, Decimal | int]]:
+    """check -> (used fraction, limit, current) for the limits that warn at 80%."""
+    env = book.envelope
+    eq = ledger.equity(book)
+    exposure = ledger.exposure_notional(book) / eq if eq > 0 else Decimal(0)
+    loss = max(-ledger.daily_pnl(book), ZERO)
+    count = len(book.open_positions())
+    return {
+        EXPOSURE: (exposure / env.max_exposure if env.max_exposure else Decimal(0), env.max_exposure, exposure),
+        DAILY_LOSS: (loss / env.max_daily_loss if env.max_daily_loss else Decimal(0), env.max_daily_loss, loss),
+        CONCURRENT: (
+            Decimal(count) / env.max_concurrent_positions if env.max_concurrent_positions else Decimal(0),
+            env.max_concurrent_positions,
+            count,
+        ),
+    }
+
+
+def status(book: Book) -> str:
+    if book.state == "locked":
+        return "locked"
+    levels = [u for u, _, _ in utilization(book).values()]
+    if any(u >= 1 for u in levels):
+        return "breached"
+    if any(u >= WARNING_AT for u in levels):
+        return "warning"
+    return "ok"

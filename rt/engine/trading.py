@@ -1,0 +1,315 @@
+"""Orders and positions: the engine functions REST routes and WebSocket commands both call."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from rt.engine import ledger, risk
+from rt.engine.engine import Changes, Engine
+from rt.engine.models import Order, Position, now
+from rt.engine.requests import OrderRequest, PositionRequest, PositionUpdate
+from rt.errors import BadRequest, NotFound, RtError
+from rt.exchanges import Exchange, Fill, OrderSpec, Side, Ticker
+from rt.ids import new_id
+
+log = logging.getLogger("rt.engine")
+
+
+class OrderNotOpen(RtError):
+    status, code = 409, "ORDER_NOT_OPEN"
+
+
+class PositionNotOpen(RtError):
+    status, code = 409, "POSITION_NOT_OPEN"
+
+
+def spec_of(order: Order) -> OrderSpec:
+    return OrderSpec(order.symbol, order.side, order.type, order.quantity, order.price, order.stop_price, order.id)
+
+
+def _estimate(order: Order, ticker: Ticker) -> Decimal:
+    """The price Cerberus judges an order at."""
+    if order.type == "limit" and order.price is not None:
+        return order.price
+    if order.type == "stop" and order.stop_price is not None:
+        return order.stop_price
+    return ticker.ask if order.side == "buy" else ticker.bid
+
+
+async def _submit(
+    engine: Engine, changes: Changes, venue: Exchange, order: Order, reason: str = "order", strategy_limits: Any = None
+) -> list[risk.Check]:
+    """Cerberus, then the venue, then the books. Raises ValidationFailed (order stored as rejected)."""
+    book = changes.book
+    ticker = await venue.ticker(order.symbol)
+    proposal = risk.Proposal(
+        order.exchange,
+        order.symbol,
+        order.side,
+        order.quantity,
+        _estimate(order, ticker),
+        order.position_id if order.intent == "close" else None,
+    )
+    checks = risk.evaluate(book, proposal, engine.config.leverage, strategy_limits)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        order.status = "rejected"
+        order.reject_reason = f"{failed[0].check}: {failed[0].reason}"
+        changes.order(order, "order.rejected")
+        risk.enforce(checks, order_id=order.id)
+    placed = await venue.place(spec_of(order))
+    order.venue_order_id = placed.venue_order_id
+    changes.order(order, "order.created")
+    if placed.status == "filled" and placed.fill is not None:
+        _book_fill(engine, changes, order, placed.fill, reason)
+    elif placed.status == "open":
+        book.orders[order.id] = order
+        engine.track(order)
+    else:
+        order.status = "rejected"
+        order.reject_reason = "rejected by the venue"
+        changes.order(order, "order.rejected")
+    return checks
+
+
+def _book_fill(engine: Engine, changes: Changes, order: Order, fill: Fill, reason: str) -> None:
+    applied = ledger.apply_fill(changes.book, order, fill, new_id("pos"), reason)
+    engine.untrack(order)
+    changes.order(order, "order.filled")
+    for position in applied.closed:
+        changes.position(position, "position.closed", reason=position.close_reason)
+        engine.done_closing(position.id)
+    for position in applied.updated:
+        changes.position(position, "position.updated")
+    for position in applied.opened:
+        changes.position(position, "position.opened")
+
+
+def _new_order(account_id: str, req: OrderRequest) -> Order:
+    return Order(
+        id=new_id("ord"),
+        account_id=account_id,
+        exchange=req.exchange,
+        symbol=req.symbol,
+        side=req.side,
+        type=req.type,
+        quantity=req.quantity,
+        status="open",
+        intent="net",
+        price=req.price,
+        stop_price=req.stop_price,
+        stop_loss=req.stop_loss,
+        take_profit=req.take_profit,
+        client_order_id=req.client_order_id,
+        strategy_id=req.strategy_id,
+    )
+
+
+async def place_order(engine: Engine, account_id: str, req: OrderRequest, *, test_key: bool = False) -> Order:
+    venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
+    order = _new_order(account_id, req)
+
+    async def command(changes: Changes) -> Order:
+        await _submit(engine, changes, venue, order)
+        return order
+
+    return await engine.run(account_id, command)
+
+
+async def cancel_order(engine: Engine, account_id: str, order_id: str) -> Order:
+    async def command(changes: Changes) -> Order:
+        order = changes.book.orders.get(order_id)
+        if order is None:
+            stored = await engine.store.get_order(account_id, order_id)
+            if stored is None:
+                raise NotFound(f"no order {order_id}")
+            raise OrderNotOpen(f"order {order_id} is {stored.status}; only open orders can be canceled")
+        if order.status != "open":
+            raise OrderNotOpen(f"order {order_id} is {order.status}; only open orders can be canceled")
+        venue = engine.venues.get(account_id, order.exchange)
+        assert order.venue_order_id is not None
+        answer = await venue.cancel(order.venue_order_id, order.symbol)
+        if answer.status != "canceled":
+            raise OrderNotOpen(f"order {order_id} has already filled")
+        _mark_canceled(engine, changes, order)
+        return order
+
+    return await engine.run(account_id, command)
+
+
+def _mark_canceled(engine: Engine, changes: Changes, order: Order) -> None:
+    order.status = "canceled"
+    order.updated_at = now()
+    engine.untrack(order)
+    changes.book.orders.pop(order.id, None)
+    changes.order(order, "order.canceled")
+    if order.intent == "open" and order.position_id:
+        position = changes.book.positions.pop(order.position_id, None)
+        if position is not None and position.status == "pending":
+            position.status = "canceled"
+            position.closed_at = now()
+            position.close_reason = "entry_canceled"
+            changes.position(position, "position.closed", reason="entry_canceled")
+
+
+def _validation(checks: list[risk.Check]) -> dict[str, Any]:
+    return {"cerberus_status": "passed", "checks": [c.check for c in checks], "results": [c.as_json() for c in checks]}
+
+
+async def open_position(
+    engine: Engine, account_id: str, req: PositionRequest, *, test_key: bool = False
+) -> tuple[Position, dict[str, Any]]:
+    """Open at market (status open) or rest a limit entry at entry_price (status pending); with Cerberus's verdict."""
+    venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
+
+    async def command(changes: Changes) -> tuple[Position, dict[str, Any]]:
+        position_id = new_id("pos")
+        side: Side = "buy" if req.side == "long" else "sell"
+        order = Order(
+            id=new_id("ord"),
+            account_id=account_id,
+            exchange=req.exchange,
+            symbol=req.symbol,
+            side=side,
+            type="limit" if req.entry_price is not None else "market",
+            quantity=req.quantity,
+            status="open",
+            intent="open",
+            price=req.entry_price,
+            stop_loss=req.stop_loss,
+            take_profit=req.take_profit,
+            position_id=position_id,
+            strategy_id=req.strategy_id,
+        )
+        ticker = await venue.ticker(req.symbol)
+        _check_protection(req.side, ticker.last, req.stop_loss, req.take_profit)
+        pending = Position(
+            id=position_id,
+            account_id=account_id,
+            exchange=req.exchange,
+            symbol=req.symbol,
+            side=req.side,
+            quantity=req.quantity,
+            entry_price=req.entry_price or ticker.last,
+            status="pending",
+            current_price=ticker.last,
+            stop_loss=req.stop_loss,
+            take_profit=req.take_profit,
+            strategy_id=req.strategy_id,
+            entry_order_id=order.id,
+        )
+        changes.book.positions[position_id] = pending
+        try:
+            checks = await _submit(engine, changes, venue, order)
+        except RtError:
+            changes.book.positions.pop(position_id, None)
+            if order.status == "rejected":
+                pending.status = "rejected"
+                pending.closed_at = now()
+                changes.position(pending, "position.rejected", reason=order.reject_reason)
+            raise
+        position = changes.book.positions[position_id]
+        if order.status == "open":
+            changes.position(position)
+        return position, _validation(checks)
+
+    return await engine.run(account_id, command)
+
+
+def _check_protection(side: str, price: Decimal, stop_loss: Decimal | None, take_profit: Decimal | None) -> None:
+    long = side == "long"
+    errors = []
+    if stop_loss is not None and (stop_loss >= price if long else stop_loss <= price):
+        errors.append({"field": "stop_loss", "message": f"must be {'below' if long else 'above'} the price {price}"})
+    if take_profit is not None and (take_profit <= price if long else take_profit >= price):
+        errors.append({"field": "take_profit", "message": f"must be {'above' if long else 'below'} the price {price}"})
+    if errors:
+        raise BadRequest("stop loss / take profit on the wrong side of the price", errors=errors)
+
+
+async def close_position(engine: Engine, account_id: str, position_id: str, reason: str = "manual") -> Position:
+    async def command(changes: Changes) -> Position:
+        position = await _open_position_of(engine, changes, position_id)
+        await _close(engine, changes, position, reason)
+        return position
+
+    return await engine.run(account_id, command)
+
+
+async def _open_position_of(engine: Engine, changes: Changes, position_id: str) -> Position:
+    position = changes.book.positions.get(position_id)
+    if position is None:
+        stored = await engine.store.get_position(changes.book.account_id, position_id)
+        if stored is None:
+            raise NotFound(f"no position {position_id}")
+        position = stored
+    if position.status != "open":
+        raise PositionNotOpen(f"position {position_id} is {position.status}")
+    return position
+
+
+async def _close(engine: Engine, changes: Changes, position: Position, reason: str) -> None:
+    order = Order(
+        id=new_id("ord"),
+        account_id=position.account_id,
+        exchange=position.exchange,
+        symbol=position.symbol,
+        side="sell" if position.side == "long" else "buy",
+        type="market",
+        quantity=position.quantity,
+        status="open",
+        intent="close",
+        position_id=position.id,
+        strategy_id=position.strategy_id,
+    )
+    venue = engine.venues.get(position.account_id, position.exchange)
+    await _submit(engine, changes, venue, order, reason=reason)
+
+
+async def update_position(engine: Engine, account_id: str, position_id: str, req: PositionUpdate) -> Position:
+    async def command(changes: Changes) -> Position:
+        position = await _open_position_of(engine, changes, position_id)
+        given = req.model_fields_set
+        stop_loss = req.stop_loss if "stop_loss" in given else position.stop_loss
+        take_profit = req.take_profit if "take_profit" in given else position.take_profit
+        _check_protection(position.side, position.current_price, stop_loss, take_profit)
+        position.stop_loss, position.take_profit = stop_loss, take_profit
+        changes.position(position, "position.updated")
+        return position
+
+    return await engine.run(account_id, command)
+
+
+async def on_fill(engine: Engine, fill: Fill) -> None:
+    """A resting order filled at its venue."""
+    owner = engine.owner_of(fill)
+    if owner is None:
+        return
+    account_id, order_id = owner
+
+    async def command(changes: Changes) -> None:
+        order = changes.book.orders.get(order_id)
+        if order is None or order.status != "open":
+            return
+        changes.book.orders.pop(order_id, None)
+        _book_fill(engine, changes, order, fill, "order")
+
+    await engine.run(account_id, command)
+
+
+def on_tick(engine: Engine, exchange: str, ticker: Ticker) -> None:
+    for account_id, position_id, reason in engine.mark(exchange, ticker):
+        engine.spawn(_protect(engine, account_id, position_id, reason), f"close-{position_id}")
+
+
+async def _protect(engine: Engine, account_id: str, position_id: str, reason: str) -> None:
+    try:
+        await close_position(engine, account_id, position_id, reason)
+    except RtError as exc:
+        log.warning("protective close failed", extra={"position_id": position_id, "code": exc.code})
+    except Exception:
+        log.exception("protective close failed", extra={"position_id": position_id})
+    finally:
+        engine.done_closing(position_id)

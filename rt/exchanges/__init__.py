@@ -1,0 +1,111 @@
+"""The Exchange seam: markets, tickers, orders, fills. `paper` (built in, simulated market) | `ccxt` (real venues)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, Protocol
+
+from rt.errors import RtError
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop"]
+VenueStatus = Literal["open", "filled", "canceled", "rejected"]
+
+
+class ExchangeUnavailable(RtError):
+    status, code = 503, "EXCHANGE_UNAVAILABLE"
+
+
+class ExchangeRejected(RtError):
+    """The venue refused the order (insufficient funds, bad symbol, ...)."""
+
+    status, code = 422, "VALIDATION_FAILED"
+
+
+@dataclass(frozen=True)
+class Market:
+    symbol: str
+    base: str
+    quote: str
+    price_step: Decimal
+    amount_step: Decimal
+    min_amount: Decimal
+
+
+@dataclass(frozen=True)
+class Ticker:
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    ts_ms: int
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Fill:
+    venue_order_id: str
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+
+
+@dataclass(frozen=True)
+class VenueOrder:
+    venue_order_id: str
+    status: VenueStatus
+    fill: Fill | None = None
+
+
+FillHandler = Callable[[Fill], Awaitable[None]]
+TickHandler = Callable[[Ticker], None]
+
+
+class Exchange(Protocol):
+    id: str
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    @property
+    def connected(self) -> bool: ...
+    async def markets(self) -> list[Market]: ...
+    async def ticker(self, symbol: str) -> Ticker:
+        """Raises ExchangeUnavailable when the venue cannot be reached, BadRequest for an unknown symbol."""
+
+    async def place(self, spec: OrderSpec) -> VenueOrder:
+        """A market order answers filled; a resting one answers open and fills later through the fill handler."""
+
+    async def cancel(self, venue_order_id: str, symbol: str) -> VenueOrder: ...
+    async def balances(self) -> dict[str, Decimal]: ...
+    def on_fill(self, handler: FillHandler) -> None: ...
+    def on_tick(self, handler: TickHandler) -> None: ...
+
+
+__all__ = [
+    "Exchange",
+    "ExchangeRejected",
+    "ExchangeUnavailable",
+    "Fill",
+    "FillHandler",
+    "Market",
+    "OrderSpec",
+    "TickHandler",
+    "Ticker",
+    "VenueOrder",
+]

@@ -1,0 +1,95 @@
+"""The simulated market: a seeded random walk per symbol, one step every tick interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from rt.exchanges import Market, Ticker
+
+log = logging.getLogger("rt.paper.feed")
+
+DEFAULT_PRICES: dict[str, Decimal] = {
+    "BTC/USDT": Decimal("65000"),
+    "ETH/USDT": Decimal("3500"),
+    "SOL/USDT": Decimal("150"),
+}
+
+
+def _step(price: Decimal) -> Decimal:
+    """Price tick: five significant digits, at least 0.0001."""
+    exponent = max(price.adjusted() - 4, -4)
+    return Decimal(1).scaleb(exponent)
+
+
+def _market(symbol: str, price: Decimal) -> Market:
+    base, quote = symbol.split("/", 1)
+    return Market(
+        symbol, base, quote, price_step=_step(price), amount_step=Decimal("0.0001"), min_amount=Decimal("0.0001")
+    )
+
+
+class MarketFeed:
+    def __init__(
+        self,
+        prices: dict[str, Decimal] | None = None,
+        *,
+        seed: int | None = None,
+        interval: float = 0.5,
+        volatility: float = 0.0005,
+        spread_bps: Decimal = Decimal("1"),
+    ) -> None:
+        start = prices or DEFAULT_PRICES
+        self._rng = random.Random(seed)
+        self._interval = interval
+        self._volatility = volatility
+        self._half_spread = spread_bps / Decimal(20000)
+        self._markets = {symbol: _market(symbol, price) for symbol, price in start.items()}
+        self._tickers: dict[str, Ticker] = {}
+        self._listeners: list[Callable[[Ticker], None]] = []
+        for symbol, price in start.items():
+            self._publish(symbol, price)
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        return self._markets
+
+    def ticker(self, symbol: str) -> Ticker | None:
+        return self._tickers.get(symbol)
+
+    def listen(self, listener: Callable[[Ticker], None]) -> None:
+        self._listeners.append(listener)
+
+    def set_price(self, symbol: str, price: Decimal) -> Ticker:
+        """Move a symbol to a price now (tests, demos)."""
+        return self._publish(symbol, price)
+
+    def step(self) -> None:
+        for symbol, ticker in list(self._tickers.items()):
+            move = math.exp(self._rng.gauss(0.0, self._volatility))
+            self._publish(symbol, ticker.last * Decimal(repr(move)))
+
+    def _publish(self, symbol: str, price: Decimal) -> Ticker:
+        step = self._markets[symbol].price_step
+        last = price.quantize(step)
+        half = max((last * self._half_spread).quantize(step), step)
+        ticker = Ticker(symbol, last - half, last + half, last, int(time.time() * 1000))
+        self._tickers[symbol] = ticker
+        for listener in self._listeners:
+            try:
+                listener(ticker)
+            except Exception:
+                log.exception("tick listener failed")
+        return ticker
+
+    async def run(self) -> None:
+        if self._interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(self._interval)
+            self.step()

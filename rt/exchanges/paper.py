@@ -1,0 +1,147 @@
+"""The paper venue: fills against the simulated feed with a fee and slippage; limit and stop orders rest here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+
+from rt.errors import BadRequest
+from rt.exchanges import Fill, FillHandler, Market, OrderSpec, Ticker, TickHandler, VenueOrder
+from rt.exchanges.feed import MarketFeed
+
+log = logging.getLogger("rt.paper")
+
+
+@dataclass
+class _Resting:
+    spec: OrderSpec
+    venue_order_id: str
+
+
+class PaperExchange:
+    id = "paper"
+
+    def __init__(
+        self, feed: MarketFeed, fee_rate: Decimal = Decimal("0.001"), slippage_bps: Decimal = Decimal("0")
+    ) -> None:
+        self._feed = feed
+        self._fee_rate = fee_rate
+        self._slippage = slippage_bps / Decimal(10000)
+        self._resting: dict[str, _Resting] = {}
+        self._fill_handlers: list[FillHandler] = []
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        feed.listen(self._on_tick)
+
+    @property
+    def feed(self) -> MarketFeed:
+        return self._feed
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._feed.run(), name="paper-feed")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._pending) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def markets(self) -> list[Market]:
+        return list(self._feed.markets.values())
+
+    async def ticker(self, symbol: str) -> Ticker:
+        ticker = self._feed.ticker(symbol)
+        if ticker is None:
+            raise BadRequest(
+                f"unknown symbol {symbol!r} on paper",
+                errors=[{"field": "symbol", "message": f"one of {', '.join(self._feed.markets)}"}],
+            )
+        return ticker
+
+    def on_fill(self, handler: FillHandler) -> None:
+        self._fill_handlers.append(handler)
+
+    def on_tick(self, handler: TickHandler) -> None:
+        self._feed.listen(handler)
+
+    async def balances(self) -> dict[str, Decimal]:
+        return {}
+
+    def market_price(self, ticker: Ticker, side: str) -> Decimal:
+        """Where a market order fills now: the far side of the spread, moved by slippage."""
+        if side == "buy":
+            return ticker.ask * (1 + self._slippage)
+        return ticker.bid * (1 - self._slippage)
+
+    def fee(self, price: Decimal, quantity: Decimal) -> Decimal:
+        return price * quantity * self._fee_rate
+
+    def _fill(self, venue_order_id: str, price: Decimal, quantity: Decimal) -> Fill:
+        return Fill(venue_order_id, price, quantity, self.fee(price, quantity))
+
+    def _fill_price(self, spec: OrderSpec, ticker: Ticker) -> Decimal | None:
+        """The price this order fills at against this ticker, or None when it keeps resting."""
+        buy = spec.side == "buy"
+        if spec.type == "market":
+            return self.market_price(ticker, spec.side)
+        if spec.type == "limit":
+            assert spec.price is not None
+            if buy and ticker.ask <= spec.price:
+                return min(spec.price, ticker.ask)
+            if not buy and ticker.bid >= spec.price:
+                return max(spec.price, ticker.bid)
+            return None
+        assert spec.stop_price is not None
+        if (buy and ticker.ask >= spec.stop_price) or (not buy and ticker.bid <= spec.stop_price):
+            return self.market_price(ticker, spec.side)
+        return None
+
+    async def place(self, spec: OrderSpec) -> VenueOrder:
+        ticker = await self.ticker(spec.symbol)
+        venue_order_id = f"paper-{secrets.token_hex(8)}"
+        price = self._fill_price(spec, ticker)
+        if price is not None:
+            return VenueOrder(venue_order_id, "filled", self._fill(venue_order_id, price, spec.quantity))
+        self._resting[venue_order_id] = _Resting(spec, venue_order_id)
+        return VenueOrder(venue_order_id, "open")
+
+    async def cancel(self, venue_order_id: str, symbol: str) -> VenueOrder:
+        if self._resting.pop(venue_order_id, None) is None:
+            return VenueOrder(venue_order_id, "filled")  # nothing resting: it has already filled
+        return VenueOrder(venue_order_id, "canceled")
+
+    def adopt(self, venue_order_id: str, spec: OrderSpec) -> None:
+        """Rest an order again after a restart (the engine's store is the source of truth)."""
+        self._resting[venue_order_id] = _Resting(spec, venue_order_id)
+
+    def _on_tick(self, ticker: Ticker) -> None:
+        fills = []
+        for venue_order_id, resting in list(self._resting.items()):
+            if resting.spec.symbol != ticker.symbol:
+                continue
+            price = self._fill_price(resting.spec, ticker)
+            if price is not None:
+                del self._resting[venue_order_id]
+                fills.append(self._fill(venue_order_id, price, resting.spec.quantity))
+        if fills and self._fill_handlers:
+            task = asyncio.get_running_loop().create_task(self._deliver(fills))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _deliver(self, fills: list[Fill]) -> None:
+        for fill in fills:
+            for handler in self._fill_handlers:
+                try:
+                    await handler(fill)
+                except Exception:
+                    log.exception("fill handler failed", extra={"venue_order_id": fill.venue_order_id})

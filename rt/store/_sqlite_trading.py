@@ -1,0 +1,196 @@
+"""The trading half of the SQLite twin: books, positions, orders, events and idempotency keys."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from rt.engine.models import Book, Envelope, Order, Position
+from rt.store._rows import columns, from_row, to_row
+from rt.store.models import StoredResponse, TradeBatch
+
+_POSITION_COLS = columns(Position)
+_ORDER_COLS = columns(Order)
+
+
+def _upsert(table: str, cols: Sequence[str]) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id")
+    marks = ", ".join("?" for _ in cols)
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {updates}"
+
+
+_UPSERT_POSITION = _upsert("positions", _POSITION_COLS)
+_UPSERT_ORDER = _upsert("orders", _ORDER_COLS)
+_UPSERT_BOOK = (
+    "INSERT INTO books (account_id, balance, currency, state, envelope, day, day_realized, realized_total, alerts, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET "
+    "balance = excluded.balance, currency = excluded.currency, state = excluded.state, envelope = excluded.envelope, "
+    "day = excluded.day, day_realized = excluded.day_realized, realized_total = excluded.realized_total, "
+    "alerts = excluded.alerts, updated_at = excluded.updated_at"
+)
+
+
+def _book_row(book: Book) -> tuple[Any, ...]:
+    return (
+        book.account_id,
+        str(book.balance),
+        book.currency,
+        book.state,
+        orjson.dumps(book.envelope.as_json(), default=str).decode(),
+        book.day,
+        str(book.day_realized),
+        str(book.realized_total),
+        orjson.dumps(book.alerts).decode(),
+        int(time.time() * 1000),
+    )
+
+
+def _book(row: Any) -> Book:
+    return Book(
+        account_id=row[0],
+        balance=Decimal(row[1]),
+        currency=row[2],
+        state=row[3],
+        envelope=Envelope.from_json(orjson.loads(row[4])),
+        day=row[5],
+        day_realized=Decimal(row[6]),
+        realized_total=Decimal(row[7]),
+        alerts=orjson.loads(row[8]),
+    )
+
+
+def _filters(
+    account_id: str, status: Sequence[str] | None, exchange: str | None, symbol: str | None
+) -> tuple[str, list[Any]]:
+    where, args = ["account_id = ?"], [account_id]
+    if status:
+        where.append(f"status IN ({', '.join('?' for _ in status)})")
+        args.extend(status)
+    if exchange:
+        where.append("exchange = ?")
+        args.append(exchange)
+    if symbol:
+        where.append("symbol = ?")
+        args.append(symbol)
+    return " AND ".join(where), args
+
+
+class TradingTables:
+    _db: aiosqlite.Connection
+
+    async def save(self, batch: TradeBatch) -> None:
+        db = self._db
+        await db.execute("BEGIN")
+        try:
+            if batch.books:
+                await db.executemany(_UPSERT_BOOK, [_book_row(b) for b in batch.books])
+            if batch.positions:
+                await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
+            if batch.orders:
+                await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
+            if batch.events:
+                await db.executemany(
+                    "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (e.id, e.account_id, e.event, orjson.dumps(e.data, default=str).decode(), e.ts_us)
+                        for e in batch.events
+                    ],
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def load_books(self) -> list[Book]:
+        """Every book with its open positions and resting orders."""
+        async with self._db.execute("SELECT * FROM books") as cur:
+            books = {row[0]: _book(row) for row in await cur.fetchall()}
+        async with self._db.execute(
+            f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending')"
+        ) as cur:
+            for row in await cur.fetchall():
+                position = from_row(Position, row)
+                if position.account_id in books:
+                    books[position.account_id].positions[position.id] = position
+        async with self._db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'") as cur:
+            for row in await cur.fetchall():
+                order = from_row(Order, row)
+                if order.account_id in books:
+                    books[order.account_id].orders[order.id] = order
+        return list(books.values())
+
+    async def list_positions(
+        self,
+        account_id: str,
+        status: Sequence[str] | None,
+        exchange: str | None,
+        symbol: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Position], int]:
+        where, args = _filters(account_id, status, exchange, symbol)
+        async with self._db.execute(f"SELECT COUNT(*) FROM positions WHERE {where}", args) as cur:
+            total = (await cur.fetchone() or (0,))[0]
+        async with self._db.execute(
+            f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE {where} ORDER BY created_at DESC, id "
+            "LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ) as cur:
+            rows = await cur.fetchall()
+        return [from_row(Position, r) for r in rows], int(total)
+
+    async def get_position(self, account_id: str, position_id: str) -> Position | None:
+        async with self._db.execute(
+            f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE id = ? AND account_id = ?",
+            (position_id, account_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return from_row(Position, row) if row else None
+
+    async def list_orders(
+        self,
+        account_id: str,
+        status: Sequence[str] | None,
+        exchange: str | None,
+        symbol: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Order], int]:
+        where, args = _filters(account_id, status, exchange, symbol)
+        async with self._db.execute(f"SELECT COUNT(*) FROM orders WHERE {where}", args) as cur:
+            total = (await cur.fetchone() or (0,))[0]
+        async with self._db.execute(
+            f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ) as cur:
+            rows = await cur.fetchall()
+        return [from_row(Order, r) for r in rows], int(total)
+
+    async def get_order(self, account_id: str, order_id: str) -> Order | None:
+        async with self._db.execute(
+            f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE id = ? AND account_id = ?", (order_id, account_id)
+        ) as cur:
+            row = await cur.fetchone()
+        return from_row(Order, row) if row else None
+
+    async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
+        async with self._db.execute(
+            "SELECT fingerprint, status, body FROM idempotency WHERE account_id = ? AND key = ?", (account_id, key)
+        ) as cur:
+            row = await cur.fetchone()
+        return StoredResponse(row[0], int(row[1]), bytes(row[2])) if row else None
+
+    async def put_response(self, account_id: str, key: str, response: StoredResponse) -> None:
+        await self._db.execute(
+            "INSERT OR IGNORE INTO idempotency (account_id, key, fingerprint, status, body, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (account_id, key, response.fingerprint, response.status, response.body, int(time.time() * 1000)),
+        )
+
+    async def expire_responses(self, older_than_ms: int) -> None:
+        await self._db.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than_ms,))
