@@ -10,14 +10,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import WebSocketRoute
 
-from rt.api import account, keys, markets, openapi, orders, positions, risk, system
+from rt.api import account, keys, markets, openapi, orders, positions, risk, system, ws
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
 from rt.api.routing import Operation, routes
 from rt.auth.manage import IssuedKey
 from rt.config import Settings
 from rt.runtime import bootstrap, open_runtime
+from rt.session.endpoint import websocket_endpoint
 
 OPERATIONS: list[Operation] = [
     *system.OPERATIONS,
@@ -27,6 +29,7 @@ OPERATIONS: list[Operation] = [
     *markets.OPERATIONS,
     *risk.OPERATIONS,
     *keys.OPERATIONS,
+    *ws.OPERATIONS,
 ]
 
 
@@ -77,7 +80,7 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     app = Starlette(
-        routes=routes(OPERATIONS),
+        routes=[*routes(OPERATIONS), WebSocketRoute("/v1/ws", websocket_endpoint)],
         middleware=middleware,
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,

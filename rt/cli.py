@@ -88,10 +88,9 @@ def _show(value: Any) -> str:
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the gateway: REST, WebSocket, the paper exchange, everything, in one process."""
-    import uvicorn
-
     from rt import logs
     from rt.app import create_app
+    from rt.server import serve as serve_app
 
     overrides = {}
     for option in OPTIONS:
@@ -103,17 +102,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     except (RtError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     logs.configure(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=False,  # X-Forwarded-For is believed only from RT_TRUSTED_PROXIES, by rt itself
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    uvicorn.Server(config).run()
+    serve_app(create_app(settings), settings)
 
 
 # keys

@@ -84,6 +84,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("paper_slippage_bps", "RT_PAPER_SLIPPAGE_BPS", "0", str, "Paper slippage of market orders, basis points."),
     Option("paper_balance", "RT_PAPER_BALANCE", "100000", str, "Starting paper balance of a new account (USDT)."),
     Option("leverage", "RT_LEVERAGE", "1", str, "Margin model: position notional / leverage is the margin used."),
+    Option("ws_queue", "RT_WS_QUEUE", 1024, int, "Messages a WebSocket may have queued before it is closed (4008)."),
+    Option(
+        "ws_heartbeat_s", "RT_WS_HEARTBEAT_S", 15, int, "Seconds of silence after which the server sends a heartbeat."
+    ),
+    Option(
+        "ws_idle_s", "RT_WS_IDLE_S", 60, int, "A socket with no subscription that sends nothing this long is closed."
+    ),
+    Option("ws_max_per_key", "RT_WS_MAX_PER_KEY", 20, int, "Open WebSocket sessions allowed per API key."),
+    Option("metrics_port", "RT_METRICS_PORT", 0, int, "Serve Prometheus /metrics on 127.0.0.1 on this port (0: off)."),
 )
 
 
@@ -114,6 +123,11 @@ class Settings:
     paper_slippage_bps: str = "0"
     paper_balance: str = "100000"
     leverage: str = "1"
+    ws_queue: int = 1024
+    ws_heartbeat_s: int = 15
+    ws_idle_s: int = 60
+    ws_max_per_key: int = 20
+    metrics_port: int = 0
 
     @property
     def data_path(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -33,9 +34,24 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_SECRET_PARAM = re.compile(r"((?:token|key|api_key|secret)=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactQuery(logging.Filter):
+    """uvicorn logs WebSocket paths with their query string; a `?token=` must not reach the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_PARAM.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def configure(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
+    handler.addFilter(RedactQuery())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

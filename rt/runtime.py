@@ -16,14 +16,17 @@ from rt.auth.keys import KeyHasher
 from rt.auth.limiter import Limiter, open_limiter
 from rt.auth.manage import IssuedKey, KeyManager
 from rt.auth.network import Network, parse_networks
+from rt.auth.tokens import TokenStore, open_tokens
 from rt.auth.usage import UsageMeter
 from rt.auth.vault import Box, load_pepper, load_secret_key
 from rt.bus import Bus, open_bus
+from rt.channels.hub import Hub
 from rt.config import ConfigError, Settings
 from rt.engine.engine import Engine, EngineConfig
 from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
+from rt.session.manager import Sessions
 from rt.store import AccountExists, Store, open_store
 
 
@@ -42,7 +45,13 @@ class Runtime:
     engine: Engine
     feed: MarketFeed
     idempotency: Idempotency
+    tokens: TokenStore
+    hub: Hub
+    sessions: Sessions = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.sessions = Sessions(self)
 
     def spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
@@ -132,12 +141,17 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         engine=engine,
         feed=feed,
         idempotency=Idempotency(store),
+        tokens=open_tokens(settings.redis_url, settings.redis_prefix),
+        hub=Hub(bus),
     )
     try:
         if background:
             runtime.spawn(audit_log.run(), "audit-flush")
             runtime.spawn(usage.run(), "usage-flush")
             runtime.spawn(runtime.idempotency.run_expiry(), "idempotency-expiry")
+            runtime.spawn(runtime.hub.run(), "hub")
+            runtime.spawn(runtime.sessions.watch_revocations(), "revocations")
+            feed.listen(runtime.hub.tick)
             await engine.start()
         yield runtime
     finally:
@@ -145,6 +159,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             await engine.close()
             await runtime.stop_tasks()
         finally:
+            await runtime.tokens.close()
             await bus.close()
             await limiter.close()
             await store.close()

@@ -41,7 +41,10 @@ class Idempotency:
             self._locks[(account_id, key)] = lock
         return lock
 
-    async def run(self, account_id: str, key: str, print_: str, produce: Callable[[], Awaitable[Response]]) -> Response:
+    async def once(
+        self, account_id: str, key: str, print_: str, produce: Callable[[], Awaitable[tuple[int, bytes]]]
+    ) -> tuple[int, bytes, bool]:
+        """(status, body, replayed): the stored answer for this key, or produce() run once and kept."""
         store = self._store
         async with self._lock(account_id, key):
             stored = await store.get_response(account_id, key)
@@ -51,18 +54,25 @@ class Idempotency:
                         "this Idempotency-Key (or client_order_id) was used with a different request",
                         code=IDEMPOTENCY_CONFLICT,
                     )
-                return Response(
-                    stored.body,
-                    stored.status,
-                    media_type=_media(stored.status),
-                    headers={"Idempotent-Replayed": "true"},
-                )
+                return stored.status, stored.body, True
+            status, body = await produce()
+            if status in _KEPT:
+                await store.put_response(account_id, key, StoredResponse(print_, status, body))
+            return status, body, False
+
+    async def run(self, account_id: str, key: str, print_: str, produce: Callable[[], Awaitable[Response]]) -> Response:
+        """once() for a REST route."""
+        fresh: list[Response] = []
+
+        async def as_pair() -> tuple[int, bytes]:
             response = await produce()
-            if response.status_code in _KEPT:
-                await store.put_response(
-                    account_id, key, StoredResponse(print_, response.status_code, bytes(response.body))
-                )
-            return response
+            fresh.append(response)
+            return response.status_code, bytes(response.body)
+
+        status, body, replayed = await self.once(account_id, key, print_, as_pair)
+        if not replayed:
+            return fresh[0]
+        return Response(body, status, media_type=_media(status), headers={"Idempotent-Replayed": "true"})
 
     async def run_expiry(self) -> None:
         while True:

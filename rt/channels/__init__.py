@@ -1,0 +1,78 @@
+"""What can be subscribed: each channel's snapshot. Scopes live in rt.session.protocol; fan-out in hub.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rt.engine import ledger, risk
+from rt.engine.engine import Engine
+from rt.errors import BadRequest
+from rt.exchanges.feed import MarketFeed
+from rt.session.protocol import TICKS
+
+
+def _positions(engine: Engine, account_id: str) -> list[dict[str, Any]]:
+    book = engine.cached_book(account_id)
+    return [p.as_json() for p in book.positions.values() if p.status in ("open", "pending")] if book else []
+
+
+def _orders(engine: Engine, account_id: str) -> list[dict[str, Any]]:
+    book = engine.cached_book(account_id)
+    return [o.as_json() for o in book.orders.values() if o.status == "open"] if book else []
+
+
+async def _risk(engine: Engine, account_id: str) -> dict[str, Any]:
+    book = await engine.book(account_id)
+    eq = ledger.equity(book)
+    return {
+        "envelope": book.envelope.as_json(),
+        "current": {
+            "exposure_notional": ledger.exposure_notional(book),
+            "total_exposure": ledger.exposure_notional(book) / eq if eq > 0 else None,
+            "daily_loss": ledger.daily_pnl(book),
+            "active_positions": len(book.open_positions()),
+        },
+        "status": risk.status(book),
+        "trading_state": book.state,
+    }
+
+
+async def _account(engine: Engine, account_id: str) -> dict[str, Any]:
+    return ledger.summary(await engine.book(account_id), engine.config.leverage)
+
+
+async def snapshot(engine: Engine, feed: MarketFeed, account_id: str, channel: str) -> Any:
+    """The channel's current state for this account; call it under the account's writer lock for a consistent seq."""
+    if channel == "positions":
+        return {"positions": _positions(engine, account_id)}
+    if channel == "orders":
+        return {"orders": _orders(engine, account_id)}
+    if channel == "strategies":
+        return {"strategies": []}
+    if channel == "risk":
+        return await _risk(engine, account_id)
+    if channel == "account":
+        return await _account(engine, account_id)
+    if channel == "events":
+        return {
+            "account": await _account(engine, account_id),
+            "positions": _positions(engine, account_id),
+            "orders": _orders(engine, account_id),
+        }
+    if channel.startswith(TICKS):
+        symbol = channel[len(TICKS) :]
+        ticker = feed.ticker(symbol)
+        if ticker is None:
+            raise BadRequest(f"no market data for {symbol!r}")
+        return tick_json(ticker)
+    raise BadRequest(f"unknown channel {channel!r}")
+
+
+def tick_json(ticker: Any) -> dict[str, Any]:
+    return {
+        "symbol": ticker.symbol,
+        "bid": ticker.bid,
+        "ask": ticker.ask,
+        "last": ticker.last,
+        "timestamp": ticker.ts_ms,
+    }

@@ -1,0 +1,42 @@
+"""Running the app under uvicorn, with a shutdown that tells WebSocket clients first."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from rt.config import Settings
+
+
+class GracefulServer(uvicorn.Server):
+    """Open WebSockets get `server.shutdown` and close 1001 before uvicorn closes connections."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        runtime = getattr(self._app.state, "runtime", None)
+        if runtime is not None:
+            await runtime.sessions.shutdown()
+        await super().shutdown(sockets)
+
+
+def serve(app: Starlette, settings: Settings) -> None:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,  # X-Forwarded-For is believed only from RT_TRUSTED_PROXIES, by rt itself
+        access_log=False,  # it would print query strings, which may hold WebSocket tokens
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        ws="websockets-sansio",
+        ws_max_size=64 * 1024,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
+    GracefulServer(config, app).run()

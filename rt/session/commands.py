@@ -1,0 +1,145 @@
+"""Commands over the socket: the same engine functions, scopes, Cerberus checks and idempotency as REST."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rt.engine import kill, trading
+from rt.engine.requests import EmergencyKill, OrderRequest, PositionRequest, PositionUpdate
+from rt.errors import BadRequest, RtError
+from rt.wire import dumps
+
+if TYPE_CHECKING:
+    from rt.session.connection import Session
+
+Command = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrderRef(_Params):
+    order_id: str
+
+
+class PositionRef(_Params):
+    position_id: str
+
+
+class PositionChange(PositionUpdate):
+    position_id: str
+
+
+class SessionConfig(_Params):
+    cancel_on_disconnect: bool = False
+
+
+class CancelAfter(_Params):
+    timeout_s: int = Field(ge=0, le=86_400, description="0 turns it off")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model(model: type[M], params: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)
+        ]
+        raise BadRequest("invalid params", errors=errors) from None
+
+
+async def order_place(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    req = _model(OrderRequest, params)
+    order = await trading.place_order(s.engine, s.principal.account_id, req, test_key=s.principal.test)
+    s.placed(order.id)
+    return {"order": order.as_json()}
+
+
+async def order_cancel(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    ref = _model(OrderRef, params)
+    return {"order": (await trading.cancel_order(s.engine, s.principal.account_id, ref.order_id)).as_json()}
+
+
+async def position_open(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    req = _model(PositionRequest, params)
+    position, validation = await trading.open_position(s.engine, s.principal.account_id, req, test_key=s.principal.test)
+    if position.entry_order_id and position.status == "pending":
+        s.placed(position.entry_order_id)
+    return {"position": {**position.as_json(), "validation": validation}}
+
+
+async def position_close(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    ref = _model(PositionRef, params)
+    return {"position": (await trading.close_position(s.engine, s.principal.account_id, ref.position_id)).as_json()}
+
+
+async def position_update(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    change = _model(PositionChange, params)
+    update = PositionUpdate.model_validate(change.model_dump(include=change.model_fields_set - {"position_id"}))
+    position = await trading.update_position(s.engine, s.principal.account_id, change.position_id, update)
+    return {"position": position.as_json()}
+
+
+async def emergency_kill(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    req = _model(EmergencyKill, params)
+    return await kill.execute(s.engine, s.principal.account_id, "KILL", req.reason, actor=s.principal.key_id)
+
+
+async def strategy_unavailable(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    raise RtError("strategies are not available on this server yet", status=404, code="NOT_FOUND")
+
+
+async def session_configure(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    config = _model(SessionConfig, params)
+    s.cancel_on_disconnect = config.cancel_on_disconnect
+    return {"cancel_on_disconnect": s.cancel_on_disconnect}
+
+
+async def cancel_after(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    req = _model(CancelAfter, params)
+    return s.runtime.sessions.cancel_after(s.principal.account_id, req.timeout_s)
+
+
+COMMANDS: dict[str, Command] = {
+    "order.place": order_place,
+    "order.cancel": order_cancel,
+    "position.open": position_open,
+    "position.close": position_close,
+    "position.update": position_update,
+    "strategy.start": strategy_unavailable,
+    "strategy.stop": strategy_unavailable,
+    "emergency.kill": emergency_kill,
+    "session.configure": session_configure,
+    "orders.cancel_after": cancel_after,
+}
+
+IDEMPOTENT = {"order.place", "order.cancel", "position.open", "position.close", "position.update", "emergency.kill"}
+
+
+def idempotency_key(op: str, params: dict[str, Any]) -> str | None:
+    """`idempotency_key` in params (removed from them), or an order's client_order_id."""
+    key = params.pop("idempotency_key", None)
+    if key is not None:
+        if not isinstance(key, str) or not 1 <= len(key) <= 255:
+            raise BadRequest("idempotency_key must be a string of 1 to 255 characters")
+        return f"h:{key}"
+    if op == "order.place" and isinstance(params.get("client_order_id"), str):
+        return f"client_order_id:{params['client_order_id']}"
+    return None
+
+
+def fingerprint(op: str, params: dict[str, Any]) -> str:
+    return hashlib.sha256(op.encode() + b"\n" + orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def encode(result: dict[str, Any]) -> bytes:
+    return dumps(result)

@@ -1,0 +1,299 @@
+"""One WebSocket session: a reader that handles client messages, a writer that drains one bounded queue.
+
+The reader and the writer run together; when one ends the other is cancelled. A session that cannot keep up
+is closed with 4008 and never slows the hub or the other sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from rt.auth.limiter import gcra
+from rt.auth.principal import Principal
+from rt.errors import RATE_LIMITED, RtError, TooManyRequests
+from rt.session import commands, protocol
+from rt.wire import dumps
+
+if TYPE_CHECKING:
+    from rt.runtime import Runtime
+
+log = logging.getLogger("rt.session")
+
+ABUSE_LIMIT = 20  # refused commands in a row before the socket is closed with 4029
+
+
+class State(Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Session:
+    def __init__(self, ws: WebSocket, runtime: Runtime, principal: Principal, *, batch: bool = True) -> None:
+        self.ws = ws
+        self.runtime = runtime
+        self.engine = runtime.engine
+        self.principal = principal
+        self.batch = batch
+        self.state = State.OPEN
+        self.close_code: int | None = None
+        self.channels: set[str] = set()
+        self.cancel_on_disconnect = False
+        self._mine: set[str] = set()
+        self._queue: deque[str] = deque()
+        self._limit = runtime.settings.ws_queue
+        self._wake = asyncio.Event()
+        self._last_in = time.monotonic()
+        self._tat: float | None = None
+        self._refused = 0
+        self._floor: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = asyncio.Event()
+
+    # the hub's side
+
+    def offer_event(self, channel: str, seq: int, frame: str) -> None:
+        """An event from the hub; ones already covered by this channel's snapshot or replay are dropped."""
+        if seq > self._floor.get(channel, 0):
+            self.offer(frame)
+
+    def subscribed(self, channel: str, floor: int) -> None:
+        self.channels.add(channel)
+        self._floor[channel] = floor
+
+    def offer(self, frame: str) -> None:
+        if self.state is not State.OPEN:
+            return
+        if len(self._queue) >= self._limit:
+            self.runtime.sessions.slow_consumer_closes += 1
+            self.begin_close(protocol.SLOW_CONSUMER, "slow consumer: send queue full")
+            return
+        self._queue.append(frame)
+        self._wake.set()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.offer(dumps(message).decode())
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def begin_close(self, code: int, reason: str = "") -> None:
+        """Stop taking frames and let the writer close the socket after what is queued (none for 4008)."""
+        if self.state is not State.OPEN:
+            return
+        self.state = State.CLOSING
+        self.close_code = code
+        self._close_reason = reason
+        if code == protocol.SLOW_CONSUMER:
+            self._queue.clear()
+        self._wake.set()
+
+    # running
+
+    async def run(self) -> None:
+        hub = self.runtime.hub
+        reader = asyncio.create_task(self._reader(), name="ws-reader")
+        writer = asyncio.create_task(self._writer(), name="ws-writer")
+        try:
+            done, pending = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    if not isinstance(exc, WebSocketDisconnect):
+                        log.error("session failed", exc_info=exc)
+                        await self._close(protocol.INTERNAL, "internal error")
+        finally:
+            self.state = State.CLOSED
+            self.closed.set()
+            for channel in self.channels:
+                hub.remove(self.principal.account_id, channel, self)
+            for task in list(self._tasks):
+                task.cancel()
+            if self.cancel_on_disconnect and self._mine:
+                await self._cancel_mine()
+
+    async def _close(self, code: int, reason: str = "") -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def _writer(self) -> None:
+        heartbeat = self.runtime.settings.ws_heartbeat_s
+        idle = self.runtime.settings.ws_idle_s
+        while True:
+            if not self._queue and self.state is State.OPEN:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), heartbeat)
+                except TimeoutError:
+                    if not self.channels and time.monotonic() - self._last_in > idle:
+                        self.begin_close(protocol.IDLE, "idle: no subscription and no message")
+                    else:
+                        self.send({"type": "heartbeat", "ts": now_us()})
+                    continue
+            if self._queue:
+                await self._flush()
+            if self.state is State.CLOSING and not self._queue:
+                await self._close(self.close_code or protocol.NORMAL, getattr(self, "_close_reason", ""))
+                return
+
+    async def _flush(self) -> None:
+        queue = self._queue
+        if self.batch and len(queue) > 1:
+            frames = [queue.popleft() for _ in range(min(len(queue), 256))]
+            await self.ws.send_text("[" + ",".join(frames) + "]")
+        else:
+            await self.ws.send_text(queue.popleft())
+
+    async def _reader(self) -> None:
+        while True:
+            raw = await self.ws.receive_text()
+            self._last_in = time.monotonic()
+            if self.state is not State.OPEN:
+                continue
+            try:
+                message = protocol.parse(raw)
+            except protocol.InvalidMessage as exc:
+                self.send(protocol.error_frame(exc, exc.request_id))
+                continue
+            await self.handle(message)
+
+    # messages
+
+    async def handle(self, message: protocol.Message) -> None:
+        try:
+            if message.op == "subscribe":
+                await self.subscribe(message)
+            elif message.op == "unsubscribe":
+                self.unsubscribe(message)
+            elif message.op == "ping":
+                self.send({"type": "pong", "id": message.id, "ts": now_us()})
+            elif message.op == "auth":
+                raise RtError("already authenticated", status=400, code="BAD_REQUEST")
+            elif message.op in commands.COMMANDS:
+                self._throttle()
+                self._spawn(self.command(message))
+            else:
+                raise RtError(f"unknown op {message.op!r}", status=400, code="BAD_REQUEST")
+        except RtError as exc:
+            self.send(protocol.error_frame(exc, message.id))
+
+    def _throttle(self) -> None:
+        tier = self.runtime.tiers[self.principal.tier]
+        decision, new_tat = gcra(time.monotonic(), self._tat, tier.per_minute, tier.burst)
+        if new_tat is not None:
+            self._tat = new_tat
+            self._refused = 0
+            return
+        self._refused += 1
+        if self._refused >= ABUSE_LIMIT:
+            self.begin_close(protocol.RATE_LIMITED, "command rate limit")
+        raise TooManyRequests(
+            f"command rate limit of {tier.per_minute}/min exceeded; retry in {decision.retry_after:.1f}s",
+            code=RATE_LIMITED,
+            retry_after=decision.retry_after,
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def command(self, message: protocol.Message) -> None:
+        time_in = now_us()
+        op, params = message.op, dict(message.params)
+        try:
+            if message.id is None:
+                raise RtError("a command needs an `id`", status=400, code="BAD_REQUEST")
+            protocol.require(self.principal.scopes, protocol.COMMAND_SCOPES[op])
+            key = commands.idempotency_key(op, params) if op in commands.IDEMPOTENT else None
+            handler = commands.COMMANDS[op]
+            if key is None:
+                data = await handler(self, params)
+                body = commands.encode(data)
+            else:
+                status, body, _ = await self.runtime.idempotency.once(
+                    self.principal.account_id,
+                    key,
+                    commands.fingerprint(op, params),
+                    lambda: self._as_pair(handler, params),
+                )
+                if status >= 400:
+                    self._send_error_body(message.id, body)
+                    return
+            self.runtime.sessions.observe_command(op, (now_us() - time_in) / 1000)
+            self.offer(
+                '{"type":"result","id":'
+                + orjson.dumps(message.id).decode()
+                + ',"time_in":'
+                + str(time_in)
+                + ',"time_out":'
+                + str(now_us())
+                + ',"data":'
+                + body.decode()
+                + "}"
+            )
+        except RtError as exc:
+            frame = protocol.error_frame(exc, message.id)
+            frame["time_in"], frame["time_out"] = time_in, now_us()
+            self.send(frame)
+        except Exception:
+            log.exception("command failed", extra={"op": op})
+            error = RtError("the server failed to run this command")
+            self.send(protocol.error_frame(error, message.id))
+
+    async def _as_pair(self, handler: commands.Command, params: dict[str, Any]) -> tuple[int, bytes]:
+        try:
+            return 200, commands.encode(await handler(self, params))
+        except RtError as exc:
+            return exc.status, dumps(exc.problem())
+
+    def _send_error_body(self, request_id: str | int, body: bytes) -> None:
+        self.offer('{"type":"error","id":' + orjson.dumps(request_id).decode() + ',"error":' + body.decode() + "}")
+
+    async def subscribe(self, message: protocol.Message) -> None:
+        channel = message.channel
+        if not channel:
+            raise RtError("subscribe needs a `channel`", status=400, code="BAD_REQUEST")
+        scope = protocol.channel_scope(channel)
+        protocol.require(self.principal.scopes, scope)
+        if channel in self.channels:
+            raise RtError(f"already subscribed to {channel}", status=400, code="BAD_REQUEST")
+        await self.runtime.sessions.attach(self, channel, message.id, message.since)
+
+    def unsubscribe(self, message: protocol.Message) -> None:
+        channel = message.channel or ""
+        if channel not in self.channels:
+            raise RtError(f"not subscribed to {channel!r}", status=400, code="BAD_REQUEST")
+        self.channels.discard(channel)
+        self._floor.pop(channel, None)
+        self.runtime.hub.remove(self.principal.account_id, channel, self)
+        self.send({"type": "unsubscribed", "channel": channel, "id": message.id})
+
+    # dead man's switch
+
+    def placed(self, order_id: str) -> None:
+        self._mine.add(order_id)
+
+    async def _cancel_mine(self) -> None:
+        from rt.session.manager import cancel_orders
+
+        await cancel_orders(self.engine, self.principal.account_id, list(self._mine))

@@ -1,0 +1,106 @@
+"""GET /v1/ws: the handshake. A token from POST /v1/ws/token in `?token=` or in a first `auth` message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from rt.auth.network import client_ip, contains, parse_networks
+from rt.auth.principal import Principal
+from rt.errors import IP_LOCKED_OUT, RtError
+from rt.runtime import Runtime
+from rt.session import protocol
+from rt.session.connection import Session
+from rt.wire import ProblemJSON
+
+log = logging.getLogger("rt.session")
+
+
+async def _principal(runtime: Runtime, token: str, ip: str) -> Principal | None:
+    principal = await runtime.tokens.consume(token)
+    if principal is None:
+        return None
+    if principal.allow_ips and not contains(parse_networks(principal.allow_ips), ip):
+        return None
+    record = await runtime.store.get_key(principal.key_id)
+    if record is None or record.revoked_at is not None:
+        return None
+    return principal
+
+
+async def _deny(ws: WebSocket, error: RtError) -> None:
+    await ws.send_denial_response(ProblemJSON(error.problem(), status_code=error.status, headers=error.headers))
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    runtime: Runtime = ws.app.state.runtime
+    settings = runtime.settings
+    origin = ws.headers.get("origin")
+    if settings.cors_origins and origin is not None and origin not in settings.cors_origins:
+        await _deny(ws, RtError(f"origin {origin} is not allowed", status=403, code="ORIGIN_NOT_ALLOWED"))
+        return
+    ip = client_ip(ws.client.host if ws.client else None, ws.headers.get("x-forwarded-for"), runtime.trusted_proxies)
+    locked_for = await runtime.limiter.locked(ip)
+    if locked_for > 0:
+        await _deny(
+            ws,
+            RtError(
+                "too many failed authentication attempts from this address",
+                status=429,
+                code=IP_LOCKED_OUT,
+                headers={"Retry-After": str(int(locked_for) + 1)},
+            ),
+        )
+        return
+    token = ws.query_params.get("token")
+    principal = None
+    if token is not None:
+        principal = await _principal(runtime, token, ip)
+        if principal is not None and not runtime.sessions.admit(principal):
+            await _deny(
+                ws,
+                RtError(
+                    f"this key already has {settings.ws_max_per_key} open sessions", status=429, code="RATE_LIMITED"
+                ),
+            )
+            return
+    await ws.accept()
+    if principal is None:
+        if token is None:
+            principal = await _first_message_auth(runtime, ws, ip)
+        if principal is None:
+            await _refuse(runtime, ws, ip)
+            return
+        if not runtime.sessions.admit(principal):
+            await ws.close(protocol.RATE_LIMITED, "too many sessions for this key")
+            return
+    batch = ws.query_params.get("batch", "1") != "0"
+    session = Session(ws, runtime, principal, batch=batch)
+    runtime.sessions.register(session)
+    try:
+        await session.run()
+    finally:
+        runtime.sessions.unregister(session)
+
+
+async def _first_message_auth(runtime: Runtime, ws: WebSocket, ip: str) -> Principal | None:
+    try:
+        raw = await asyncio.wait_for(ws.receive_text(), protocol.AUTH_TIMEOUT_S)
+        message = protocol.parse(raw)
+    except (TimeoutError, protocol.InvalidMessage, WebSocketDisconnect, KeyError):
+        return None
+    if message.op != "auth" or not message.token:
+        return None
+    return await _principal(runtime, message.token, ip)
+
+
+async def _refuse(runtime: Runtime, ws: WebSocket, ip: str) -> None:
+    s = runtime.settings
+    await runtime.limiter.fail(ip, s.lockout_threshold, s.lockout_window, s.lockout_seconds)
+    runtime.audit.record("auth.failed", account_id=None, ip=ip, code="WS_TOKEN_INVALID", method="WS")
+    try:
+        await ws.close(protocol.TOKEN_INVALID, "token invalid, expired or already used")
+    except Exception:
+        log.debug("close after refused token failed", exc_info=True)
