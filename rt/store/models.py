@@ -83,3 +83,15 @@ class StoredResponse:
     fingerprint: str
     status: int
     body: bytes
+
+
+@dataclass(frozen=True)
+class VenueRecord:
+    """A real venue of one account. `sealed_credentials` is a Box-sealed JSON object (`api_key`, `secret`,
+    `password`); `options` holds `sandbox`, `url` (a base-URL override) and `ccxt` (options passed to ccxt)."""
+
+    account_id: str
+    exchange: str
+    sealed_credentials: str
+    options: dict[str, Any]
+    created_at: datetime
