@@ -315,5 +315,67 @@ def audit(ctx: click.Context, account: str | None, limit: int, as_json: bool) ->
     )
 
 
+def _line(message: dict[str, Any]) -> str:
+    kind = message.get("type")
+    channel = message.get("channel", "")
+    if kind == "event":
+        data = message.get("data") or {}
+        fields = " ".join(
+            f"{k}={data[k]}"
+            for k in (
+                "symbol",
+                "side",
+                "quantity",
+                "status",
+                "bid",
+                "ask",
+                "last",
+                "realized_pnl",
+                "reason",
+                "level",
+                "check",
+            )
+            if k in data
+        )
+        return f"{channel:<16} #{message.get('seq', ''):<6} {message.get('event', ''):<24} {fields}"
+    if kind == "snapshot":
+        reset = " (reset)" if message.get("reset") else ""
+        return f"{channel:<16} snapshot at seq {message.get('seq')}{reset}"
+    if kind == "error":
+        error = message.get("error", {})
+        return f"error: {error.get('code')} {error.get('detail')}"
+    return f"{kind}: {channel}" if channel else str(kind)
+
+
+@main.command()
+@click.argument("channels", nargs=-1, required=True)
+@click.option("--url", envvar="RT_URL", default="http://127.0.0.1:8080", show_default=True, help="Server URL (RT_URL).")
+@click.option("--key", envvar="RT_KEY", required=True, help="API key with ws:connect (RT_KEY).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--count", type=int, default=0, help="Stop after this many events (0: run until interrupted).")
+def watch(channels: tuple[str, ...], url: str, key: str, as_json: bool, count: int) -> None:
+    """Stream channels to the terminal: positions, orders, risk, account, events, ticks:BTC/USDT ..."""
+    from rt.client import ApiError, Client
+
+    async def run() -> None:
+        seen = 0
+        async with Client(url, key) as client:
+            stream = client.stream(*channels)
+            async for message in stream:
+                click.echo(wire.dumps(message).decode() if as_json else _line(message))
+                if message.get("type") == "event":
+                    seen += 1
+                    if count and seen >= count:
+                        await stream.close()
+                        return
+
+    try:
+        asyncio.run(run())
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
 if __name__ == "__main__":
     sys.exit(main())

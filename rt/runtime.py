@@ -152,6 +152,10 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             runtime.spawn(runtime.hub.run(), "hub")
             runtime.spawn(runtime.sessions.watch_revocations(), "revocations")
             feed.listen(runtime.hub.tick)
+            if settings.metrics_port:
+                from rt import metrics
+
+                runtime.spawn(metrics.serve(runtime, settings.metrics_port), "metrics")
             await engine.start()
         yield runtime
     finally:

@@ -38,7 +38,8 @@ async def health(call: Call) -> dict[str, Any]:
 async def ready(call: Call) -> Response:
     runtime = call.runtime
     checks: dict[str, str] = {}
-    for name, probe in (("store", runtime.store.ping), ("limiter", runtime.limiter.ping)):
+    probes = (("store", runtime.store.ping), ("limiter", runtime.limiter.ping), ("bus", runtime.bus.ping))
+    for name, probe in probes:
         try:
             await asyncio.wait_for(probe(), _CHECK_TIMEOUT)
             checks[name] = "ok"
@@ -63,9 +64,7 @@ async def docs(call: Call) -> Response:
 
 OPERATIONS = [
     Operation("GET", "/v1/health", health, "Liveness", "system", response=Health),
-    Operation(
-        "GET", "/v1/ready", ready, "Readiness of the store, limiter and other dependencies", "system", response=Ready
-    ),
+    Operation("GET", "/v1/ready", ready, "Readiness of the store, limiter, bus and venues", "system", response=Ready),
     Operation("GET", "/v1/time", server_time, "Server time, for signing clients", "system", response=ServerTime),
     Operation("GET", "/v1/openapi.json", openapi, "This API as OpenAPI 3.1", "system"),
     Operation("GET", "/v1/docs", docs, "API reference page (works offline)", "system"),

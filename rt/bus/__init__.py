@@ -66,6 +66,10 @@ class Bus(Protocol):
 
 
 def open_bus(redis_url: str = "", prefix: str = "rt", history: int = 1000) -> Bus:
+    if redis_url:
+        from rt.bus.redis import RedisBus
+
+        return RedisBus(redis_url, prefix, history)
     from rt.bus.memory import MemoryBus
 
     return MemoryBus(history)
