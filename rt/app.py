@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
-from rt.api import account, keys, markets, openapi, orders, positions, risk, system, ws
+from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, system, ws
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
 from rt.api.routing import Operation, routes
@@ -86,4 +86,5 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.openapi = openapi.build(OPERATIONS)
+    app.state.asyncapi = asyncapi.build()
     return app

@@ -57,6 +57,10 @@ async def openapi(call: Call) -> Response:
     return JSON(call.request.app.state.openapi)
 
 
+async def asyncapi_document(call: Call) -> Response:
+    return JSON(call.request.app.state.asyncapi)
+
+
 async def docs(call: Call) -> Response:
     page = resources.files("rt.api").joinpath("docs.html").read_text()
     return HTMLResponse(page)
@@ -67,5 +71,6 @@ OPERATIONS = [
     Operation("GET", "/v1/ready", ready, "Readiness of the store, limiter, bus and venues", "system", response=Ready),
     Operation("GET", "/v1/time", server_time, "Server time, for signing clients", "system", response=ServerTime),
     Operation("GET", "/v1/openapi.json", openapi, "This API as OpenAPI 3.1", "system"),
+    Operation("GET", "/v1/asyncapi.json", asyncapi_document, "The WebSocket protocol as AsyncAPI 3.0", "system"),
     Operation("GET", "/v1/docs", docs, "API reference page (works offline)", "system"),
 ]
