@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
-from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, system, ws
+from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, strategies, system, ws
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
 from rt.api.routing import Operation, routes
@@ -27,6 +27,7 @@ OPERATIONS: list[Operation] = [
     *positions.OPERATIONS,
     *orders.OPERATIONS,
     *markets.OPERATIONS,
+    *strategies.OPERATIONS,
     *risk.OPERATIONS,
     *keys.OPERATIONS,
     *ws.OPERATIONS,

@@ -26,6 +26,8 @@ _PARAMS: dict[str, type[BaseModel]] = {
     "position.close": commands.PositionRef,
     "position.update": commands.PositionChange,
     "emergency.kill": EmergencyKill,
+    "strategy.start": commands.StrategyRef,
+    "strategy.stop": commands.StrategyRef,
     "session.configure": commands.SessionConfig,
     "orders.cancel_after": commands.CancelAfter,
 }

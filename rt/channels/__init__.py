@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rt.engine import ledger, risk
@@ -9,6 +10,7 @@ from rt.engine.engine import Engine
 from rt.errors import BadRequest
 from rt.exchanges.feed import MarketFeed
 from rt.session.protocol import TICKS
+from rt.strategies.models import StrategyRecord
 
 
 def _positions(engine: Engine, account_id: str) -> list[dict[str, Any]]:
@@ -41,14 +43,16 @@ async def _account(engine: Engine, account_id: str) -> dict[str, Any]:
     return ledger.summary(await engine.book(account_id), engine.config.leverage)
 
 
-async def snapshot(engine: Engine, feed: MarketFeed, account_id: str, channel: str) -> Any:
+async def snapshot(
+    engine: Engine, feed: MarketFeed, account_id: str, channel: str, strategies: Iterable[StrategyRecord] = ()
+) -> Any:
     """The channel's current state for this account; call it under the account's writer lock for a consistent seq."""
     if channel == "positions":
         return {"positions": _positions(engine, account_id)}
     if channel == "orders":
         return {"orders": _orders(engine, account_id)}
     if channel == "strategies":
-        return {"strategies": []}
+        return {"strategies": [r.as_json() for r in strategies if r.account_id == account_id]}
     if channel == "risk":
         return await _risk(engine, account_id)
     if channel == "account":

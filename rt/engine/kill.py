@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from rt.engine.engine import Changes, Engine
 from rt.engine.models import Order, Position
-from rt.engine.trading import _close, _mark_canceled
+from rt.engine.trading import _close, _mark_canceled, book_resting_fill
 from rt.errors import RtError
+from rt.exchanges import VenueOrder
 from rt.ids import new_id
 
 Action = Literal["KILL", "CLOSE_ALL", "FLATTEN", "LOCK", "UNLOCK"]
@@ -33,6 +34,10 @@ async def execute(
     book = await engine.book(account_id)
     if lock:
         book.state = "locked"  # before the writer lock: commands queued behind us see it and stop
+    halted = 0
+    if action in ("KILL", "FLATTEN", "LOCK") and engine.halt_strategies is not None:
+        # Outside the writer lock: stopping a strategy cancels its orders, which takes the lock itself.
+        halted = await engine.halt_strategies(account_id)
 
     async def command(changes: Changes) -> dict[str, Any]:
         canceled = await _cancel_all(engine, changes) if cancel else []
@@ -50,7 +55,7 @@ async def execute(
             "orders_canceled": len(canceled),
             "positions_closed": len(closed),
             "positions_failed": len(failed),
-            "strategies_halted": 0,
+            "strategies_halted": halted,
             "reason": reason,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
@@ -71,18 +76,22 @@ async def execute(
 async def _cancel_all(engine: Engine, changes: Changes) -> list[Order]:
     resting = [o for o in changes.book.orders.values() if o.status == "open"]
 
-    async def cancel(order: Order) -> Order | None:
+    async def cancel(order: Order) -> VenueOrder:
         venue = engine.venues.get(order.account_id, order.exchange)
         assert order.venue_order_id is not None
-        answer = await venue.cancel(order.venue_order_id, order.symbol)
-        return order if answer.status == "canceled" else None
+        return await venue.cancel(order.venue_order_id, order.symbol)
 
     results = await asyncio.gather(*(cancel(o) for o in resting), return_exceptions=True)
     canceled = []
-    for result in results:
-        if isinstance(result, Order):
-            _mark_canceled(engine, changes, result)
-            canceled.append(result)
+    for order, answer in zip(resting, results, strict=True):
+        if not isinstance(answer, VenueOrder):
+            continue
+        if answer.status == "canceled":
+            _mark_canceled(engine, changes, order)
+            canceled.append(order)
+        elif answer.fill is not None:
+            # Filled at the venue before the cancel got there: book it now, so the close that follows sees it.
+            book_resting_fill(engine, changes, order, answer.fill)
     return canceled
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rt.engine import kill, trading
 from rt.engine.requests import EmergencyKill, OrderRequest, PositionRequest, PositionUpdate
-from rt.errors import BadRequest, RtError
+from rt.errors import BadRequest
 from rt.wire import dumps
 
 if TYPE_CHECKING:
@@ -94,8 +94,22 @@ async def emergency_kill(s: Session, params: dict[str, Any]) -> dict[str, Any]:
     return await kill.execute(s.engine, s.principal.account_id, "KILL", req.reason, actor=s.principal.key_id)
 
 
-async def strategy_unavailable(s: Session, params: dict[str, Any]) -> dict[str, Any]:
-    raise RtError("strategies are not available on this server yet", status=404, code="NOT_FOUND")
+class StrategyRef(_Params):
+    strategy_id: str
+
+
+async def _strategy_json(s: Session, record: Any) -> dict[str, Any]:
+    return {"strategy": record.as_json(await s.runtime.store.strategy_performance(record.id))}
+
+
+async def strategy_start(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    ref = _model(StrategyRef, params)
+    return await _strategy_json(s, await s.runtime.runner.start_strategy(s.principal.account_id, ref.strategy_id))
+
+
+async def strategy_stop(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+    ref = _model(StrategyRef, params)
+    return await _strategy_json(s, await s.runtime.runner.stop_strategy(s.principal.account_id, ref.strategy_id))
 
 
 async def session_configure(s: Session, params: dict[str, Any]) -> dict[str, Any]:
@@ -115,14 +129,23 @@ COMMANDS: dict[str, Command] = {
     "position.open": position_open,
     "position.close": position_close,
     "position.update": position_update,
-    "strategy.start": strategy_unavailable,
-    "strategy.stop": strategy_unavailable,
+    "strategy.start": strategy_start,
+    "strategy.stop": strategy_stop,
     "emergency.kill": emergency_kill,
     "session.configure": session_configure,
     "orders.cancel_after": cancel_after,
 }
 
-IDEMPOTENT = {"order.place", "order.cancel", "position.open", "position.close", "position.update", "emergency.kill"}
+IDEMPOTENT = {
+    "order.place",
+    "order.cancel",
+    "position.open",
+    "position.close",
+    "position.update",
+    "emergency.kill",
+    "strategy.start",
+    "strategy.stop",
+}
 
 
 def idempotency_key(op: str, params: dict[str, Any]) -> str | None:

@@ -93,7 +93,7 @@ class Sessions:
                 missed = replay_frames(history) if history is not None else None
             data = None
             if missed is None:
-                data = await snapshot(runtime.engine, runtime.feed, account_id, channel)
+                data = await snapshot(runtime.engine, runtime.feed, account_id, channel, runtime.runner.active())
             self._open(session, channel, request_id, last, since, missed, data)
 
     def _open(

@@ -1,0 +1,109 @@
+"""The strategies table of the SQLite twin, and each strategy's performance from its positions and orders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from rt.strategies.models import StrategyRecord
+
+_COLS = (
+    "id, account_id, name, type, exchange, symbol, config, risk_limits, status, state, stop_reason, created_at, "
+    "updated_at"
+)
+
+
+def _row(r: StrategyRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.account_id,
+        r.name,
+        r.type,
+        r.exchange,
+        r.symbol,
+        orjson.dumps(r.config).decode(),
+        orjson.dumps(r.risk_limits).decode(),
+        r.status,
+        orjson.dumps(r.state).decode(),
+        r.stop_reason,
+        int(r.created_at.timestamp() * 1000),
+        int(r.updated_at.timestamp() * 1000),
+    )
+
+
+def _record(row: Any) -> StrategyRecord:
+    return StrategyRecord(
+        id=row[0],
+        account_id=row[1],
+        name=row[2],
+        type=row[3],
+        exchange=row[4],
+        symbol=row[5],
+        config=orjson.loads(row[6]),
+        risk_limits=orjson.loads(row[7]),
+        status=row[8],
+        state=orjson.loads(row[9]),
+        stop_reason=row[10],
+        created_at=datetime.fromtimestamp(row[11] / 1000, UTC),
+        updated_at=datetime.fromtimestamp(row[12] / 1000, UTC),
+    )
+
+
+class StrategyTables:
+    _db: aiosqlite.Connection
+
+    async def save_strategy(self, record: StrategyRecord) -> None:
+        updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _COLS.split(",")[1:])
+        await self._db.execute(
+            f"INSERT INTO strategies ({_COLS}) VALUES ({', '.join('?' * 13)}) ON CONFLICT (id) DO UPDATE SET {updates}",
+            _row(record),
+        )
+
+    async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None:
+        async with self._db.execute(
+            f"SELECT {_COLS} FROM strategies WHERE id = ? AND account_id = ?", (strategy_id, account_id)
+        ) as cur:
+            row = await cur.fetchone()
+        return _record(row) if row else None
+
+    async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]:
+        async with self._db.execute("SELECT COUNT(*) FROM strategies WHERE account_id = ?", (account_id,)) as cur:
+            total = (await cur.fetchone() or (0,))[0]
+        async with self._db.execute(
+            f"SELECT {_COLS} FROM strategies WHERE account_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (account_id, limit, offset),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_record(r) for r in rows], int(total)
+
+    async def load_strategies(self) -> list[StrategyRecord]:
+        async with self._db.execute(f"SELECT {_COLS} FROM strategies WHERE status = 'active'") as cur:
+            return [_record(r) for r in await cur.fetchall()]
+
+    async def strategy_performance(self, strategy_id: str) -> dict[str, Any]:
+        """total_pnl: realized P&L of its positions (net of fees) plus the unrealized of the open ones at their last
+        stored price; win_rate: share of its closed positions that made money; trades: its filled orders."""
+        async with self._db.execute(
+            "SELECT status, realized_pnl, quantity, entry_price, current_price, side FROM positions "
+            "WHERE strategy_id = ? AND status IN ('open', 'closed')",
+            (strategy_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        async with self._db.execute(
+            "SELECT COUNT(*) FROM orders WHERE strategy_id = ? AND status = 'filled'", (strategy_id,)
+        ) as cur:
+            trades = (await cur.fetchone() or (0,))[0]
+        total, closed, wins = Decimal(0), 0, 0
+        for status, realized, qty, entry, current, side in rows:
+            total += Decimal(realized)
+            if status == "closed":
+                closed += 1
+                wins += Decimal(realized) > 0
+            else:
+                sign = 1 if side == "long" else -1
+                total += (Decimal(current) - Decimal(entry)) * Decimal(qty) * sign
+        return {"total_pnl": total, "win_rate": round(wins / closed, 4) if closed else 0, "trades": int(trades)}

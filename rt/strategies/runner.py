@@ -1,0 +1,327 @@
+"""The runner: deploys, starts and stops strategies, feeds them ticks, fills and a clock, and places what they want
+through the engine, so every strategy order passes Cerberus and the strategy's own limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from rt.bus import Delivery, Event
+from rt.engine import trading
+from rt.engine.engine import Engine
+from rt.engine.ledger import today
+from rt.engine.requests import OrderRequest
+from rt.engine.risk import Check
+from rt.errors import BadRequest, NotFound, RtError
+from rt.exchanges import Exchange, Ticker
+from rt.ids import new_id
+from rt.store import Store
+from rt.strategies import RiskLimits, Strategy, Want, types
+from rt.strategies.models import StrategyRecord
+from rt.wire import dumps
+
+log = logging.getLogger("rt.strategies")
+
+CLOCK_S = 1.0
+
+
+class Runner:
+    def __init__(self, engine: Engine, store: Store) -> None:
+        self.engine = engine
+        self.store = store
+        self._live: dict[str, tuple[StrategyRecord, Strategy]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        engine.strategy_checks = self.checks
+        engine.halt_strategies = self.halt
+
+    # lifecycle
+
+    async def start(self) -> None:
+        for record in await self.store.load_strategies():
+            if record.status == "active":
+                self._live[record.id] = (record, self._instance(record))
+
+    def _instance(self, record: StrategyRecord) -> Strategy:
+        kind = types()[record.type]
+        return kind(kind.config_model.model_validate(record.config), record.state)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # commands
+
+    async def deploy(
+        self,
+        account_id: str,
+        name: str,
+        kind: str,
+        exchange: str,
+        symbol: str,
+        config: dict[str, Any],
+        risk_limits: dict[str, Any],
+        *,
+        test_key: bool = False,
+    ) -> StrategyRecord:
+        known = types()
+        if kind not in known:
+            raise BadRequest(
+                f"unknown strategy type {kind!r}", errors=[{"field": "type", "message": f"one of {', '.join(known)}"}]
+            )
+        parsed = _validate(known[kind].config_model, config, "config")
+        limits = _validate(RiskLimits, risk_limits, "risk_limits")
+        venue = self.engine.venues.get(account_id, exchange, test_key=test_key)
+        ticker = await venue.ticker(symbol)
+        record = StrategyRecord(
+            id=new_id("strat"),
+            account_id=account_id,
+            name=name,
+            type=kind,
+            exchange=exchange,
+            symbol=ticker.symbol,
+            config=_plain(parsed.model_dump()),
+            risk_limits=_plain(limits.model_dump(exclude_none=True)),
+            status="stopped",
+            state={"orders": {}, "day": today(), "day_pnl": "0"},
+        )
+        await self.store.save_strategy(record)
+        return await self.start_strategy(account_id, record.id)
+
+    async def get(self, account_id: str, strategy_id: str) -> StrategyRecord:
+        live = self._live.get(strategy_id)
+        if live is not None and live[0].account_id == account_id:
+            return live[0]
+        record = await self.store.get_strategy(account_id, strategy_id)
+        if record is None:
+            raise NotFound(f"no strategy {strategy_id}")
+        return record
+
+    async def start_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord:
+        record = await self.get(account_id, strategy_id)
+        if record.status == "active":
+            return record
+        book = await self.engine.book(account_id)
+        if book.state == "locked":
+            raise RtError("trading is locked by the kill switch", status=423, code="TRADING_LOCKED")
+        record.status, record.stop_reason = "active", None
+        instance = self._instance(record)
+        self._live[record.id] = (record, instance)
+        await self._changed(record, "strategy.started")
+        venue = self.engine.venues.get(account_id, record.exchange)
+        await self._place(record, instance.on_start(await venue.ticker(record.symbol)))
+        return record
+
+    async def stop_strategy(self, account_id: str, strategy_id: str, reason: str = "manual") -> StrategyRecord:
+        record = await self.get(account_id, strategy_id)
+        if record.status != "active":
+            return record
+        self._live.pop(record.id, None)
+        record.status, record.stop_reason = ("halted" if reason == "kill_switch" else "stopped"), reason
+        for order_id in list(record.state.get("orders", {})):
+            with contextlib.suppress(RtError):
+                await trading.cancel_order(self.engine, account_id, order_id)
+        record.state["orders"] = {}
+        await self._changed(record, "strategy.stopped")
+        return record
+
+    async def halt(self, account_id: str) -> int:
+        """Charon: stop every active strategy of the account."""
+        halted = [r for r, _ in list(self._live.values()) if r.account_id == account_id]
+        for record in halted:
+            await self.stop_strategy(account_id, record.id, "kill_switch")
+        return len(halted)
+
+    async def _changed(self, record: StrategyRecord, event: str) -> None:
+        from rt.store.models import TradeBatch
+
+        record.updated_at = _utcnow()
+        await self.store.save_strategy(record)
+        data = record.as_json()
+        await self.engine.store.save(TradeBatch(events=[Event(record.account_id, event, data)]))
+        await self.engine.bus.publish([Event(record.account_id, event, data)])
+
+    def active(self) -> list[StrategyRecord]:
+        return [record for record, _ in self._live.values()]
+
+    # Cerberus's strategy check
+
+    def checks(self, account_id: str, strategy_id: str, notional: Decimal, increases: bool) -> list[Check]:
+        live = self._live.get(strategy_id)
+        if live is None or live[0].account_id != account_id:
+            return [Check("strategy_limit", False, reason=f"strategy {strategy_id} is not active on this account")]
+        record = live[0]
+        limits = record.risk_limits
+        out = []
+        cap = limits.get("max_position_size")
+        if cap is not None and increases:
+            ok = notional <= Decimal(str(cap))
+            out.append(
+                Check(
+                    "strategy_limit",
+                    ok,
+                    Decimal(str(cap)),
+                    notional,
+                    "" if ok else "exceeds the strategy's max position size",
+                )
+            )
+        loss_cap = limits.get("max_daily_loss")
+        if loss_cap is not None and increases:
+            loss = -Decimal(record.state.get("day_pnl", "0")) if record.state.get("day") == today() else Decimal(0)
+            ok = loss < Decimal(str(loss_cap))
+            out.append(
+                Check(
+                    "strategy_daily_loss",
+                    ok,
+                    Decimal(str(loss_cap)),
+                    loss,
+                    "" if ok else "the strategy's daily loss limit is reached",
+                )
+            )
+        return out
+
+    def stop_loss_for(self, strategy_id: str, side: str, price: Decimal) -> Decimal | None:
+        live = self._live.get(strategy_id)
+        pct = live[0].risk_limits.get("stop_loss_pct") if live else None
+        if pct is None:
+            return None
+        pct = Decimal(str(pct))
+        return price * (1 - pct) if side == "buy" else price * (1 + pct)
+
+    # feeding
+
+    def listen(self, venues: Iterable[Exchange]) -> None:
+        for venue in venues:
+            venue.on_tick(functools.partial(self.on_tick, venue.id))
+
+    def on_tick(self, exchange: str, ticker: Ticker) -> None:
+        for record, instance in list(self._live.values()):
+            if record.exchange == exchange and record.symbol == ticker.symbol:
+                wants = instance.on_tick(ticker)
+                if wants:
+                    self._spawn(self._place(record, wants))
+
+    async def run_clock(self) -> None:
+        while True:
+            await asyncio.sleep(CLOCK_S)
+            now = time.time()
+            for record, instance in list(self._live.values()):
+                try:
+                    venue = self.engine.venues.get(record.account_id, record.exchange)
+                    wants = instance.on_clock(now, await venue.ticker(record.symbol))
+                    if wants:
+                        await self._place(record, wants)
+                except RtError:
+                    continue
+                except Exception:
+                    log.exception("strategy clock failed", extra={"strategy_id": record.id})
+
+    async def run_fills(self) -> None:
+        """Fills and closed positions of strategy orders, from the bus."""
+        async for delivery in self.engine.bus.subscribe():
+            with contextlib.suppress(Exception):
+                await self._on_delivery(delivery)
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        event = delivery.event
+        if delivery.channel == "events":
+            return
+        strategy_id = event.data.get("strategy_id")
+        live = self._live.get(strategy_id) if strategy_id else None
+        if live is None:
+            return
+        record, instance = live
+        if event.event == "order.filled":
+            tag = record.state.get("orders", {}).pop(event.data["id"], None)
+            if tag is None:
+                return
+            wants = instance.on_fill(
+                tag,
+                event.data["side"],
+                Decimal(str(event.data["average_price"])),
+                Decimal(str(event.data["filled_quantity"])),
+            )
+            await self._place(record, wants)
+            await self.store.save_strategy(record)
+        elif event.event in ("position.closed", "position.updated"):
+            if record.state.get("day") != today():
+                record.state["day"], record.state["day_pnl"] = today(), "0"
+            if event.event == "position.closed":
+                record.state["day_pnl"] = str(
+                    Decimal(record.state["day_pnl"]) + Decimal(str(event.data.get("realized_pnl", 0)))
+                )
+                await self.store.save_strategy(record)
+
+    async def _place(self, record: StrategyRecord, wants: list[Want]) -> None:
+        venue = self.engine.venues.get(record.account_id, record.exchange)
+        for want in wants:
+            price = want.price
+            if price is None:
+                ticker = await venue.ticker(record.symbol)
+                price = ticker.ask if want.side == "buy" else ticker.bid
+            request = OrderRequest.model_validate(
+                {
+                    "exchange": record.exchange,
+                    "symbol": record.symbol,
+                    "side": want.side,
+                    "type": want.type,
+                    "quantity": want.quantity,
+                    "price": want.price,
+                    "strategy_id": record.id,
+                    "stop_loss": self.stop_loss_for(record.id, want.side, price),
+                }
+            )
+            try:
+                order = await trading.place_order(self.engine, record.account_id, request)
+            except RtError as exc:
+                log.info("strategy order refused", extra={"strategy_id": record.id, "code": exc.code})
+                continue
+            if order.status == "open":
+                record.state.setdefault("orders", {})[order.id] = want.tag
+            elif order.status == "filled":
+                instance = self._live.get(record.id)
+                if instance is not None:
+                    follow = instance[1].on_fill(
+                        want.tag, want.side, order.average_price or Decimal(0), order.filled_quantity
+                    )
+                    if follow:
+                        await self._place(record, follow)
+        await self.store.save_strategy(record)
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], field: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(
+            f"invalid {field}",
+            errors=[
+                {"field": ".".join([field, *(str(p) for p in e["loc"])]), "message": e["msg"]}
+                for e in exc.errors(include_url=False)
+            ],
+        ) from None
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """Decimals as JSON numbers, the way the client sent them."""
+    plain: dict[str, Any] = orjson.loads(dumps(data))
+    return plain
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
