@@ -43,15 +43,19 @@ def main() -> None:
         assert server.key, "no bootstrap key"
         results = asyncio.run(measure(server.port, server.key, args.seconds, args.connections))
     limiter = "redis" if args.redis else "memory"
-    print(f"rt auth overhead: {args.connections} keep-alive connections, {args.seconds:.0f} s per route, "
-          f"limiter={limiter}, log level warning")
+    print(
+        f"rt auth overhead: {args.connections} keep-alive connections, {args.seconds:.0f} s per route, "
+        f"limiter={limiter}, log level warning"
+    )
     for result in results:
         print(result.line())
     base = results[0]
     for result in results[1:]:
         overhead_us = (1 / result.rps - 1 / base.rps) * 1e6
-        print(f"{result.path}: {result.rps / base.rps:.0%} of /v1/health throughput, "
-              f"{overhead_us:+.0f} µs of server time per request")
+        print(
+            f"{result.path}: {result.rps / base.rps:.0%} of /v1/health throughput, "
+            f"{overhead_us:+.0f} µs of server time per request"
+        )
 
 
 if __name__ == "__main__":

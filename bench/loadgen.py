@@ -25,8 +25,10 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def line(self) -> str:
-        return (f"{self.path:<24} {self.rps:9.0f} req/s   p50 {statistics.median(self.latencies_ms):6.2f} ms   "
-                f"p99 {self.pct(0.99):6.2f} ms   statuses {dict(sorted(self.statuses.items()))}")
+        return (
+            f"{self.path:<24} {self.rps:9.0f} req/s   p50 {statistics.median(self.latencies_ms):6.2f} ms   "
+            f"p99 {self.pct(0.99):6.2f} ms   statuses {dict(sorted(self.statuses.items()))}"
+        )
 
 
 async def _worker(host: str, port: int, request: bytes, deadline: float, out: Result) -> None:

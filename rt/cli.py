@@ -1,10 +1,11 @@
-"""The `rt` command: serve, keys, accounts, audit. Tables for people, --json for scripts."""
+"""The `rt` command: serve, keys, accounts, venues, audit. Tables for people, --json for scripts."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -16,7 +17,7 @@ from rt.auth.manage import IssuedKey
 from rt.config import OPTIONS, Settings
 from rt.errors import RtError
 from rt.runtime import Runtime, open_runtime
-from rt.store.models import Account, ApiKey
+from rt.store.models import Account, ApiKey, VenueRecord
 
 T = TypeVar("T")
 
@@ -267,6 +268,140 @@ def accounts_list(ctx: click.Context, as_json: bool) -> None:
             ["id", "name", "parent", "created"],
             [[a.id, a.name, a.parent_id or "-", _when(a.created_at)] for a in found],
         ),
+    )
+
+
+# venues
+
+
+@main.group()
+def venues() -> None:
+    """Real venues (through ccxt) per account. `rt serve` connects them when it starts."""
+
+
+def _venue_json(v: VenueRecord) -> dict[str, Any]:
+    return {
+        "account_id": v.account_id,
+        "exchange": v.exchange,
+        "sandbox": bool(v.options.get("sandbox")),
+        "url": v.options.get("url"),
+        "created_at": v.created_at,
+    }
+
+
+@venues.command("add")
+@click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
+@click.option("--exchange", required=True, help="A ccxt exchange id: binance, kraken, coinbase, ...")
+@click.option(
+    "--api-key", envvar="RT_VENUE_API_KEY", prompt=True, hide_input=True, help="The venue's API key (RT_VENUE_API_KEY)."
+)
+@click.option(
+    "--secret", envvar="RT_VENUE_SECRET", prompt=True, hide_input=True, help="The venue's API secret (RT_VENUE_SECRET)."
+)
+@click.option("--password", envvar="RT_VENUE_PASSWORD", default="", help="The API passphrase, on venues that have one.")
+@click.option("--sandbox", is_flag=True, help="Trade on the venue's test network (ccxt sandbox mode).")
+@click.option("--url", default=None, help="Send the venue's API calls to this base URL (a self-hosted test venue).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def venues_add(
+    ctx: click.Context,
+    account: str,
+    exchange: str,
+    api_key: str,
+    secret: str,
+    password: str,
+    sandbox: bool,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Add a venue, or replace its credentials. They are stored encrypted and never shown again."""
+    from rt.exchanges.ccxt_exchange import check_venue
+
+    async def work(rt: Runtime) -> tuple[VenueRecord, bool]:
+        found = await _account(rt, account)
+        try:
+            await check_venue(exchange, sandbox=sandbox, url=url)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        credentials = {"api_key": api_key, "secret": secret, "password": password}
+        record = VenueRecord(
+            account_id=found.id,
+            exchange=exchange,
+            sealed_credentials=rt.box.seal(wire.dumps(credentials).decode()),
+            options={"sandbox": sandbox, "url": url},
+            created_at=datetime.now(UTC),
+        )
+        replaced = await rt.store.put_venue(record)
+        await rt.audit.write(
+            "venue.replaced" if replaced else "venue.added",
+            account_id=found.id,
+            actor="cli",
+            exchange=exchange,
+            sandbox=sandbox,
+            url=url,
+        )
+        return record, replaced
+
+    record, replaced = _run(ctx, work)
+    verb = "replaced the credentials of" if replaced else "added"
+    _emit(
+        as_json,
+        {**_venue_json(record), "replaced": replaced},
+        f"{verb} venue {record.exchange} for account {record.account_id}; restart `rt serve` to connect it",
+    )
+
+
+@venues.command("list")
+@click.option("--account", "account", default=None, help="Account id or name (default: all).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def venues_list(ctx: click.Context, account: str | None, as_json: bool) -> None:
+    """List venues (never their credentials)."""
+
+    async def work(rt: Runtime) -> list[VenueRecord]:
+        account_id = (await _account(rt, account)).id if account else None
+        return await rt.store.list_venues(account_id)
+
+    found = _run(ctx, work)
+    _emit(
+        as_json,
+        [_venue_json(v) for v in found],
+        render(
+            ["account", "exchange", "sandbox", "url", "added"],
+            [
+                [
+                    v.account_id,
+                    v.exchange,
+                    "yes" if v.options.get("sandbox") else "no",
+                    v.options.get("url") or "-",
+                    _when(v.created_at),
+                ]
+                for v in found
+            ],
+        ),
+    )
+
+
+@venues.command("remove")
+@click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
+@click.option("--exchange", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def venues_remove(ctx: click.Context, account: str, exchange: str, as_json: bool) -> None:
+    """Remove a venue and its credentials; a running server keeps it until it restarts."""
+
+    async def work(rt: Runtime) -> str:
+        found = await _account(rt, account)
+        if not await rt.store.delete_venue(found.id, exchange):
+            raise click.ClickException(f"account {found.name!r} has no venue {exchange!r} (see `rt venues list`)")
+        await rt.audit.write("venue.removed", account_id=found.id, actor="cli", exchange=exchange)
+        return found.id
+
+    account_id = _run(ctx, work)
+    _emit(
+        as_json,
+        {"account_id": account_id, "exchange": exchange, "removed": True},
+        f"removed venue {exchange} from account {account_id}",
     )
 
 

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from rt.api.idempotency import Idempotency
 from rt.auth import tiers
@@ -28,6 +29,10 @@ from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
 from rt.session.manager import Sessions
 from rt.store import AccountExists, Store, open_store
+from rt.strategies.runner import Runner
+
+if TYPE_CHECKING:
+    from rt.exchanges.ccxt_exchange import CcxtExchange
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Runtime:
     idempotency: Idempotency
     tokens: TokenStore
     hub: Hub
+    runner: Runner
+    box: Box
     sessions: Sessions = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -107,6 +114,19 @@ def _market(settings: Settings) -> tuple[MarketFeed, PaperExchange, EngineConfig
     return feed, paper, config
 
 
+async def _account_venues(store: Store, box: Box, venues: Venues) -> list[CcxtExchange]:
+    """The real venues added with `rt venues add`; ccxt is imported only when there are some (that takes a second)."""
+    records = await store.list_venues()
+    if not records:
+        return []
+    from rt.exchanges.ccxt_exchange import venues_from
+
+    made = venues_from(records, box)
+    for venue in made:
+        venues.add(venue.account_id, venue)
+    return made
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, background: bool = False) -> AsyncIterator[Runtime]:
     """Open the store and limiter; with background=True also start the engine, the market and the flushers."""
@@ -143,6 +163,8 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         idempotency=Idempotency(store),
         tokens=open_tokens(settings.redis_url, settings.redis_prefix),
         hub=Hub(bus),
+        runner=Runner(engine, store),
+        box=box,
     )
     try:
         if background:
@@ -156,10 +178,20 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
                 from rt import metrics
 
                 runtime.spawn(metrics.serve(runtime, settings.metrics_port), "metrics")
+            account_venues = await _account_venues(store, box, engine.venues)
             await engine.start()
+            await runtime.runner.start()
+            runtime.spawn(runtime.runner.run_clock(), "strategy-clock")
+            runtime.spawn(runtime.runner.run_fills(), "strategy-fills")
+            runtime.runner.listen(engine.venues.all())
+            if account_venues:
+                from rt.exchanges.ccxt_exchange import resume
+
+                resume(account_venues, engine.books())
         yield runtime
     finally:
         try:
+            await runtime.runner.close()
             await engine.close()
             await runtime.stop_tasks()
         finally:

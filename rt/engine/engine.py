@@ -66,6 +66,10 @@ class Engine:
         self._by_venue_order: dict[str, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: set[str] = set()
+        # Set by the strategy runner: (account, strategy, added notional, adds exposure) -> Cerberus checks.
+        self.strategy_checks: Callable[[str, str, Decimal, bool], list[risk.Check]] | None = None
+        # Set by the strategy runner: stop every strategy of an account (Charon), returning how many.
+        self.halt_strategies: Callable[[str], Awaitable[int]] | None = None
 
     # lifecycle
 
@@ -176,6 +180,13 @@ class Engine:
         )
         if changes.events:
             await self.bus.publish(changes.events)
+        # The book holds what is live; finished positions and orders are in the store only.
+        for position in changes.positions.values():
+            if position.status in ("closed", "rejected", "canceled"):
+                book.positions.pop(position.id, None)
+        for order in changes.orders.values():
+            if order.status != "open":
+                book.orders.pop(order.id, None)
 
     def _alerts(self, changes: Changes) -> None:
         """risk.limit_reached at 80% (warning) and 100% (breached) of a limit, once per crossing."""
@@ -190,29 +201,18 @@ class Engine:
             else:
                 book.alerts.pop(check, None)
             changes.book_changed = True
-            if level and (previous != "breached"):
-                changes.event(
-                    "risk.limit_reached",
-                    {
-                        "check": check,
-                        "level": level,
-                        "limit": limit,
-                        "current": current,
-                        "utilization": round(float(used), 4),
-                    },
-                )
+            data: dict[str, Any] = {
+                "check": check,
+                "level": level,
+                "limit": limit,
+                "current": current,
+                "utilization": round(float(used), 4),
+            }
             if check == risk.DAILY_LOSS and level == "breached" and book.state == "active":
                 book.state = "reducing"
-                changes.event(
-                    "risk.limit_reached",
-                    {
-                        "check": check,
-                        "level": "breached",
-                        "limit": limit,
-                        "current": current,
-                        "trading_state": "reducing",
-                    },
-                )
+                data["trading_state"] = "reducing"
+            if level and (previous != "breached"):
+                changes.event("risk.limit_reached", data)
 
     def mark(self, exchange: str, ticker: Ticker) -> list[tuple[str, str, str]]:
         """Move open positions on this symbol to the new price; returns (account, position, reason) to close."""

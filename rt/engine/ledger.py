@@ -139,11 +139,12 @@ def apply_fill(book: Book, order: Order, fill: Fill, new_position_id: str, reaso
     order.fee = fill.fee
     order.updated_at = now()
     remaining = fill.quantity
-    if order.intent == "close" and order.position_id in book.positions:
-        target = book.positions[order.position_id]
+    target = book.positions.get(order.position_id or "")
+    if order.intent == "close" and target is not None and target.status == "open":
         reduce_position(book, target, fill.price, min(remaining, target.quantity), fill.fee, reason, out)
         return out
-    if order.intent == "net":
+    # A close whose position is already gone (closed by another fill first) still moved the market: it nets.
+    if order.intent in ("net", "close"):
         opposite = "short" if order.side == "buy" else "long"
         for position in sorted(book.open_positions(), key=lambda p: p.created_at):
             if remaining <= 0:
@@ -153,8 +154,11 @@ def apply_fill(book: Book, order: Order, fill: Fill, new_position_id: str, reaso
             take = min(remaining, position.quantity)
             reduce_position(book, position, fill.price, take, fill.fee * take / fill.quantity, reason, out)
             remaining -= take
+            order.position_id = order.position_id or position.id
     if remaining > 0:
         position_id = order.position_id if order.intent == "open" and order.position_id else new_position_id
+        if order.intent == "close":
+            position_id = new_position_id
         fee = fill.fee * remaining / fill.quantity
         opened = open_position(book, order, fill.price, remaining, fee, position_id, out)
         order.position_id = opened.id

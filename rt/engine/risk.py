@@ -6,7 +6,7 @@ The checks see what is open and what is already resting, so no set of orders can
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rt.engine import ledger
@@ -36,6 +36,8 @@ class Proposal:
     quantity: Decimal
     price: Decimal
     reduce_only_position: str | None = None
+    # A net order closes opposite positions first; a position's entry order always opens a new one.
+    nets: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ def increase_of(book: Book, proposal: Proposal) -> Decimal:
     """The part of the quantity that adds exposure (the rest closes opposite positions)."""
     if proposal.reduce_only_position is not None:
         return ZERO
+    if not proposal.nets:
+        return proposal.quantity
     opposite = "short" if proposal.side == "buy" else "long"
     reducible = sum(
         (
@@ -69,7 +73,20 @@ def increase_of(book: Book, proposal: Proposal) -> Decimal:
         ),
         ZERO,
     )
-    return max(proposal.quantity - reducible, ZERO)
+    # Resting orders on the same side reduce those positions first, so they are not reducible twice.
+    claimed = sum(
+        (
+            o.quantity
+            for o in book.orders.values()
+            if o.status == "open"
+            and o.intent != "open"
+            and o.exchange == proposal.exchange
+            and o.symbol == proposal.symbol
+            and o.side == proposal.side
+        ),
+        ZERO,
+    )
+    return max(proposal.quantity - max(reducible - claimed, ZERO), ZERO)
 
 
 def pending(book: Book) -> tuple[Decimal, int]:
@@ -126,7 +143,7 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal, extra: Envelope 
             EXPOSURE,
             ok,
             env.max_exposure,
-            ratio.quantize(Decimal("0.0001")) if eq > 0 else None,
+            _rounded(ratio) if eq > 0 else None,
             "" if ok else "exceeds max exposure (open and resting notional / equity)",
         )
     )
@@ -187,3 +204,11 @@ def status(book: Book) -> str:
     if any(u >= WARNING_AT for u in levels):
         return "warning"
     return "ok"
+
+
+def _rounded(value: Decimal) -> Decimal:
+    """Four places, unless the value is too large for that (a tiny equity)."""
+    try:
+        return value.quantize(Decimal("0.0001"))
+    except InvalidOperation:
+        return value

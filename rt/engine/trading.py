@@ -51,8 +51,12 @@ async def _submit(
         order.quantity,
         _estimate(order, ticker),
         order.position_id if order.intent == "close" else None,
+        nets=order.intent == "net",
     )
     checks = risk.evaluate(book, proposal, engine.config.leverage, strategy_limits)
+    if order.strategy_id is not None and order.intent != "close" and engine.strategy_checks is not None:
+        added = risk.increase_of(book, proposal)
+        checks += engine.strategy_checks(book.account_id, order.strategy_id, added * proposal.price, added > 0)
     failed = [c for c in checks if not c.passed]
     if failed:
         order.status = "rejected"
@@ -107,8 +111,19 @@ def _new_order(account_id: str, req: OrderRequest) -> Order:
     )
 
 
+async def _check_quantity(venue: Exchange, symbol: str, quantity: Decimal) -> None:
+    """A quantity under the market's minimum never reaches Cerberus or the venue (an unknown symbol fails later)."""
+    market = next((m for m in await venue.markets() if m.symbol == symbol), None)
+    if market is not None and quantity < market.min_amount:
+        raise BadRequest(
+            f"quantity {quantity} is under the minimum {market.min_amount} for {symbol}",
+            errors=[{"field": "quantity", "message": f"must be at least {market.min_amount}"}],
+        )
+
+
 async def place_order(engine: Engine, account_id: str, req: OrderRequest, *, test_key: bool = False) -> Order:
     venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
+    await _check_quantity(venue, req.symbol, req.quantity)
     order = _new_order(account_id, req)
 
     async def command(changes: Changes) -> Order:
@@ -132,6 +147,8 @@ async def cancel_order(engine: Engine, account_id: str, order_id: str) -> Order:
         assert order.venue_order_id is not None
         answer = await venue.cancel(order.venue_order_id, order.symbol)
         if answer.status != "canceled":
+            if answer.fill is not None:
+                book_resting_fill(engine, changes, order, answer.fill)
             raise OrderNotOpen(f"order {order_id} has already filled")
         _mark_canceled(engine, changes, order)
         return order
@@ -163,6 +180,7 @@ async def open_position(
 ) -> tuple[Position, dict[str, Any]]:
     """Open at market (status open) or rest a limit entry at entry_price (status pending); with Cerberus's verdict."""
     venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
+    await _check_quantity(venue, req.symbol, req.quantity)
 
     async def command(changes: Changes) -> tuple[Position, dict[str, Any]]:
         position_id = new_id("pos")
@@ -184,7 +202,7 @@ async def open_position(
             strategy_id=req.strategy_id,
         )
         ticker = await venue.ticker(req.symbol)
-        _check_protection(req.side, ticker.last, req.stop_loss, req.take_profit)
+        _check_protection(req.side, req.entry_price or ticker.last, req.stop_loss, req.take_profit)
         pending = Position(
             id=position_id,
             account_id=account_id,
@@ -293,10 +311,15 @@ async def on_fill(engine: Engine, fill: Fill) -> None:
         order = changes.book.orders.get(order_id)
         if order is None or order.status != "open":
             return
-        changes.book.orders.pop(order_id, None)
-        _book_fill(engine, changes, order, fill, "order")
+        book_resting_fill(engine, changes, order, fill)
 
     await engine.run(account_id, command)
+
+
+def book_resting_fill(engine: Engine, changes: Changes, order: Order, fill: Fill) -> None:
+    """Book the fill of a resting order: from its venue's fill handler, or from a cancel that came too late."""
+    changes.book.orders.pop(order.id, None)
+    _book_fill(engine, changes, order, fill, "order")
 
 
 def on_tick(engine: Engine, exchange: str, ticker: Ticker) -> None:

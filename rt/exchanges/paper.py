@@ -32,6 +32,7 @@ class PaperExchange:
         self._fee_rate = fee_rate
         self._slippage = slippage_bps / Decimal(10000)
         self._resting: dict[str, _Resting] = {}
+        self._filling: dict[str, Fill] = {}
         self._fill_handlers: list[FillHandler] = []
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -117,7 +118,8 @@ class PaperExchange:
 
     async def cancel(self, venue_order_id: str, symbol: str) -> VenueOrder:
         if self._resting.pop(venue_order_id, None) is None:
-            return VenueOrder(venue_order_id, "filled")  # nothing resting: it has already filled
+            # Nothing resting: it has already filled; the fill goes along while its delivery is still under way.
+            return VenueOrder(venue_order_id, "filled", self._filling.get(venue_order_id))
         return VenueOrder(venue_order_id, "canceled")
 
     def adopt(self, venue_order_id: str, spec: OrderSpec) -> None:
@@ -134,14 +136,19 @@ class PaperExchange:
                 del self._resting[venue_order_id]
                 fills.append(self._fill(venue_order_id, price, resting.spec.quantity))
         if fills and self._fill_handlers:
+            self._filling.update((fill.venue_order_id, fill) for fill in fills)
             task = asyncio.get_running_loop().create_task(self._deliver(fills))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
     async def _deliver(self, fills: list[Fill]) -> None:
-        for fill in fills:
-            for handler in self._fill_handlers:
-                try:
-                    await handler(fill)
-                except Exception:
-                    log.exception("fill handler failed", extra={"venue_order_id": fill.venue_order_id})
+        try:
+            for fill in fills:
+                for handler in self._fill_handlers:
+                    try:
+                        await handler(fill)
+                    except Exception:
+                        log.exception("fill handler failed", extra={"venue_order_id": fill.venue_order_id})
+        finally:
+            for fill in fills:
+                self._filling.pop(fill.venue_order_id, None)

@@ -41,6 +41,18 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+async def receive_frame(ws: WebSocket) -> str | bytes:
+    """The next frame, text or binary: a binary frame is parsed like text, never a reason to fail the session."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text: str | None = message.get("text")
+    if text is not None:
+        return text
+    data: bytes = message.get("bytes") or b""
+    return data
+
+
 class Session:
     def __init__(self, ws: WebSocket, runtime: Runtime, principal: Principal, *, batch: bool = True) -> None:
         self.ws = ws
@@ -165,7 +177,7 @@ class Session:
 
     async def _reader(self) -> None:
         while True:
-            raw = await self.ws.receive_text()
+            raw = await receive_frame(self.ws)
             self._last_in = time.monotonic()
             if self.state is not State.OPEN:
                 continue

@@ -12,7 +12,7 @@ from rt.auth.principal import Principal
 from rt.errors import IP_LOCKED_OUT, RtError
 from rt.runtime import Runtime
 from rt.session import protocol
-from rt.session.connection import Session
+from rt.session.connection import Session, receive_frame
 from rt.wire import ProblemJSON
 
 log = logging.getLogger("rt.session")
@@ -87,9 +87,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
 async def _first_message_auth(runtime: Runtime, ws: WebSocket, ip: str) -> Principal | None:
     try:
-        raw = await asyncio.wait_for(ws.receive_text(), protocol.AUTH_TIMEOUT_S)
+        raw = await asyncio.wait_for(receive_frame(ws), protocol.AUTH_TIMEOUT_S)
         message = protocol.parse(raw)
-    except (TimeoutError, protocol.InvalidMessage, WebSocketDisconnect, KeyError):
+    except (TimeoutError, protocol.InvalidMessage, WebSocketDisconnect):
         return None
     if message.op != "auth" or not message.token:
         return None

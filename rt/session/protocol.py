@@ -21,7 +21,9 @@ IDLE = 4009
 RATE_LIMITED = 4029
 
 AUTH_TIMEOUT_S = 5.0
-MAX_FRAME = 64 * 1024
+# Below uvicorn's ws_max_size (64 KiB, rt/server.py), so an oversize message is answered with an error instead of
+# the transport's 1009 close.
+MAX_FRAME = 16 * 1024
 
 COMMAND_SCOPES: dict[str, str] = {
     "order.place": scopes.ORDERS_WRITE,

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rt.errors import RtError
-from rt.store.models import Account, ApiKey, AuditEntry, StoredResponse, TradeBatch, Usage, UsageDelta
+from rt.store.models import (
+    Account,
+    ApiKey,
+    AuditEntry,
+    StoredResponse,
+    TradeBatch,
+    Usage,
+    UsageDelta,
+    VenueRecord,
+)
 
 if TYPE_CHECKING:
     from rt.engine.models import Book, Order, Position
+    from rt.strategies.models import StrategyRecord
 
 
 class KeyLimitReached(RtError):
@@ -84,6 +94,25 @@ class Store(Protocol):
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None: ...
     async def put_response(self, account_id: str, key: str, response: StoredResponse) -> None: ...
     async def expire_responses(self, older_than_ms: int) -> None: ...
+
+    # strategies
+
+    async def save_strategy(self, record: StrategyRecord) -> None: ...
+    async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None: ...
+    async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]: ...
+    async def load_strategies(self) -> list[StrategyRecord]:
+        """Every active strategy."""
+
+    async def strategy_performance(self, strategy_id: str) -> dict[str, Any]: ...
+
+    # venues
+
+    async def put_venue(self, venue: VenueRecord) -> bool:
+        """Insert, or replace the credentials and options of the same (account, exchange). True when it replaced."""
+
+    async def list_venues(self, account_id: str | None = None) -> list[VenueRecord]: ...
+    async def delete_venue(self, account_id: str, exchange: str) -> bool:
+        """False when the account had no such venue."""
 
 
 async def open_store(url: str) -> Store:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -82,29 +83,32 @@ def _filters(
 
 class TradingTables:
     _db: aiosqlite.Connection
+    _write: asyncio.Lock
 
     async def save(self, batch: TradeBatch) -> None:
         db = self._db
-        await db.execute("BEGIN")
-        try:
-            if batch.books:
-                await db.executemany(_UPSERT_BOOK, [_book_row(b) for b in batch.books])
-            if batch.positions:
-                await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
-            if batch.orders:
-                await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
-            if batch.events:
-                await db.executemany(
-                    "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (e.id, e.account_id, e.event, orjson.dumps(e.data, default=str).decode(), e.ts_us)
-                        for e in batch.events
-                    ],
-                )
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        # The engine serializes per account only: two accounts' commits share this one connection.
+        async with self._write:
+            await db.execute("BEGIN")
+            try:
+                if batch.books:
+                    await db.executemany(_UPSERT_BOOK, [_book_row(b) for b in batch.books])
+                if batch.positions:
+                    await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
+                if batch.orders:
+                    await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
+                if batch.events:
+                    await db.executemany(
+                        "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)",
+                        [
+                            (e.id, e.account_id, e.event, orjson.dumps(e.data, default=str).decode(), e.ts_us)
+                            for e in batch.events
+                        ],
+                    )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
 
     async def load_books(self) -> list[Book]:
         """Every book with its open positions and resting orders."""
@@ -186,11 +190,13 @@ class TradingTables:
         return StoredResponse(row[0], int(row[1]), bytes(row[2])) if row else None
 
     async def put_response(self, account_id: str, key: str, response: StoredResponse) -> None:
-        await self._db.execute(
-            "INSERT OR IGNORE INTO idempotency (account_id, key, fingerprint, status, body, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (account_id, key, response.fingerprint, response.status, response.body, int(time.time() * 1000)),
-        )
+        async with self._write:
+            await self._db.execute(
+                "INSERT OR IGNORE INTO idempotency (account_id, key, fingerprint, status, body, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (account_id, key, response.fingerprint, response.status, response.body, int(time.time() * 1000)),
+            )
 
     async def expire_responses(self, older_than_ms: int) -> None:
-        await self._db.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than_ms,))
+        async with self._write:
+            await self._db.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than_ms,))

@@ -15,7 +15,9 @@ import orjson
 
 from rt.ids import new_id
 from rt.store import AccountExists, KeyLimitReached
+from rt.store._sqlite_strategies import StrategyTables
 from rt.store._sqlite_trading import TradingTables
+from rt.store._sqlite_venues import VenueTables
 from rt.store.migrations import load
 from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
 
@@ -60,7 +62,7 @@ def _account(row: Any) -> Account:
     return Account(id=row[0], name=row[1], parent_id=row[2], created_at=_dt(row[3]) or _now())
 
 
-class SQLiteStore(TradingTables):
+class SQLiteStore(TradingTables, VenueTables, StrategyTables):
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         # One connection serves every coroutine: without this, a second BEGIN fails inside the first's transaction

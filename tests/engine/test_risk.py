@@ -1,0 +1,303 @@
+"""rt/engine/risk: Cerberus's checks, trading states and limit alerts, through the engine's commands."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rt.engine import kill, ledger, risk, trading
+from rt.engine.engine import EngineConfig
+from rt.engine.models import Envelope
+from rt.engine.requests import PositionRequest, PositionUpdate
+from rt.errors import Locked, RtError, ValidationFailed
+from tests.engine.conftest import START, Rig
+
+D = Decimal
+
+
+async def rejected(call: Awaitable[Any]) -> dict[str, Any]:
+    """The details of the VALIDATION_FAILED the call raised."""
+    with pytest.raises(ValidationFailed) as caught:
+        await call
+    assert (caught.value.status, caught.value.code) == (422, "VALIDATION_FAILED")
+    details: dict[str, Any] = caught.value.extra["details"]
+    assert set(details) == {"check", "reason", "limit", "requested"}
+    assert details["reason"]
+    return details
+
+
+async def test_position_size(rig: Rig) -> None:
+    await rig.limits(max_position_size="1000")
+    details = await rejected(rig.order("buy", "20"))
+    assert details["check"] == risk.POSITION_SIZE == "position_size"
+    assert (details["limit"], details["requested"]) == (D(1000), D("100.01") * 20)
+
+    (order,) = await rig.stored_orders("rejected")
+    assert order.reject_reason is not None and order.reject_reason.startswith("position_size")
+    assert "order.rejected" in await rig.event_names("orders")
+    assert (await rig.book()).balance == START
+    await rig.order("buy", "9")  # 900.09: inside the limit
+
+
+async def test_position_size_on_a_new_position(rig: Rig) -> None:
+    await rig.limits(max_position_size="1000")
+    details = await rejected(rig.position("short", "11"))
+    assert (details["check"], details["limit"], details["requested"]) == ("position_size", D(1000), D("99.99") * 11)
+    (position,) = await rig.stored_positions("rejected")
+    assert position.quantity == D(11)
+    assert "position.rejected" in await rig.event_names("positions")
+    assert (await rig.book()).open_positions() == []
+
+
+async def test_exposure_limit(rig: Rig) -> None:
+    await rig.limits(max_exposure="0.5", max_position_size="1e9")
+    await rig.order("buy", "400")  # 40004 of 100000: 0.4
+    details = await rejected(rig.order("buy", "200"))
+    assert details["check"] == risk.EXPOSURE == "exposure_limit"
+    assert details["limit"] == D("0.5")
+    equity = ledger.equity(await rig.book())
+    assert details["requested"] == ((D("100.01") * 600) / equity).quantize(D("0.0001"))
+
+
+async def test_daily_loss_limit_and_the_switch_to_reducing(rig: Rig) -> None:
+    await rig.limits(max_daily_loss="500")
+    position = await rig.position("long", "10")
+    rig.set_price("50")
+    loss = -(position.unrealized_pnl + position.realized_pnl)
+    assert loss > 500
+
+    details = await rejected(rig.order("buy", "1"))
+    assert details["check"] == risk.DAILY_LOSS == "daily_loss_limit"
+    assert (details["limit"], details["requested"]) == (D(500), loss)
+
+    book = await rig.book()
+    assert book.state == "reducing"
+    breached = [d.event.data for d in await rig.history("risk") if d.event.data.get("check") == "daily_loss_limit"]
+    assert [(e["level"], e.get("trading_state")) for e in breached] == [("breached", "reducing")]
+
+    details = await rejected(rig.order("buy", "1"))
+    assert details["check"] == risk.TRADING_STATE
+    await rig.order("sell", "4")  # shrinks the long: accepted while reducing
+    assert position.quantity == D(6)
+    reloaded = await rig.restart()
+    assert (await reloaded.book()).state == "reducing"
+
+
+async def test_concurrent_positions(rig: Rig) -> None:
+    await rig.limits(max_concurrent_positions=2)
+    await rig.position("long", "1")
+    await rig.position("short", "1", symbol="ETH/USDT")
+    details = await rejected(rig.position("long", "1"))
+    assert details["check"] == risk.CONCURRENT == "concurrent_positions"
+    assert (details["limit"], details["requested"]) == (2, 3)
+
+
+async def test_margin(rig: Rig) -> None:
+    await rig.limits(max_exposure="5", max_position_size="1e9")
+    details = await rejected(rig.order("buy", "1100"))
+    assert details["check"] == risk.MARGIN == "margin"
+    assert (details["limit"], details["requested"]) == (START, D("100.01") * 1100)
+
+
+async def test_margin_counts_leverage(make_rig: Any) -> None:
+    rig = await make_rig(config=EngineConfig(leverage=D(4), envelope=Envelope(D("1e9"), D(10), D(5000), 20)))
+    await rig.order("buy", "3000")  # 300030 notional, 75007.5 margin
+    details = await rejected(rig.order("buy", "1000"))
+    assert details["check"] == "margin"
+    assert details["requested"] == D("100.01") * 4000 / 4
+    assert details["limit"] == ledger.equity(await rig.book())
+
+
+async def test_every_check_is_reported_with_the_verdict(rig: Rig) -> None:
+    _, validation = await trading.open_position(
+        rig.engine,
+        rig.account_id,
+        PositionRequest.model_validate({"symbol": "BTC/USDT", "side": "long", "quantity": 1}),
+    )
+    assert validation["cerberus_status"] == "passed"
+    assert validation["checks"] == list(risk.CHECKS)
+
+
+async def test_reducing_orders_pass_when_limits_are_exceeded(rig: Rig) -> None:
+    longs = [await rig.position("long", "5") for _ in range(3)]
+    await rig.limits(max_position_size="1", max_exposure="0.0001", max_concurrent_positions=1)
+    await rejected(rig.order("buy", "1"))
+
+    await rig.order("sell", "2")  # nets against the oldest long
+    assert longs[0].quantity == D(3)
+    await rig.close_position(longs[1].id)
+    assert longs[1].status == "closed"
+    assert len((await rig.book()).open_positions()) == 2
+
+
+async def test_reducing_state_accepts_only_reducing_orders(rig: Rig) -> None:
+    long = await rig.position("long", "2")
+    await rig.set_state("reducing")
+
+    assert (await rejected(rig.order("buy", "1")))["check"] == "trading_state"
+    assert (await rejected(rig.order("sell", "3")))["check"] == "trading_state"  # would flip to a short of 1
+    assert (await rejected(rig.position("long", "1")))["check"] == "trading_state"
+    # A new position is new exposure even when an opposite one exists: it does not net.
+    assert (await rejected(rig.position("short", "1")))["check"] == "trading_state"
+
+    await rig.order("sell", "1")
+    assert long.quantity == D(1)
+    await rig.close_position(long.id)
+    assert long.status == "closed"
+
+
+async def test_a_resting_reducing_order_is_not_counted_twice(rig: Rig) -> None:
+    """Two resting sells against one long: only the first reduces; the second would open a short."""
+    await rig.position("long", "1")
+    await rig.set_state("reducing")
+    await rig.order("sell", "1", type="limit", price="120")
+    details = await rejected(rig.order("sell", "1", type="limit", price="120"))
+    assert details["check"] == "trading_state"
+
+
+async def test_locked_refuses_new_trades_but_closes_and_cancels(rig: Rig) -> None:
+    position = await rig.position("long", "1")
+    resting = await rig.order("buy", "1", type="limit", price="90")
+    await kill.execute(rig.engine, rig.account_id, "LOCK")
+
+    for attempt in (rig.order("buy", "1"), rig.order("sell", "1"), rig.position("short", "1")):
+        with pytest.raises(Locked) as caught:
+            await attempt
+        assert (caught.value.status, caught.value.code) == (423, "TRADING_LOCKED")
+        assert caught.value.extra["check"] == "trading_state"
+
+    await trading.cancel_order(rig.engine, rig.account_id, resting.id)
+    await rig.close_position(position.id)
+    assert (resting.status, position.status) == ("canceled", "closed")
+
+
+async def test_resting_orders_count_toward_concurrent_positions(rig: Rig) -> None:
+    await rig.limits(max_concurrent_positions=3)
+    await rig.position("long", "1")
+    await rig.order("buy", "1", type="limit", price="90")
+    await rig.position("long", "1", entry_price="80")  # a resting limit entry
+    details = await rejected(rig.order("buy", "1", type="stop", stop_price="120"))
+    assert (details["check"], details["requested"]) == ("concurrent_positions", 4)
+
+
+async def test_resting_orders_count_toward_exposure(rig: Rig) -> None:
+    await rig.limits(max_exposure="0.1", max_position_size="1e9")
+    await rig.order("buy", "50", type="limit", price="90")  # 4500 resting
+    await rig.order("sell", "40", type="limit", price="110")  # 4400 resting
+    details = await rejected(rig.order("buy", "12"))
+    assert details["check"] == "exposure_limit"
+    assert details["requested"] == ((D(4500) + D(4400) + D("1200.12")) / START).quantize(D("0.0001"))
+    await rig.order("buy", "1")
+
+
+def limit_events(deliveries: list[Any], check: str) -> list[str]:
+    return [
+        d.event.data["level"]
+        for d in deliveries
+        if d.event.event == "risk.limit_reached" and d.event.data.get("check") == check
+    ]
+
+
+async def test_limit_reached_at_80_and_100_percent_once_per_crossing(rig: Rig) -> None:
+    await rig.limits(max_concurrent_positions=5)
+    positions = [await rig.position("long", "1") for _ in range(3)]
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == []
+
+    positions.append(await rig.position("long", "1"))  # 4 of 5
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == ["warning"]
+    positions.append(await rig.position("long", "1"))  # 5 of 5
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == ["warning", "breached"]
+
+    await rejected(rig.position("long", "1"))
+    update = PositionUpdate.model_validate({"take_profit": 200})
+    await trading.update_position(rig.engine, rig.account_id, positions[0].id, update)
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == ["warning", "breached"]
+
+    await rig.close_position(positions.pop().id)  # back to 4: no new crossing upwards
+    await rig.close_position(positions.pop().id)  # 3
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == ["warning", "breached"]
+    positions.append(await rig.position("long", "1"))  # 4 again: a new crossing
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == ["warning", "breached", "warning"]
+
+    events = [d.event.data for d in await rig.history("risk") if d.event.data.get("check") == "concurrent_positions"]
+    assert events[1] == {
+        "check": "concurrent_positions",
+        "level": "breached",
+        "limit": 5,
+        "current": 5,
+        "utilization": 1.0,
+    }
+    assert (await rig.book()).alerts == {"concurrent_positions": "warning"}
+    assert risk.status(await rig.book()) == "warning"
+
+
+async def test_exposure_warning(rig: Rig) -> None:
+    await rig.limits(max_exposure="0.1", max_position_size="1e9")
+    await rig.order("buy", "70")  # 0.07 of 0.1
+    assert limit_events(await rig.history("risk"), "exposure_limit") == []
+    await rig.order("buy", "15")  # 0.085
+    assert limit_events(await rig.history("risk"), "exposure_limit") == ["warning"]
+
+
+# Property: whatever the envelope and whatever is asked, what is accepted stays inside it.
+
+envelopes = st.builds(
+    Envelope,
+    max_position_size=st.decimals(min_value=100, max_value=50_000, places=0),
+    max_exposure=st.decimals(min_value=D("0.01"), max_value=3, places=2),
+    max_daily_loss=st.just(D("1e9")),
+    max_concurrent_positions=st.integers(min_value=1, max_value=8),
+)
+requests = st.tuples(
+    st.sampled_from(["order", "position"]),
+    st.sampled_from(["buy", "sell"]),
+    st.decimals(min_value=D("0.01"), max_value=300, places=2),
+)
+
+
+async def _stays_inside(envelope: Envelope, asks: list[tuple[str, str, Decimal]], path: str) -> None:
+    rig = await Rig.open(path, config=EngineConfig(envelope=envelope))
+    try:
+        accepted = 0
+        for kind, side, quantity in asks:
+            book = await rig.book()
+            equity_before = ledger.equity(book)
+            try:
+                if kind == "order":
+                    await rig.order(side, quantity)
+                else:
+                    await rig.position("long" if side == "buy" else "short", quantity)
+            except ValidationFailed:
+                continue
+            accepted += 1
+            assert ledger.exposure_notional(book) <= envelope.max_exposure * equity_before
+            assert len(book.open_positions()) <= envelope.max_concurrent_positions
+            for position in book.open_positions():
+                assert position.notional <= envelope.max_position_size
+        stored = await rig.stored_positions("open")
+        assert len(stored) <= envelope.max_concurrent_positions
+    finally:
+        await rig.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(envelopes, st.lists(requests, min_size=1, max_size=15))
+def test_accepted_orders_never_exceed_the_envelope(envelope: Envelope, asks: list[tuple[str, str, Decimal]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_stays_inside(envelope, asks, f"{tmp}/rt.db"))
+
+
+async def test_every_denial_is_an_rt_error_with_a_code(rig: Rig) -> None:
+    await rig.limits(max_concurrent_positions=1)
+    await rig.position("long", "1")
+    with pytest.raises(RtError) as caught:
+        await rig.position("long", "1")
+    assert caught.value.code == "VALIDATION_FAILED"
+    assert "concurrent_positions" in caught.value.detail
