@@ -66,6 +66,7 @@ class Engine:
         self._by_venue_order: dict[str, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: set[str] = set()
+        self._alerting: set[str] = set()
         # Set by the strategy runner: (account, strategy, added notional, adds exposure) -> Cerberus checks.
         self.strategy_checks: Callable[[str, str, Decimal, bool], list[risk.Check]] | None = None
         # Set by the strategy runner: stop every strategy of an account (Charon), returning how many.
@@ -215,19 +216,47 @@ class Engine:
                 changes.event("risk.limit_reached", data)
 
     def mark(self, exchange: str, ticker: Ticker) -> list[tuple[str, str, str]]:
-        """Move open positions on this symbol to the new price; returns (account, position, reason) to close."""
+        """Move open positions on this symbol to the new price; returns (account, position, reason) to close.
+
+        An account whose limit alerts change with the price gets a commit of its own, so `risk.limit_reached`
+        (and the switch to `reducing` on a daily-loss breach) does not wait for its next order.
+        """
         due: list[tuple[str, str, str]] = []
         for book in self._books.values():
+            moved = False
             for position in book.positions.values():
                 if position.status != "open" or position.symbol != ticker.symbol or position.exchange != exchange:
                     continue
+                moved = True
                 position.current_price = ticker.last
                 exit_price = ticker.bid if position.side == "long" else ticker.ask
                 reason = _crossed(position, exit_price)
                 if reason and position.id not in self._closing:
                     self._closing.add(position.id)
                     due.append((book.account_id, position.id, reason))
+            if moved and book.account_id not in self._alerting and self._alerts_differ(book):
+                self._alerting.add(book.account_id)
+                self.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
         return due
+
+    def _alerts_differ(self, book: Book) -> bool:
+        for check, (used, _, _) in risk.utilization(book).items():
+            level = "breached" if used >= 1 else "warning" if used >= risk.WARNING_AT else ""
+            if level != book.alerts.get(check, ""):
+                return True
+        return False
+
+    async def _refresh_alerts(self, account_id: str) -> None:
+        async def command(changes: Changes) -> None:
+            if self._alerts_differ(changes.book):
+                self._alerts(changes)
+
+        try:
+            await self.run(account_id, command)
+        except Exception:
+            log.exception("alert refresh failed", extra={"account_id": account_id})
+        finally:
+            self._alerting.discard(account_id)
 
     def done_closing(self, position_id: str) -> None:
         self._closing.discard(position_id)

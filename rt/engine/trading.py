@@ -124,6 +124,9 @@ async def _check_quantity(venue: Exchange, symbol: str, quantity: Decimal) -> No
 async def place_order(engine: Engine, account_id: str, req: OrderRequest, *, test_key: bool = False) -> Order:
     venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
     await _check_quantity(venue, req.symbol, req.quantity)
+    if req.stop_loss is not None or req.take_profit is not None:
+        reference = req.price or req.stop_price or (await venue.ticker(req.symbol)).last
+        _check_protection("long" if req.side == "buy" else "short", reference, req.stop_loss, req.take_profit)
     order = _new_order(account_id, req)
 
     async def command(changes: Changes) -> Order:

@@ -72,11 +72,9 @@ async def test_daily_loss_limit_and_the_switch_to_reducing(rig: Rig) -> None:
     rig.set_price("50")
     loss = -(position.unrealized_pnl + position.realized_pnl)
     assert loss > 500
+    await rig.settle()
 
-    details = await rejected(rig.order("buy", "1"))
-    assert details["check"] == risk.DAILY_LOSS == "daily_loss_limit"
-    assert (details["limit"], details["requested"]) == (D(500), loss)
-
+    # The tick itself breached the limit: the account switched to reducing without waiting for an order.
     book = await rig.book()
     assert book.state == "reducing"
     breached = [d.event.data for d in await rig.history("risk") if d.event.data.get("check") == "daily_loss_limit"]
@@ -84,10 +82,26 @@ async def test_daily_loss_limit_and_the_switch_to_reducing(rig: Rig) -> None:
 
     details = await rejected(rig.order("buy", "1"))
     assert details["check"] == risk.TRADING_STATE
+    await rig.set_state("active")
+    details = await rejected(rig.order("buy", "1"))
+    assert details["check"] == risk.DAILY_LOSS == "daily_loss_limit"
+    assert (details["limit"], details["requested"]) == (D(500), loss)
+
+    await rig.set_state("reducing")
     await rig.order("sell", "4")  # shrinks the long: accepted while reducing
     assert position.quantity == D(6)
     reloaded = await rig.restart()
     assert (await reloaded.book()).state == "reducing"
+
+
+async def test_a_price_move_alone_emits_the_warning(rig: Rig) -> None:
+    await rig.limits(max_daily_loss="1000")
+    await rig.position("long", "10")  # entry 100.01
+    rig.set_price("10")  # a loss of about 900: 90% of the limit
+    await rig.settle()
+    warnings = [d.event.data for d in await rig.history("risk") if d.event.data.get("check") == "daily_loss_limit"]
+    assert [w["level"] for w in warnings] == ["warning"]
+    assert (await rig.book()).state == "active"
 
 
 async def test_concurrent_positions(rig: Rig) -> None:
