@@ -18,7 +18,7 @@ class UsageMeter:
     def __init__(self, store: Store, flush_every: float = 1.0) -> None:
         self._store = store
         self._pending: dict[tuple[str, int], UsageDelta] = {}
-        self._flushing: list[UsageDelta] = []
+        self._flush_lock = asyncio.Lock()
         self._flush_every = flush_every
 
     def _delta(self, key_id: str) -> UsageDelta:
@@ -41,8 +41,10 @@ class UsageMeter:
 
     async def totals(self, key_id: str) -> Usage:
         since = int(time.time() // 3600) - (WINDOW_HOURS - 1)
-        stored = await self._store.usage(key_id, since)
-        pending = [d for d in (*self._pending.values(), *self._flushing) if d.key_id == key_id and d.hour >= since]
+        # Under the flush lock, counts are either still pending here or committed in the store, never both.
+        async with self._flush_lock:
+            stored = await self._store.usage(key_id, since)
+            pending = [d for d in self._pending.values() if d.key_id == key_id and d.hour >= since]
         return Usage(
             requests=stored.requests + sum(d.requests for d in pending),
             auth_failures=stored.auth_failures + sum(d.auth_failures for d in pending),
@@ -50,12 +52,22 @@ class UsageMeter:
         )
 
     async def flush(self) -> None:
-        self._flushing, self._pending = list(self._pending.values()), {}
-        try:
-            if self._flushing:
-                await self._store.add_usage(self._flushing)
-        finally:
-            self._flushing = []
+        async with self._flush_lock:
+            batch, self._pending = list(self._pending.values()), {}
+            if batch:
+                try:
+                    await self._store.add_usage(batch)
+                except BaseException:
+                    for delta in batch:  # keep the counts for the next flush
+                        self._merge(delta)
+                    raise
+
+    def _merge(self, delta: UsageDelta) -> None:
+        mine = self._pending.setdefault((delta.key_id, delta.hour), UsageDelta(delta.key_id, delta.hour))
+        mine.requests += delta.requests
+        mine.auth_failures += delta.auth_failures
+        mine.rate_limited += delta.rate_limited
+        mine.last_used_ms = max(mine.last_used_ms, delta.last_used_ms)
 
     async def run(self) -> None:
         while True:
