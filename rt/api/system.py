@@ -46,6 +46,9 @@ async def ready(call: Call) -> Response:
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
+    # A real venue that is down answers 503 on its own routes; it does not take the whole instance out of service.
+    down = [v.id for v in runtime.engine.venues.all() if not v.connected]
+    checks["exchanges"] = f"degraded: {', '.join(sorted(set(down)))} disconnected" if down else "ok"
     return JSON({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
 
