@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-ws clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/auth_overhead.py
 	$(BIN)/python bench/trading.py
+
+# WebSocket fan-out, idle memory and order round trip against a bare websockets server (a few minutes).
+bench-ws: $(STAMP)
+	$(BIN)/python bench/ws_fanout.py $(BENCH_WS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import Result, hammer  # noqa: E402
-from tests.e2e.server import run_server  # noqa: E402
+from bench.loadgen import Result, hammer
+from tests.e2e.server import run_server
 
 
 async def measure(port: int, key: str, seconds: float, connections: int) -> list[Result]:

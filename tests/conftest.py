@@ -46,10 +46,7 @@ def redis_prefix() -> str:
 @pytest.fixture(params=["memory", "redis"])
 async def limiter(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[Limiter]:
     """Each limiter test runs against both twins."""
-    if request.param == "redis":
-        made = open_limiter(await need_redis(), redis_prefix)
-    else:
-        made = open_limiter()
+    made = open_limiter(await need_redis(), redis_prefix) if request.param == "redis" else open_limiter()
     try:
         yield made
     finally:

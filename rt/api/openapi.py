@@ -36,6 +36,9 @@ STATUS_OF: dict[str, int] = {
 
 _REF = "#/components/schemas/{model}"
 
+# Starlette's path convertors (`{symbol:path}`) are not OpenAPI: the document names only the parameter.
+_PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
+
 _RATE_HEADERS = {
     "X-RateLimit-Limit": {"description": "Requests per minute of the key's tier.", "schema": {"type": "integer"}},
     "X-RateLimit-Remaining": {"description": "Requests that may be sent now.", "schema": {"type": "integer"}},
@@ -59,7 +62,7 @@ def build(operations: list[Operation]) -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+        paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -80,12 +83,16 @@ def build(operations: list[Operation]) -> dict[str, Any]:
     }
 
 
+def openapi_path(path: str) -> str:
+    return _PATH_PARAM.sub(r"{\1}", path)
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "tags": [op.tag]}
     description = op.description
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{(\w+)}", op.path)
+        for name in _PATH_PARAM.findall(op.path)
     ]
     if op.query is not None:
         schema = op.query.model_json_schema()

@@ -3,6 +3,7 @@ live fan-out over Pub/Sub. One Lua script sequences, stores and announces a whol
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -31,6 +32,10 @@ while i <= #ARGV do
 end
 return seqs
 """
+
+
+_RETRY_FIRST = 0.1
+_RETRY_MAX = 5.0
 
 
 def _event_json(event: Event) -> bytes:
@@ -79,22 +84,52 @@ class RedisBus:
         return [Delivery(channel, int(seq), event) for (channel, event), seq in zip(slots, seqs, strict=True)]
 
     async def subscribe(self) -> AsyncIterator[Delivery]:
-        client: aioredis.Redis = aioredis.Redis.from_url(self._url)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._topic)
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                try:
-                    raw = orjson.loads(message["data"])
-                    yield Delivery(raw["c"], int(raw["s"]), _event(orjson.dumps(raw["e"])))
-                except (KeyError, ValueError, orjson.JSONDecodeError):
-                    log.warning("malformed bus message dropped")
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await client.aclose()
+        """Live deliveries; after a lost connection, resubscribe and replay from the Streams what went by meanwhile."""
+        last: dict[tuple[str, str], int] = {}
+        delay = _RETRY_FIRST
+        resumed = False
+        while True:
+            client: aioredis.Redis = aioredis.Redis.from_url(self._url, client_name=self._topic)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._topic)
+                # Subscribed first, then read history: an event in both is yielded once, none falls in between.
+                replayed: dict[tuple[str, str], int] = {}
+                if resumed:
+                    for (account_id, channel), seq in list(last.items()):
+                        missed = await self.history(account_id, channel, seq)
+                        if missed is None:
+                            log.warning("bus history no longer reaches back", extra={"channel": channel, "seq": seq})
+                        for delivery in missed or ():
+                            last[(account_id, channel)] = replayed[(account_id, channel)] = delivery.seq
+                            yield delivery
+                resumed = True
+                delay = _RETRY_FIRST
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        raw = orjson.loads(message["data"])
+                        delivery = Delivery(raw["c"], int(raw["s"]), _event(orjson.dumps(raw["e"])))
+                    except (KeyError, ValueError, orjson.JSONDecodeError):
+                        log.warning("malformed bus message dropped")
+                        continue
+                    key = (delivery.event.account_id, delivery.channel)
+                    if key in replayed:
+                        if delivery.seq <= replayed[key]:
+                            continue
+                        del replayed[key]
+                    last[key] = delivery.seq
+                    yield delivery
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("bus subscription lost, resubscribing", extra={"error": str(exc), "retry_in": delay})
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
 
     async def history(self, account_id: str, channel: str, since: int) -> list[Delivery] | None:
         last = await self.last_seq(account_id, channel)

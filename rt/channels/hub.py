@@ -5,6 +5,7 @@ Each event is serialized once; the same bytes go to every subscriber's bounded q
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -92,12 +93,18 @@ class Hub:
                 self._fan_out(key, d.seq, event_frame(d.channel, d.seq, d.event.event, data))
 
     async def run(self) -> None:
-        """Forward bus deliveries for as long as the bus runs."""
-        async for delivery in self._bus.subscribe():
+        """Forward bus deliveries for as long as the bus runs; a subscription that fails is made again."""
+        while True:
             try:
-                self.deliver((delivery,))
+                async for delivery in self._bus.subscribe():
+                    try:
+                        self.deliver((delivery,))
+                    except Exception:
+                        log.exception("fan-out failed")
+                return
             except Exception:
-                log.exception("fan-out failed")
+                log.exception("bus subscription failed, subscribing again")
+                await asyncio.sleep(1)
 
     # market data
 

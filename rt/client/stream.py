@@ -11,6 +11,7 @@ import random
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import orjson
 import websockets
 
@@ -107,6 +108,8 @@ class Stream:
         return True
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        from rt.client.rest import ApiError
+
         delay = 0.25
         while not self._closed:
             try:
@@ -121,8 +124,14 @@ class Stream:
                 code = self._ws.close_code
                 if code in FATAL:
                     raise StreamClosed(code, self._ws.close_reason or "")
-            except (TimeoutError, OSError, websockets.WebSocketException) as exc:
+            except (TimeoutError, OSError, httpx.TransportError, websockets.WebSocketException) as exc:
                 log.info("stream disconnected, reconnecting", extra={"error": type(exc).__name__})
+            except ApiError as exc:
+                # A server restarting or overloaded answers the token request with 5xx or 429; a bad or revoked
+                # key will not get better by retrying.
+                if exc.status < 500 and exc.status != 429:
+                    raise
+                log.info("token request failed, reconnecting", extra={"status": exc.status})
             with contextlib.suppress(Exception):
                 if self._ws is not None:
                     await self._ws.close()

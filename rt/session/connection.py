@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rt.session")
 
 ABUSE_LIMIT = 20  # refused commands in a row before the socket is closed with 4029
+COMMAND_GRACE_S = 10.0  # how long commands already received may run on after their socket is gone
 
 
 class State(Enum):
@@ -138,10 +139,19 @@ class Session:
             self.closed.set()
             for channel in self.channels:
                 hub.remove(self.principal.account_id, channel, self)
-            for task in list(self._tasks):
-                task.cancel()
+            await self._settle_commands()
             if self.cancel_on_disconnect and self._mine:
                 await self._cancel_mine()
+
+    async def _settle_commands(self) -> None:
+        """Commands already received run to their end, as a REST request whose client left does: cut off inside
+        the engine they could leave an order placed but unknown to the dead man's switch."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=COMMAND_GRACE_S)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def _close(self, code: int, reason: str = "") -> None:
         with contextlib.suppress(Exception):

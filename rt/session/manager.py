@@ -90,7 +90,10 @@ class Sessions:
             missed = None
             if since is not None:
                 history = await runtime.bus.history(account_id, channel, since)
-                missed = replay_frames(history) if history is not None else None
+                if history is not None:
+                    missed = replay_frames(history)
+                    # Another instance may publish between reading `last` and the history: never send it twice.
+                    last = max([last, *(d.seq for d in history)])
             data = None
             if missed is None:
                 data = await snapshot(runtime.engine, runtime.feed, account_id, channel, runtime.runner.active())

@@ -55,6 +55,7 @@ def _record(row: Any) -> StrategyRecord:
 
 class StrategyTables:
     _db: aiosqlite.Connection
+    _reader: aiosqlite.Connection
 
     async def save_strategy(self, record: StrategyRecord) -> None:
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _COLS.split(",")[1:])
@@ -64,16 +65,16 @@ class StrategyTables:
         )
 
     async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None:
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {_COLS} FROM strategies WHERE id = ? AND account_id = ?", (strategy_id, account_id)
         ) as cur:
             row = await cur.fetchone()
         return _record(row) if row else None
 
     async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]:
-        async with self._db.execute("SELECT COUNT(*) FROM strategies WHERE account_id = ?", (account_id,)) as cur:
+        async with self._reader.execute("SELECT COUNT(*) FROM strategies WHERE account_id = ?", (account_id,)) as cur:
             total = (await cur.fetchone() or (0,))[0]
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {_COLS} FROM strategies WHERE account_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             (account_id, limit, offset),
         ) as cur:
@@ -81,19 +82,19 @@ class StrategyTables:
         return [_record(r) for r in rows], int(total)
 
     async def load_strategies(self) -> list[StrategyRecord]:
-        async with self._db.execute(f"SELECT {_COLS} FROM strategies WHERE status = 'active'") as cur:
+        async with self._reader.execute(f"SELECT {_COLS} FROM strategies WHERE status = 'active'") as cur:
             return [_record(r) for r in await cur.fetchall()]
 
     async def strategy_performance(self, strategy_id: str) -> dict[str, Any]:
         """total_pnl: realized P&L of its positions (net of fees) plus the unrealized of the open ones at their last
         stored price; win_rate: share of its closed positions that made money; trades: its filled orders."""
-        async with self._db.execute(
+        async with self._reader.execute(
             "SELECT status, realized_pnl, quantity, entry_price, current_price, side FROM positions "
             "WHERE strategy_id = ? AND status IN ('open', 'closed')",
             (strategy_id,),
         ) as cur:
             rows = await cur.fetchall()
-        async with self._db.execute(
+        async with self._reader.execute(
             "SELECT COUNT(*) FROM orders WHERE strategy_id = ? AND status = 'filled'", (strategy_id,)
         ) as cur:
             trades = (await cur.fetchone() or (0,))[0]

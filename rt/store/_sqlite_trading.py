@@ -83,6 +83,7 @@ def _filters(
 
 class TradingTables:
     _db: aiosqlite.Connection
+    _reader: aiosqlite.Connection
     _write: asyncio.Lock
 
     async def save(self, batch: TradeBatch) -> None:
@@ -112,16 +113,16 @@ class TradingTables:
 
     async def load_books(self) -> list[Book]:
         """Every book with its open positions and resting orders."""
-        async with self._db.execute("SELECT * FROM books") as cur:
+        async with self._reader.execute("SELECT * FROM books") as cur:
             books = {row[0]: _book(row) for row in await cur.fetchall()}
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending')"
         ) as cur:
             for row in await cur.fetchall():
                 position = from_row(Position, row)
                 if position.account_id in books:
                     books[position.account_id].positions[position.id] = position
-        async with self._db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'") as cur:
+        async with self._reader.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'") as cur:
             for row in await cur.fetchall():
                 order = from_row(Order, row)
                 if order.account_id in books:
@@ -138,9 +139,9 @@ class TradingTables:
         offset: int,
     ) -> tuple[list[Position], int]:
         where, args = _filters(account_id, status, exchange, symbol)
-        async with self._db.execute(f"SELECT COUNT(*) FROM positions WHERE {where}", args) as cur:
+        async with self._reader.execute(f"SELECT COUNT(*) FROM positions WHERE {where}", args) as cur:
             total = (await cur.fetchone() or (0,))[0]
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE {where} ORDER BY created_at DESC, id "
             "LIMIT ? OFFSET ?",
             [*args, limit, offset],
@@ -149,7 +150,7 @@ class TradingTables:
         return [from_row(Position, r) for r in rows], int(total)
 
     async def get_position(self, account_id: str, position_id: str) -> Position | None:
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE id = ? AND account_id = ?",
             (position_id, account_id),
         ) as cur:
@@ -166,9 +167,9 @@ class TradingTables:
         offset: int,
     ) -> tuple[list[Order], int]:
         where, args = _filters(account_id, status, exchange, symbol)
-        async with self._db.execute(f"SELECT COUNT(*) FROM orders WHERE {where}", args) as cur:
+        async with self._reader.execute(f"SELECT COUNT(*) FROM orders WHERE {where}", args) as cur:
             total = (await cur.fetchone() or (0,))[0]
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             [*args, limit, offset],
         ) as cur:
@@ -176,14 +177,14 @@ class TradingTables:
         return [from_row(Order, r) for r in rows], int(total)
 
     async def get_order(self, account_id: str, order_id: str) -> Order | None:
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE id = ? AND account_id = ?", (order_id, account_id)
         ) as cur:
             row = await cur.fetchone()
         return from_row(Order, row) if row else None
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
-        async with self._db.execute(
+        async with self._reader.execute(
             "SELECT fingerprint, status, body FROM idempotency WHERE account_id = ? AND key = ?", (account_id, key)
         ) as cur:
             row = await cur.fetchone()

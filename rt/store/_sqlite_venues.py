@@ -26,6 +26,7 @@ def _venue(row: Any) -> VenueRecord:
 
 class VenueTables:
     _db: aiosqlite.Connection
+    _reader: aiosqlite.Connection
     _write: asyncio.Lock
 
     async def put_venue(self, venue: VenueRecord) -> bool:
@@ -50,7 +51,7 @@ class VenueTables:
 
     async def list_venues(self, account_id: str | None = None) -> list[VenueRecord]:
         where, args = ("WHERE account_id = ?", (account_id,)) if account_id else ("", ())
-        async with self._db.execute(
+        async with self._reader.execute(
             f"SELECT {_COLUMNS} FROM venues {where} ORDER BY account_id, exchange", args
         ) as cur:
             return [_venue(row) for row in await cur.fetchall()]

@@ -63,21 +63,31 @@ def _account(row: Any) -> Account:
 
 
 class SQLiteStore(TradingTables, VenueTables, StrategyTables):
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = db
+        # Reads go through a connection of their own, so they never run inside another coroutine's transaction
+        # on the writer (and see exactly what is committed, by this process or another).
+        self._reader = reader
         # One connection serves every coroutine: without this, a second BEGIN fails inside the first's transaction
         # and a ROLLBACK would also undo writes other coroutines made meanwhile.
         self._write = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA busy_timeout=10000")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA foreign_keys=ON")
-        store = cls(db)
+        if path == ":memory:":
+            reader = db  # a second connection would open a second, empty database
+        else:
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout=10000")
+            await reader.execute("PRAGMA query_only=ON")
+        store = cls(db, reader)
         await store._migrate()
         return store
 
@@ -106,18 +116,20 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
                     await self._db.execute(f"PRAGMA user_version={version:d}")
 
     async def close(self) -> None:
+        if self._reader is not self._db:
+            await self._reader.close()
         await self._db.close()
 
     async def ping(self) -> None:
-        async with self._db.execute("SELECT 1") as cur:
+        async with self._reader.execute("SELECT 1") as cur:
             await cur.fetchone()
 
     async def _one(self, sql: str, *args: Any) -> Any:
-        async with self._db.execute(sql, args) as cur:
+        async with self._reader.execute(sql, args) as cur:
             return await cur.fetchone()
 
     async def _all(self, sql: str, *args: Any) -> list[Any]:
-        async with self._db.execute(sql, args) as cur:
+        async with self._reader.execute(sql, args) as cur:
             return list(await cur.fetchall())
 
     # accounts
@@ -181,9 +193,12 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
 
     async def insert_key(self, key: ApiKey, max_active: int) -> None:
         async with self._transaction():
-            row = await self._one(
-                "SELECT COUNT(*) FROM api_keys WHERE account_id = ? AND revoked_at IS NULL", key.account_id
-            )
+            # On the writer, inside BEGIN IMMEDIATE: the count and the insert are one step for every process.
+            async with self._db.execute(
+                "SELECT COUNT(*) FROM api_keys WHERE account_id = ? AND revoked_at IS NULL", (key.account_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            assert row is not None
             if int(row[0]) >= max_active:
                 raise KeyLimitReached(
                     f"account already has {max_active} active keys; revoke one first", limit=max_active

@@ -48,8 +48,9 @@ class Server:
 def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the `rt` CLI on a data dir."""
     full_env = {**os.environ, "RT_DATA_DIR": str(data_dir), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "rt", *args], capture_output=True, text=True, env=full_env,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rt", *args], capture_output=True, text=True, env=full_env, timeout=60, check=False
+    )
 
 
 @contextlib.contextmanager
@@ -59,11 +60,11 @@ def run_server(data_dir: Path, env: dict[str, str] | None = None, port: int | No
     data_dir.mkdir(parents=True, exist_ok=True)
     stdout_path = data_dir.parent / f"stdout-{port}.txt"
     log_path = data_dir.parent / f"stderr-{port}.txt"
-    full_env = {**os.environ, "RT_DATA_DIR": str(data_dir), "RT_PORT": str(port), "RT_HOST": "127.0.0.1",
-                **(env or {})}
+    full_env = {**os.environ, "RT_DATA_DIR": str(data_dir), "RT_PORT": str(port), "RT_HOST": "127.0.0.1", **(env or {})}
     with open(stdout_path, "w") as out, open(log_path, "w") as err:
-        process = subprocess.Popen([sys.executable, "-m", "rt", "serve"], stdout=out, stderr=err, env=full_env,
-                                   text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rt", "serve"], stdout=out, stderr=err, env=full_env, text=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
