@@ -48,10 +48,18 @@ class RedactQuery(logging.Filter):
         return True
 
 
+class QuietRefusals(logging.Filter):
+    """A handshake rt refuses on purpose (429, 403) is not an error of the server."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing handshake" not in record.getMessage()
+
+
 def configure(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
     handler.addFilter(RedactQuery())
+    handler.addFilter(QuietRefusals())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -173,6 +173,8 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             runtime.spawn(runtime.idempotency.run_expiry(), "idempotency-expiry")
             runtime.spawn(runtime.hub.run(), "hub")
             runtime.spawn(runtime.sessions.watch_revocations(), "revocations")
+            runtime.spawn(runtime.sessions.run_clock(), "session-clock")
+            runtime.spawn(store.maintain(), "store-maintenance")
             feed.listen(runtime.hub.tick)
             if settings.metrics_port:
                 from rt import metrics

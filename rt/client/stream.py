@@ -64,7 +64,7 @@ class Stream:
 
     async def _connect(self) -> None:
         token = await self._client.ws_token()
-        self._ws = await websockets.connect(self._url(token), max_size=2**22)
+        self._ws = await websockets.connect(self._url(token), max_size=2**22, compression=None)
         for channel in self.channels:
             message: dict[str, Any] = {"op": "subscribe", "channel": channel, "id": f"sub-{channel}"}
             if channel in self.last_seq:

@@ -70,6 +70,7 @@ class Session:
         self._limit = runtime.settings.ws_queue
         self._wake = asyncio.Event()
         self._last_in = time.monotonic()
+        self._last_out = self._last_in
         self._tat: float | None = None
         self._refused = 0
         self._floor: dict[str, int] = {}
@@ -125,9 +126,8 @@ class Session:
             done, pending = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # The other side may fail too (a dropped client fails both reader and writer): nothing left to report.
+            await asyncio.gather(*pending, return_exceptions=True)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
@@ -157,22 +157,24 @@ class Session:
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
 
+    def on_clock(self, now: float, heartbeat: float, idle: float) -> None:
+        """Called about once a second by the manager's one timer (a timer per delivery would cost more than
+        the delivery): heartbeat after silence, close an idle socket."""
+        if self.state is not State.OPEN or self._queue:
+            return
+        if not self.channels and now - self._last_in > idle:
+            self.begin_close(protocol.IDLE, "idle: no subscription and no message")
+        elif now - self._last_out >= heartbeat:
+            self.send({"type": "heartbeat", "ts": now_us()})
+
     async def _writer(self) -> None:
-        heartbeat = self.runtime.settings.ws_heartbeat_s
-        idle = self.runtime.settings.ws_idle_s
         while True:
             if not self._queue and self.state is State.OPEN:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), heartbeat)
-                except TimeoutError:
-                    if not self.channels and time.monotonic() - self._last_in > idle:
-                        self.begin_close(protocol.IDLE, "idle: no subscription and no message")
-                    else:
-                        self.send({"type": "heartbeat", "ts": now_us()})
-                    continue
+                await self._wake.wait()
             if self._queue:
                 await self._flush()
+                self._last_out = time.monotonic()
             if self.state is State.CLOSING and not self._queue:
                 await self._close(self.close_code or protocol.NORMAL, getattr(self, "_close_reason", ""))
                 return

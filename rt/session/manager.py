@@ -170,6 +170,15 @@ class Sessions:
                         )
                         session.begin_close(protocol.TOKEN_INVALID, "key revoked")
 
+    async def run_clock(self, every: float = 1.0) -> None:
+        """One timer for every session's heartbeat and idle check."""
+        settings = self.runtime.settings
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for session in self.all():
+                session.on_clock(now, settings.ws_heartbeat_s, settings.ws_idle_s)
+
     async def shutdown(self, grace: float = 2.0) -> None:
         """server.shutdown to every session, then close 1001 once their queues drain."""
         sessions = self.all()

@@ -34,6 +34,8 @@ class AccountExists(RtError):
 class Store(Protocol):
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
+    async def maintain(self) -> None:
+        """Background upkeep (the SQLite twin checkpoints its WAL); runs until cancelled."""
 
     async def create_account(self, name: str, parent_id: str | None = None) -> Account:
         """Raises AccountExists when the name is taken."""

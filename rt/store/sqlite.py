@@ -68,6 +68,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
         # Reads go through a connection of their own, so they never run inside another coroutine's transaction
         # on the writer (and see exactly what is committed, by this process or another).
         self._reader = reader
+        self._path = ":memory:"
         # One connection serves every coroutine: without this, a second BEGIN fails inside the first's transaction
         # and a ROLLBACK would also undo writes other coroutines made meanwhile.
         self._write = asyncio.Lock()
@@ -81,6 +82,8 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
         await db.execute("PRAGMA busy_timeout=10000")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA foreign_keys=ON")
+        # Checkpoints run in maintain(), off the commit path; a commit that also checkpoints was the orders' p99.
+        await db.execute("PRAGMA wal_autocheckpoint=0")
         if path == ":memory:":
             reader = db  # a second connection would open a second, empty database
         else:
@@ -88,6 +91,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
             await reader.execute("PRAGMA busy_timeout=10000")
             await reader.execute("PRAGMA query_only=ON")
         store = cls(db, reader)
+        store._path = path
         await store._migrate()
         return store
 
@@ -115,7 +119,26 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
                             await self._db.execute(statement)
                     await self._db.execute(f"PRAGMA user_version={version:d}")
 
+    async def maintain(self, every: float = 1.0) -> None:
+        """Checkpoint the WAL into the database file, on a connection of its own, until cancelled."""
+        if self._path == ":memory:":
+            return
+        conn = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout=1000")
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except aiosqlite.OperationalError:
+                    continue  # busy: the next round catches up
+        finally:
+            await conn.close()
+
     async def close(self) -> None:
+        if self._path != ":memory:":
+            async with self._write:
+                await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if self._reader is not self._db:
             await self._reader.close()
         await self._db.close()
