@@ -19,7 +19,7 @@ from rt.api.routing import Operation, routes
 from rt.auth.manage import IssuedKey
 from rt.config import Settings
 from rt.runtime import bootstrap, open_runtime
-from rt.session.endpoint import websocket_endpoint
+from rt.session.endpoint import SessionRoute, websocket_endpoint
 
 OPERATIONS: list[Operation] = [
     *system.OPERATIONS,
@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.runtime = runtime
             yield
 
-    middleware = [Middleware(RequestContext)]
+    middleware = [Middleware(SessionRoute), Middleware(RequestContext)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -90,6 +90,13 @@ class MarketFeed:
     async def run(self) -> None:
         if self._interval <= 0:
             return
+        # Deadlines on a fixed grid, so the work of a step does not stretch the interval (the rate holds).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
         while True:
-            await asyncio.sleep(self._interval)
+            deadline += self._interval
+            delay = deadline - loop.time()
+            if delay < -self._interval:
+                deadline = loop.time()  # far behind (an overloaded process): skip, do not burst to catch up
+            await asyncio.sleep(max(delay, 0))
             self.step()

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rt.auth.limiter import gcra
@@ -55,8 +56,11 @@ async def receive_frame(ws: WebSocket) -> str | bytes:
 
 
 class Session:
-    def __init__(self, ws: WebSocket, runtime: Runtime, principal: Principal, *, batch: bool = True) -> None:
+    def __init__(
+        self, ws: WebSocket, runtime: Runtime, principal: Principal, *, batch: bool = True, send: Send | None = None
+    ) -> None:
         self.ws = ws
+        self._send = send or ws.send
         self.runtime = runtime
         self.engine = runtime.engine
         self.principal = principal
@@ -76,6 +80,7 @@ class Session:
         self._floor: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
+        self.draining = False
 
     # the hub's side
 
@@ -143,6 +148,10 @@ class Session:
             if self.cancel_on_disconnect and self._mine:
                 await self._cancel_mine()
 
+    async def finish_commands(self, grace: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+
     async def _settle_commands(self) -> None:
         """Commands already received run to their end, as a REST request whose client left does: cut off inside
         the engine they could leave an order placed but unknown to the dead man's switch."""
@@ -183,9 +192,10 @@ class Session:
         queue = self._queue
         if self.batch and len(queue) > 1:
             frames = [queue.popleft() for _ in range(min(len(queue), 256))]
-            await self.ws.send_text("[" + ",".join(frames) + "]")
+            text = "[" + ",".join(frames) + "]"
         else:
-            await self.ws.send_text(queue.popleft())
+            text = queue.popleft()
+        await self._send({"type": "websocket.send", "text": text})
 
     async def _reader(self) -> None:
         while True:
@@ -213,6 +223,12 @@ class Session:
             elif message.op == "auth":
                 raise RtError("already authenticated", status=400, code="BAD_REQUEST")
             elif message.op in commands.COMMANDS:
+                if self.draining:
+                    raise RtError(
+                        "the server is shutting down; send this command again after reconnecting",
+                        status=503,
+                        code="SERVICE_UNAVAILABLE",
+                    )
                 self._throttle()
                 self._spawn(self.command(message))
             else:

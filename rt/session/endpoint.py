@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rt.auth.network import client_ip, contains, parse_networks
@@ -34,7 +35,22 @@ async def _deny(ws: WebSocket, error: RtError) -> None:
     await ws.send_denial_response(ProblemJSON(error.problem(), status_code=error.status, headers=error.headers))
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
+class SessionRoute:
+    """GET /v1/ws straight to the endpoint with uvicorn's own `send`: Starlette's exception wrapper around `send`
+    costs a call per message per client, and a session reports its errors itself."""
+
+    def __init__(self, app: ASGIApp, path: str = "/v1/ws") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            await websocket_endpoint(WebSocket(scope, receive, send), send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> None:
     runtime: Runtime = ws.app.state.runtime
     settings = runtime.settings
     origin = ws.headers.get("origin")
@@ -77,7 +93,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             await ws.close(protocol.RATE_LIMITED, "too many sessions for this key")
             return
     batch = ws.query_params.get("batch", "1") != "0"
-    session = Session(ws, runtime, principal, batch=batch)
+    session = Session(ws, runtime, principal, batch=batch, send=raw_send)
     runtime.sessions.register(session)
     try:
         await session.run()

@@ -184,6 +184,10 @@ class Sessions:
         sessions = self.all()
         for session in sessions:
             session.send({"type": "event", "event": "server.shutdown", "ts": time.time_ns() // 1000})
+            session.draining = True
+        # Commands already received finish and their results go out before the close.
+        await asyncio.gather(*(s.finish_commands(grace) for s in sessions))
+        for session in sessions:
             session.begin_close(protocol.GOING_AWAY, "server shutting down")
         if sessions:
             with contextlib.suppress(TimeoutError):
