@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from rt.api import _errors
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.auth.usage import WINDOW_HOURS
@@ -81,16 +82,6 @@ async def calling_key(call: Call) -> dict[str, Any]:
     }
 
 
-_AUTH_ERRORS = (
-    "API_KEY_MISSING",
-    "API_KEY_INVALID",
-    "API_KEY_REVOKED",
-    "INSUFFICIENT_SCOPE",
-    "IP_NOT_ALLOWED",
-    "RATE_LIMITED",
-    "IP_LOCKED_OUT",
-)
-
 OPERATIONS = [
     Operation(
         "GET",
@@ -100,7 +91,7 @@ OPERATIONS = [
         "account",
         scopes.ACCOUNT_READ,
         response=AccountOut,
-        errors=_AUTH_ERRORS,
+        errors=_errors.AUTH,
     ),
     Operation(
         "GET",
@@ -110,7 +101,7 @@ OPERATIONS = [
         "account",
         scopes.ACCOUNT_READ,
         response=CallingKey,
-        errors=_AUTH_ERRORS,
+        errors=_errors.AUTH,
     ),
     Operation(
         "GET",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from rt.api import _errors
 from rt.api.models import Page, Strict
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
@@ -126,16 +127,6 @@ async def rotate_key(call: Call) -> dict[str, Any]:
     return issued_json(issued, replaces=old_id)
 
 
-_ERRORS = (
-    "API_KEY_MISSING",
-    "API_KEY_INVALID",
-    "API_KEY_REVOKED",
-    "INSUFFICIENT_SCOPE",
-    "IP_NOT_ALLOWED",
-    "RATE_LIMITED",
-    "IP_LOCKED_OUT",
-)
-
 OPERATIONS = [
     Operation(
         "GET",
@@ -146,7 +137,7 @@ OPERATIONS = [
         scopes.KEYS_MANAGE,
         query=Page,
         response=KeyList,
-        errors=(*_ERRORS, "BAD_REQUEST"),
+        errors=(*_errors.AUTH, "BAD_REQUEST"),
     ),
     Operation(
         "POST",
@@ -158,7 +149,7 @@ OPERATIONS = [
         body=KeyCreate,
         response=KeyIssued,
         status=201,
-        errors=(*_ERRORS, "BAD_REQUEST", "KEY_LIMIT_REACHED", "REQUEST_SIGNATURE_INVALID"),
+        errors=(*_errors.AUTH, "BAD_REQUEST", "KEY_LIMIT_REACHED", "REQUEST_SIGNATURE_INVALID"),
         description="At most 5 active keys per account. A key cannot grant scopes or a tier above its own.",
     ),
     Operation(
@@ -169,7 +160,7 @@ OPERATIONS = [
         "keys",
         scopes.KEYS_MANAGE,
         response=KeyOut,
-        errors=(*_ERRORS, "NOT_FOUND", "REQUEST_SIGNATURE_INVALID"),
+        errors=(*_errors.AUTH, "NOT_FOUND", "REQUEST_SIGNATURE_INVALID"),
     ),
     Operation(
         "POST",
@@ -180,7 +171,7 @@ OPERATIONS = [
         scopes.KEYS_MANAGE,
         response=KeyIssued,
         status=201,
-        errors=(*_ERRORS, "NOT_FOUND", "REQUEST_SIGNATURE_INVALID"),
+        errors=(*_errors.AUTH, "NOT_FOUND", "REQUEST_SIGNATURE_INVALID"),
         description="Issues a new key with the same settings and revokes the old one at once.",
     ),
 ]

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
@@ -14,6 +14,8 @@ import orjson
 from rt.engine.models import Book, Envelope, Order, Position
 from rt.store._rows import columns, from_row, to_row
 from rt.store.models import StoredResponse, TradeBatch
+
+T = TypeVar("T")
 
 _POSITION_COLS = columns(Position)
 _ORDER_COLS = columns(Order)
@@ -129,6 +131,35 @@ class TradingTables:
                     books[order.account_id].orders[order.id] = order
         return list(books.values())
 
+    async def _page(
+        self,
+        cls: type[T],
+        table: str,
+        account_id: str,
+        status: Sequence[str] | None,
+        exchange: str | None,
+        symbol: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[T], int]:
+        cols = ", ".join(columns(cls))
+        where, args = _filters(account_id, status, exchange, symbol)
+        async with self._reader.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", args) as cur:
+            total = (await cur.fetchone() or (0,))[0]
+        async with self._reader.execute(
+            f"SELECT {cols} FROM {table} WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ) as cur:
+            rows = await cur.fetchall()
+        return [from_row(cls, r) for r in rows], int(total)
+
+    async def _by_id(self, cls: type[T], table: str, account_id: str, item_id: str) -> T | None:
+        async with self._reader.execute(
+            f"SELECT {', '.join(columns(cls))} FROM {table} WHERE id = ? AND account_id = ?", (item_id, account_id)
+        ) as cur:
+            row = await cur.fetchone()
+        return from_row(cls, row) if row else None
+
     async def list_positions(
         self,
         account_id: str,
@@ -138,24 +169,10 @@ class TradingTables:
         limit: int,
         offset: int,
     ) -> tuple[list[Position], int]:
-        where, args = _filters(account_id, status, exchange, symbol)
-        async with self._reader.execute(f"SELECT COUNT(*) FROM positions WHERE {where}", args) as cur:
-            total = (await cur.fetchone() or (0,))[0]
-        async with self._reader.execute(
-            f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE {where} ORDER BY created_at DESC, id "
-            "LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ) as cur:
-            rows = await cur.fetchall()
-        return [from_row(Position, r) for r in rows], int(total)
+        return await self._page(Position, "positions", account_id, status, exchange, symbol, limit, offset)
 
     async def get_position(self, account_id: str, position_id: str) -> Position | None:
-        async with self._reader.execute(
-            f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE id = ? AND account_id = ?",
-            (position_id, account_id),
-        ) as cur:
-            row = await cur.fetchone()
-        return from_row(Position, row) if row else None
+        return await self._by_id(Position, "positions", account_id, position_id)
 
     async def list_orders(
         self,
@@ -166,22 +183,10 @@ class TradingTables:
         limit: int,
         offset: int,
     ) -> tuple[list[Order], int]:
-        where, args = _filters(account_id, status, exchange, symbol)
-        async with self._reader.execute(f"SELECT COUNT(*) FROM orders WHERE {where}", args) as cur:
-            total = (await cur.fetchone() or (0,))[0]
-        async with self._reader.execute(
-            f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ) as cur:
-            rows = await cur.fetchall()
-        return [from_row(Order, r) for r in rows], int(total)
+        return await self._page(Order, "orders", account_id, status, exchange, symbol, limit, offset)
 
     async def get_order(self, account_id: str, order_id: str) -> Order | None:
-        async with self._reader.execute(
-            f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE id = ? AND account_id = ?", (order_id, account_id)
-        ) as cur:
-            row = await cur.fetchone()
-        return from_row(Order, row) if row else None
+        return await self._by_id(Order, "orders", account_id, order_id)
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
         async with self._reader.execute(
