@@ -111,14 +111,6 @@ OPERATIONS = [
         "account",
         scopes.ACCOUNT_READ,
         response=KeyUsage,
-        errors=(
-            "API_KEY_MISSING",
-            "API_KEY_INVALID",
-            "API_KEY_REVOKED",
-            "INSUFFICIENT_SCOPE",
-            "IP_NOT_ALLOWED",
-            "RATE_LIMITED",
-            "IP_LOCKED_OUT",
-        ),
+        errors=_errors.AUTH,
     ),
 ]

@@ -11,7 +11,6 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import need_redis
+from tests.e2e.checks import KEY_RE, PROBLEM_JSON, SECRET_LINE, LeakCheck, assert_problem
 from tests.e2e.server import Server, cli, run_server
 
 pytestmark = pytest.mark.e2e
 
-KEY_RE = re.compile(r"rt_(?:live|test)_[0-9A-Za-z]{32}")
-SECRET_LINE = re.compile(r"signing secret \(shown only now\): (\S+)")
 SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-PROBLEM_JSON = "application/problem+json"
 JSON_TYPE = {"Content-Type": "application/json"}
 USAGE = "/v1/account/usage"
 READ_ONLY = [
@@ -47,35 +44,6 @@ MAIN_ENV = {
     "RT_TIER_LIMITS": f"starter={STARTER_PER_MINUTE}/3,pro={PRO_PER_MINUTE}/5,pro_plus={PRO_PLUS_PER_MINUTE}/10000",
     "RT_LOCKOUT_THRESHOLD": "100000",
 }
-
-
-@dataclass
-class LeakCheck:
-    """Every key and signing secret this module saw, and every server whose logs must never contain one."""
-
-    secrets: set[str] = field(default_factory=set)
-    servers: list[Server] = field(default_factory=list)
-
-    def issued(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.secrets.update((body["key"], body["signing_secret"]))
-        return body
-
-    def watch(self, server: Server) -> Server:
-        self.servers.append(server)
-        if server.key:
-            self.secrets.add(server.key)
-        match = SECRET_LINE.search(server.stdout())
-        if match:
-            self.secrets.add(match.group(1))
-        return server
-
-    def verify(self) -> None:
-        assert self.servers and self.secrets
-        for server in self.servers:
-            logs = server.logs()
-            assert '"msg":"request"' in logs, "no request log lines: the leak check would look at nothing"
-            leaked = sorted(s[:12] for s in self.secrets if s in logs)
-            assert not leaked, f"the logs of the server on port {server.port} hold secrets starting {leaked}"
 
 
 class KeyFactory:
@@ -100,17 +68,6 @@ class KeyFactory:
     def revoke_all(self) -> None:
         for key_id in self.ids:
             self._admin.delete(f"/v1/keys/{key_id}")
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] and body["title"] and body["detail"]
-    assert body["instance"] == response.headers["x-request-id"]
-    return body
 
 
 def assert_rate_headers(response: httpx.Response, per_minute: int) -> int:
@@ -139,13 +96,6 @@ def get(server: Server, key: str | None, path: str = USAGE, **headers: str) -> h
 
 def key_names(admin: httpx.Client) -> list[str]:
     return [k["name"] for k in admin.get("/v1/keys", params={"limit": 500}).json()["keys"]]
-
-
-@pytest.fixture(scope="module")
-def leaks() -> Iterator[LeakCheck]:
-    check = LeakCheck()
-    yield check
-    check.verify()
 
 
 @pytest.fixture(scope="module")

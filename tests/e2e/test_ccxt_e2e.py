@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.checks import LeakCheck, assert_problem
 from tests.e2e.server import Server, cli, run_server
-from tests.e2e.test_auth_e2e import LeakCheck, assert_problem
 from tests.exchanges.fake_binance import FakeBinance
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.checks import KEY_RE, LeakCheck, assert_problem
 from tests.e2e.server import Server, cli, run_server
-from tests.e2e.test_auth_e2e import KEY_RE, READ_ONLY, LeakCheck, assert_problem, get
+from tests.e2e.test_auth_e2e import READ_ONLY, get
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +49,6 @@ def flips(check: Callable[[], bool], seconds: float = 2.0) -> bool:
 
 def header_line(table: str) -> list[str]:
     return table.splitlines()[0].split()
-
-
-@pytest.fixture(scope="module")
-def leaks() -> Iterator[LeakCheck]:
-    check = LeakCheck()
-    yield check
-    check.verify()
 
 
 @pytest.fixture(scope="module")
