@@ -175,8 +175,13 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 RtError("the server failed to handle this request", code=errors.INTERNAL_ERROR),
                 request_id_of(request),
             )
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
+        if headers:
+            present = {name for name, _ in response.raw_headers}
+            response.raw_headers.extend(
+                (name.lower().encode(), value.encode())
+                for name, value in headers.items()
+                if name.lower().encode() not in present
+            )
         return response
 
     run.__name__ = op.name

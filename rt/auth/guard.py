@@ -96,10 +96,12 @@ class Guard:
         self._usage = usage
         self._cache: dict[str, tuple[ApiKey, float]] = {}
         self._networks: dict[tuple[str, ...], tuple[Network, ...]] = {}
+        self._principals: dict[str, Principal] = {}
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the lookup cache (after a revoke in this process)."""
         self._cache = {d: v for d, v in self._cache.items() if v[0].id != key_id}
+        self._principals.pop(key_id, None)
 
     async def _lookup(self, digest: str) -> ApiKey | None:
         cached = self._cache.get(digest)
@@ -190,14 +192,20 @@ class Guard:
                 record,
                 counts=False,
             )
-        principal = Principal(
-            account_id=record.account_id,
-            key_id=record.id,
-            scopes=frozenset(record.scopes),
-            tier=record.tier,
-            test=record.test,
-            allow_ips=record.allow_ips,
-        )
+        # A key's account, scopes, tier and allowlist never change (rotating makes a new key), so its Principal
+        # is built once.
+        principal = self._principals.get(record.id)
+        if principal is None:
+            if len(self._principals) > 10_000:
+                self._principals.clear()
+            principal = self._principals[record.id] = Principal(
+                account_id=record.account_id,
+                key_id=record.id,
+                scopes=frozenset(record.scopes),
+                tier=record.tier,
+                test=record.test,
+                allow_ips=record.allow_ips,
+            )
         return Verdict(principal, decision)
 
 
