@@ -168,6 +168,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     )
     try:
         if background:
+            await bus.restore(store)
             runtime.spawn(audit_log.run(), "audit-flush")
             runtime.spawn(usage.run(), "usage-flush")
             runtime.spawn(runtime.idempotency.run_expiry(), "idempotency-expiry")

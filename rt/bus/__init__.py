@@ -8,9 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rt.ids import new_id
+
+if TYPE_CHECKING:
+    from rt.store import Store
 
 CHANNEL_OF_PREFIX = {
     "position": "positions",
@@ -61,6 +64,9 @@ class Bus(Protocol):
         """Deliveries with seq > since, or None when history no longer reaches back that far."""
 
     async def last_seq(self, account_id: str, channel: str) -> int: ...
+    async def restore(self, store: Store) -> None:
+        """At start: continue the sequences from the stored events, where the twin keeps none itself."""
+
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 

@@ -7,7 +7,8 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
-from rt.bus import EVENTS_CHANNEL, Delivery, Event
+from rt.bus import EVENTS_CHANNEL, Delivery, Event, channel_of
+from rt.store import Store
 
 _SUBSCRIBER_QUEUE = 10_000
 
@@ -29,6 +30,28 @@ class MemoryBus:
             ring = self._history[key] = deque(maxlen=self._history_len)
         ring.append(delivery)
         return delivery
+
+    async def restore(self, store: Store) -> None:
+        """Continue the sequences (and history) of a previous run from the stored events, so a client resuming with
+        `since` across a restart neither misses events nor drops new ones as already seen."""
+        counts = await store.event_counts()
+        recent = await store.recent_events(self._history_len)
+        totals: dict[tuple[str, str], int] = {}
+        for (account_id, name), count in counts.items():
+            for channel in {channel_of(name), EVENTS_CHANNEL}:
+                totals[(account_id, channel)] = totals.get((account_id, channel), 0) + count
+        remaining = dict(totals)
+        placed: list[Delivery] = []
+        for event in reversed(recent):
+            for channel in {event.channel, EVENTS_CHANNEL}:
+                key = (event.account_id, channel)
+                placed.append(Delivery(channel, remaining[key], event))
+                remaining[key] -= 1
+        for delivery in reversed(placed):
+            key = (delivery.event.account_id, delivery.channel)
+            ring = self._history.setdefault(key, deque(maxlen=self._history_len))
+            ring.append(delivery)
+        self._seq.update(totals)
 
     async def publish(self, events: list[Event]) -> list[Delivery]:
         out: list[Delivery] = []

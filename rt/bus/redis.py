@@ -13,6 +13,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from rt.bus import EVENTS_CHANNEL, Delivery, Event
+from rt.store import Store
 from rt.wire import dumps
 
 log = logging.getLogger("rt.bus.redis")
@@ -143,6 +144,9 @@ class RedisBus:
     async def last_seq(self, account_id: str, channel: str) -> int:
         value = await self._redis.get(self._seq_key(account_id, channel))
         return int(value) if value else 0
+
+    async def restore(self, store: Store) -> None:
+        """Redis keeps the sequences and history itself."""
 
     async def ping(self) -> None:
         await self._redis.ping()

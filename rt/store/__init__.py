@@ -19,6 +19,7 @@ from rt.store.models import (
 )
 
 if TYPE_CHECKING:
+    from rt.bus import Event
     from rt.engine.models import Book, Order, Position
     from rt.strategies.models import StrategyRecord
 
@@ -93,6 +94,12 @@ class Store(Protocol):
         offset: int,
     ) -> tuple[list[Order], int]: ...
     async def get_order(self, account_id: str, order_id: str) -> Order | None: ...
+    async def event_counts(self) -> dict[tuple[str, str], int]:
+        """(account, event name) -> how many events are stored."""
+
+    async def recent_events(self, limit: int) -> list[Event]:
+        """The last `limit` events of each account, oldest first."""
+
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None: ...
     async def put_response(self, account_id: str, key: str, response: StoredResponse) -> None: ...
     async def expire_responses(self, older_than_ms: int) -> None: ...

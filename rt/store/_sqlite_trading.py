@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
+from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
 from rt.store._rows import columns, from_row, to_row
 from rt.store.models import StoredResponse, TradeBatch
@@ -187,6 +188,24 @@ class TradingTables:
 
     async def get_order(self, account_id: str, order_id: str) -> Order | None:
         return await self._by_id(Order, "orders", account_id, order_id)
+
+    async def event_counts(self) -> dict[tuple[str, str], int]:
+        """(account, event name) -> how many are stored."""
+        async with self._reader.execute(
+            "SELECT account_id, event, COUNT(*) FROM events GROUP BY account_id, event"
+        ) as cur:
+            return {(row[0], row[1]): int(row[2]) for row in await cur.fetchall()}
+
+    async def recent_events(self, limit: int) -> list[Event]:
+        """The last `limit` events of every account, oldest first, in the order they were stored."""
+        async with self._reader.execute(
+            "SELECT id, account_id, event, data, ts_us FROM ("
+            "  SELECT rowid AS r, *, ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY rowid DESC) AS n FROM events"
+            ") WHERE n <= ? ORDER BY r",
+            (limit,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
         async with self._reader.execute(

@@ -1070,3 +1070,35 @@ async def test_two_instances_share_events_seq_tokens_and_history(tmp_path: Path,
                 assert created == [o["id"] for o in during]
     finally:
         await forget(redis_url, redis_prefix)
+
+
+async def test_resume_across_a_server_restart_neither_misses_nor_repeats(tmp_path: Path) -> None:
+    """The sequences outlive the process: a client that saw seq N before a restart resumes with since=N after it
+    and gets exactly what happened in between, then live events."""
+    data = tmp_path / "data"
+    with run_server(data, {"RT_PAPER_TICK_MS": "0"}) as first:
+        assert first.key is not None
+        key = Key("bootstrap", first.key, "")
+        async with rest(first, key) as http, connect(first, key) as conn:
+            await conn.subscribe("orders")
+            for _ in range(3):
+                await place(http)
+            await conn.until_seqs({"orders": 6})  # each market order: order.created, order.filled
+            seen_before = conn.seqs("orders")
+    assert seen_before == list(range(1, 7))
+
+    with run_server(data, {"RT_PAPER_TICK_MS": "0"}) as second:
+        async with rest(second, key) as http:
+            missed = [(await place(http))["id"] for _ in range(2)]
+            async with connect(second, key) as conn:
+                subscribed, first_replayed = await conn.subscribe("orders", since=6)
+                assert subscribed["seq"] == 10
+                assert first_replayed["type"] == "event" and first_replayed["seq"] == 7
+                await conn.until_seqs({"orders": 10})
+                live = (await place(http))["id"]
+                await conn.until_seqs({"orders": 12})
+                await conn.ping()
+                assert conn.seqs("orders") == list(range(7, 13))
+                assert not [m for m in conn.messages if m["type"] == "snapshot"]
+                created = [m["data"]["id"] for m in events(conn.messages, "orders") if m["event"] == "order.created"]
+                assert created == [*missed, live]
