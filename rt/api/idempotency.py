@@ -12,7 +12,9 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
 from starlette.responses import Response
 
 from rt.errors import IDEMPOTENCY_CONFLICT, Conflict
@@ -25,8 +27,10 @@ TTL_SECONDS = 24 * 3600
 _KEPT = {200, 201, 202, 422}
 
 
-def fingerprint(method: str, path: str, body: bytes) -> str:
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+def fingerprint(command: str, params: dict[str, Any]) -> str:
+    """What makes two requests "the same": the command and its parameters, whatever the transport, the spacing or
+    the order of the keys. A REST route and its WebSocket twin name the same command (e.g. `order.place`)."""
+    return hashlib.sha256(command.encode() + b"\n" + orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class Idempotency:

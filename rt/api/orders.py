@@ -116,6 +116,7 @@ OPERATIONS = [
         response=OrderEnvelope,
         status=201,
         errors=_errors.TRADE,
+        command="order.place",
         idempotent=True,
         idempotency_field="client_order_id",
         description="A market order fills at once; limit and stop orders rest until the price reaches them. "
@@ -131,6 +132,7 @@ OPERATIONS = [
         scopes.ORDERS_WRITE,
         response=OrderEnvelope,
         errors=(*_errors.WRITE, "NOT_FOUND", "ORDER_NOT_OPEN", "IDEMPOTENCY_CONFLICT", "EXCHANGE_UNAVAILABLE"),
+        command="order.cancel",
         idempotent=True,
     ),
 ]

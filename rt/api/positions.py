@@ -153,6 +153,7 @@ OPERATIONS = [
         response=PositionCreatedEnvelope,
         status=201,
         errors=_errors.TRADE,
+        command="position.open",
         idempotent=True,
         description="Without entry_price the position opens at market (201, status open). With entry_price "
         "a limit entry rests at the venue (202, status pending) and opens when it fills.",
@@ -167,6 +168,7 @@ OPERATIONS = [
         body=PositionUpdate,
         response=PositionEnvelope,
         errors=(*_errors.WRITE, "NOT_FOUND", "IDEMPOTENCY_CONFLICT"),
+        command="position.update",
         idempotent=True,
     ),
     Operation(
@@ -178,6 +180,7 @@ OPERATIONS = [
         scopes.POSITIONS_WRITE,
         response=PositionEnvelope,
         errors=(*_errors.TRADE, "NOT_FOUND", "POSITION_NOT_OPEN"),
+        command="position.close",
         idempotent=True,
     ),
 ]

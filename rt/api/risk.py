@@ -137,6 +137,7 @@ OPERATIONS = [
         body=EmergencyKill,
         response=KillReport,
         errors=(*_errors.WRITE, "IDEMPOTENCY_CONFLICT"),
+        command="emergency.kill",
         idempotent=True,
         description="Cancels every open order, closes every position at market, halts strategies and locks "
         "the account (423 TRADING_LOCKED for new orders) until POST /v1/risk/kill with UNLOCK. The lock "

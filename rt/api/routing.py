@@ -69,6 +69,7 @@ class Operation:
     errors: tuple[str, ...] = ()
     description: str = ""
     idempotent: bool = False
+    command: str | None = None  # the WebSocket command that is this route's twin (same idempotency keys)
     idempotency_field: str | None = None
 
     @property
@@ -163,7 +164,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
             call = Call(request, runtime, principal, body, query, ip)
             key = _idempotency_key(op, request, body) if op.idempotent else None
             if key is not None and principal is not None:
-                print_ = fingerprint(request.method, request.url.path, raw)
+                print_ = fingerprint(op.command or f"{op.method} {op.path}", _params(request, raw))
                 response = await runtime.idempotency.run(principal.account_id, key, print_, lambda: _respond(op, call))
             else:
                 response = await _respond(op, call)
@@ -194,6 +195,12 @@ async def _respond(op: Operation, call: Call) -> Response:
     except RtError as exc:
         return problem_response(exc, request_id_of(call.request))
     return result if isinstance(result, Response) else JSON(result, status_code=op.status)
+
+
+def _params(request: Request, raw: bytes) -> dict[str, Any]:
+    """Path parameters and body fields together, as a WebSocket command's params hold them."""
+    body = orjson.loads(raw) if raw.strip() else {}
+    return {**request.path_params, **(body if isinstance(body, dict) else {"body": body})}
 
 
 def _idempotency_key(op: Operation, request: Request, body: Any) -> str | None:

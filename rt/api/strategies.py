@@ -152,6 +152,7 @@ OPERATIONS = [
         scopes.STRATEGIES_WRITE,
         response=StrategyEnvelope,
         errors=(*_WRITE, "NOT_FOUND"),
+        command="strategy.start",
         idempotent=True,
     ),
     Operation(
@@ -163,6 +164,7 @@ OPERATIONS = [
         scopes.STRATEGIES_WRITE,
         response=StrategyEnvelope,
         errors=(*_WRITE, "NOT_FOUND"),
+        command="strategy.stop",
         idempotent=True,
     ),
 ]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rt.engine import kill, trading
@@ -158,10 +156,6 @@ def idempotency_key(op: str, params: dict[str, Any]) -> str | None:
     if op == "order.place" and isinstance(params.get("client_order_id"), str):
         return f"client_order_id:{params['client_order_id']}"
     return None
-
-
-def fingerprint(op: str, params: dict[str, Any]) -> str:
-    return hashlib.sha256(op.encode() + b"\n" + orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def encode(result: dict[str, Any]) -> bytes:

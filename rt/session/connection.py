@@ -18,6 +18,7 @@ import orjson
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from rt.api.idempotency import fingerprint
 from rt.auth.limiter import gcra
 from rt.auth.principal import Principal
 from rt.errors import RATE_LIMITED, RtError, TooManyRequests
@@ -273,7 +274,7 @@ class Session:
                 status, body, _ = await self.runtime.idempotency.once(
                     self.principal.account_id,
                     key,
-                    commands.fingerprint(op, params),
+                    fingerprint(op, params),
                     lambda: self._as_pair(handler, params),
                 )
                 if status >= 400:
