@@ -173,7 +173,7 @@ async def test_a_stream_resumes_after_its_socket_dies_without_duplicates_or_gaps
 
 
 async def test_a_stream_comes_back_after_a_server_restart(tmp_path: Path) -> None:
-    """In-memory bus: seqs start over with the new process, so the stream gets a fresh snapshot (reset)."""
+    """In-memory bus: the new process continues the stored sequences, so the stream resumes (no reset snapshot)."""
     data_dir = tmp_path / "data"
     async with serving(data_dir, ENV) as first:
         key = await full_key(first)
@@ -188,7 +188,7 @@ async def test_a_stream_comes_back_after_a_server_restart(tmp_path: Path) -> Non
         down = reader.stream.reconnects
         await reader.until(lambda: reader.stream.reconnects >= down + 2)  # retrying against a closed port
         async with serving(data_dir, ENV, port=port):
-            await reader.until(lambda: any(m["type"] == "snapshot" and m.get("reset") for m in reader.messages))
+            await reader.until(lambda: len([m for m in reader.messages if m["type"] == "subscribed"]) >= 2)
             after = await client.place_order(**MARKET)
             await reader.until(lambda: any((m.get("data") or {}).get("id") == after["id"] for m in reader.messages))
     finally:
@@ -196,6 +196,9 @@ async def test_a_stream_comes_back_after_a_server_restart(tmp_path: Path) -> Non
         await client.close()
     created = [m["data"]["id"] for m in reader.messages if m.get("event") == "order.created"]
     assert created == [before["id"], after["id"]]
+    assert not [m for m in reader.messages if m["type"] == "snapshot" and m.get("reset")]
+    seqs = [m["seq"] for m in reader.messages if m["type"] == "event" and m.get("channel") == "orders"]
+    assert seqs == [1, 2, 3, 4]
 
 
 async def test_a_stream_replays_what_it_missed_across_a_restart_with_redis(tmp_path: Path, redis_prefix: str) -> None:
