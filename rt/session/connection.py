@@ -196,7 +196,10 @@ class Session:
             text = "[" + ",".join(frames) + "]"
         else:
             text = queue.popleft()
-        await self._send({"type": "websocket.send", "text": text})
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except OSError:  # uvicorn's ClientDisconnected: the client is gone, as Starlette's send would report it
+            raise WebSocketDisconnect(1006) from None
 
     async def _reader(self) -> None:
         while True:
