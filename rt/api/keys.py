@@ -85,18 +85,24 @@ async def list_keys(call: Call) -> dict[str, Any]:
     return {"keys": [key_json(r) for r in page.slice(records)], "total": len(records), "page": page.page}
 
 
-async def create_key(call: Call) -> dict[str, Any]:
-    body: KeyCreate = call.body
+def may_issue(call: Call, wanted: tuple[str, ...], tier: str, test: bool) -> None:
+    """A key never hands out more than it holds: no scope, tier or live access above its own."""
     caller = call.caller
-    wanted = scopes.resolve(body.scopes)
     beyond = [s for s in wanted if s not in caller.scopes]
     if beyond:
         raise Forbidden(f"a key cannot grant scopes it lacks: {', '.join(beyond)}", code=INSUFFICIENT_SCOPE)
     tiers = call.runtime.tiers
-    if tiers[body.tier].rank > tiers[caller.tier].rank:
-        raise Forbidden(f"a {caller.tier} key cannot create a {body.tier} key", code=INSUFFICIENT_SCOPE)
-    if caller.test and not body.test:
-        raise Forbidden("a test key can only create test keys", code=INSUFFICIENT_SCOPE)
+    if tiers[tier].rank > tiers[caller.tier].rank:
+        raise Forbidden(f"a {caller.tier} key cannot issue a {tier} key", code=INSUFFICIENT_SCOPE)
+    if caller.test and not test:
+        raise Forbidden("a test key can only issue test keys", code=INSUFFICIENT_SCOPE)
+
+
+async def create_key(call: Call) -> dict[str, Any]:
+    body: KeyCreate = call.body
+    caller = call.caller
+    wanted = scopes.resolve(body.scopes)
+    may_issue(call, wanted, body.tier, body.test)
     issued = await call.runtime.keys.create(
         caller.account_id,
         wanted,
@@ -120,6 +126,8 @@ async def revoke_key(call: Call) -> dict[str, Any]:
 
 async def rotate_key(call: Call) -> dict[str, Any]:
     old_id = call.param("key_id")
+    old = await call.runtime.keys.get(old_id, call.caller.account_id)
+    may_issue(call, old.scopes, old.tier, old.test)
     issued = await call.runtime.keys.rotate(
         old_id, account_id=call.caller.account_id, actor=call.caller.key_id, ip=call.ip
     )

@@ -50,7 +50,7 @@ def _risk_json(call: Call, book: Any) -> dict[str, Any]:
     return {
         "envelope": book.envelope.as_json(),
         "current": {
-            "total_exposure": (ledger.exposure_notional(book) / eq).quantize(Decimal("0.0001")) if eq > 0 else None,
+            "total_exposure": risk.rounded(ledger.exposure_notional(book) / eq) if eq > 0 else None,
             "exposure_notional": ledger.exposure_notional(book),
             "pending_notional": pending_notional,
             "daily_loss": ledger.daily_pnl(book),

@@ -199,7 +199,10 @@ async def _respond(op: Operation, call: Call) -> Response:
 
 def _params(request: Request, raw: bytes) -> dict[str, Any]:
     """Path parameters and body fields together, as a WebSocket command's params hold them."""
-    body = orjson.loads(raw) if raw.strip() else {}
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", errors=[{"field": "body", "message": str(exc)}]) from None
     return {**request.path_params, **(body if isinstance(body, dict) else {"body": body})}
 
 

@@ -96,7 +96,9 @@ async def create_strategy(call: Call) -> JSON:
 
 
 async def start_strategy(call: Call) -> dict[str, Any]:
-    record = await call.runtime.runner.start_strategy(call.caller.account_id, call.param("strategy_id"))
+    record = await call.runtime.runner.start_strategy(
+        call.caller.account_id, call.param("strategy_id"), test_key=call.caller.test
+    )
     return {"strategy": await _json(call, record)}
 
 

@@ -111,7 +111,9 @@ class RedisBus:
                         continue
                     try:
                         raw = orjson.loads(message["data"])
-                        delivery = Delivery(raw["c"], int(raw["s"]), _event(orjson.dumps(raw["e"])))
+                        e = raw["e"]
+                        event = Event(e["account_id"], e["event"], e["data"], id=e["id"], ts_us=e["ts_us"])
+                        delivery = Delivery(raw["c"], int(raw["s"]), event)
                     except (KeyError, ValueError, orjson.JSONDecodeError):
                         log.warning("malformed bus message dropped")
                         continue

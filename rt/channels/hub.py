@@ -81,15 +81,18 @@ class Hub:
         if not sinks:
             return
         channel = key[1]
-        for sink in tuple(sinks):
+        for sink in sinks:  # offer_event never changes the hub's sets
             sink.offer_event(channel, seq, frame)
         self.fanned_out += len(sinks)
 
     def deliver(self, deliveries: Iterable[Delivery]) -> None:
+        data_of: dict[str, bytes] = {}  # an event goes to its channel and to `events`: serialize its data once
         for d in deliveries:
             key = (d.event.account_id, d.channel)
             if key in self._subs:
-                data = dumps(d.event.data)
+                data = data_of.get(d.event.id)
+                if data is None:
+                    data = data_of[d.event.id] = dumps(d.event.data)
                 self._fan_out(key, d.seq, event_frame(d.channel, d.seq, d.event.event, data))
 
     async def run(self) -> None:

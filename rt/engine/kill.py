@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from rt.engine.trading import _close, _mark_canceled, book_resting_fill
 from rt.errors import RtError
 from rt.exchanges import VenueOrder
 from rt.ids import new_id
+
+log = logging.getLogger("rt.charon")
 
 Action = Literal["KILL", "CLOSE_ALL", "FLATTEN", "LOCK", "UNLOCK"]
 
@@ -36,8 +39,11 @@ async def execute(
         book.state = "locked"  # before the writer lock: commands queued behind us see it and stop
     halted = 0
     if action in ("KILL", "FLATTEN", "LOCK") and engine.halt_strategies is not None:
-        # Outside the writer lock: stopping a strategy cancels its orders, which takes the lock itself.
-        halted = await engine.halt_strategies(account_id)
+        # Outside the writer lock: the runner takes it to save what it stops; their orders go with everyone's below.
+        try:
+            halted = await engine.halt_strategies(account_id)
+        except Exception:
+            log.exception("halting strategies failed", extra={"account_id": account_id})
 
     async def command(changes: Changes) -> dict[str, Any]:
         canceled = await _cancel_all(engine, changes) if cancel else []

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Price = Decimal
+MAX_PRICE = Decimal("1e15")  # far above any real price or size; keeps the money math inside Decimal's range
 
 
 class _Request(BaseModel):
@@ -19,11 +20,11 @@ class OrderRequest(_Request):
     symbol: str = Field(min_length=3, max_length=40, examples=["BTC/USDT"])
     side: Literal["buy", "sell"]
     type: Literal["market", "limit", "stop"] = "market"
-    quantity: Decimal = Field(gt=0, max_digits=30)
-    price: Decimal | None = Field(None, gt=0, description="Limit price (limit orders).")
-    stop_price: Decimal | None = Field(None, gt=0, description="Trigger price (stop orders).")
-    stop_loss: Decimal | None = Field(None, gt=0)
-    take_profit: Decimal | None = Field(None, gt=0)
+    quantity: Decimal = Field(gt=0, lt=MAX_PRICE, max_digits=30)
+    price: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="Limit price (limit orders).")
+    stop_price: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="Trigger price (stop orders).")
+    stop_loss: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
+    take_profit: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
     client_order_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")
     strategy_id: str | None = None
 
@@ -42,16 +43,18 @@ class PositionRequest(_Request):
     exchange: str = Field("paper", min_length=1, max_length=40)
     symbol: str = Field(min_length=3, max_length=40, examples=["BTC/USDT"])
     side: Literal["long", "short"]
-    quantity: Decimal = Field(gt=0, max_digits=30)
-    entry_price: Decimal | None = Field(None, gt=0, description="Absent: open at market. Present: a limit entry.")
-    stop_loss: Decimal | None = Field(None, gt=0)
-    take_profit: Decimal | None = Field(None, gt=0)
+    quantity: Decimal = Field(gt=0, lt=MAX_PRICE, max_digits=30)
+    entry_price: Decimal | None = Field(
+        None, gt=0, lt=MAX_PRICE, description="Absent: open at market. Present: a limit entry."
+    )
+    stop_loss: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
+    take_profit: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
     strategy_id: str | None = None
 
 
 class PositionUpdate(_Request):
-    stop_loss: Decimal | None = Field(None, gt=0, description="null removes it")
-    take_profit: Decimal | None = Field(None, gt=0, description="null removes it")
+    stop_loss: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="null removes it")
+    take_profit: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="null removes it")
 
 
 class EmergencyKill(_Request):

@@ -143,7 +143,7 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal, extra: Envelope 
             EXPOSURE,
             ok,
             env.max_exposure,
-            _rounded(ratio) if eq > 0 else None,
+            rounded(ratio) if eq > 0 else None,
             "" if ok else "exceeds max exposure (open and resting notional / equity)",
         )
     )
@@ -206,7 +206,7 @@ def status(book: Book) -> str:
     return "ok"
 
 
-def _rounded(value: Decimal) -> Decimal:
+def rounded(value: Decimal) -> Decimal:
     """Four places, unless the value is too large for that (a tiny equity)."""
     try:
         return value.quantize(Decimal("0.0001"))

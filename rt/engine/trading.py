@@ -30,12 +30,13 @@ def spec_of(order: Order) -> OrderSpec:
 
 
 def _estimate(order: Order, ticker: Ticker) -> Decimal:
-    """The price Cerberus judges an order at."""
-    if order.type == "limit" and order.price is not None:
-        return order.price
-    if order.type == "stop" and order.stop_price is not None:
-        return order.stop_price
-    return ticker.ask if order.side == "buy" else ticker.bid
+    """The price Cerberus judges an order at: never below what it can fill at. A sell limit under the bid or a stop
+    already through the market fills at once at the market, so the market price counts when it is the larger."""
+    market = ticker.ask if order.side == "buy" else ticker.bid
+    own = order.price if order.type == "limit" else order.stop_price if order.type == "stop" else None
+    if own is None:
+        return market
+    return max(own, market) if order.side == "sell" or order.type == "stop" else own
 
 
 async def _submit(
@@ -224,7 +225,7 @@ async def open_position(
         changes.book.positions[position_id] = pending
         try:
             checks = await _submit(engine, changes, venue, order)
-        except RtError:
+        except BaseException:
             changes.book.positions.pop(position_id, None)
             if order.status == "rejected":
                 pending.status = "rejected"

@@ -102,7 +102,9 @@ async def _strategy_json(s: Session, record: Any) -> dict[str, Any]:
 
 async def strategy_start(s: Session, params: dict[str, Any]) -> dict[str, Any]:
     ref = _model(StrategyRef, params)
-    return await _strategy_json(s, await s.runtime.runner.start_strategy(s.principal.account_id, ref.strategy_id))
+    return await _strategy_json(
+        s, await s.runtime.runner.start_strategy(s.principal.account_id, ref.strategy_id, test_key=s.principal.test)
+    )
 
 
 async def strategy_stop(s: Session, params: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,7 @@ class Session:
         self._tat: float | None = None
         self._refused = 0
         self._floor: dict[str, int] = {}
+        self._held: dict[str, list[tuple[int, str]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
         self.draining = False
@@ -87,12 +88,29 @@ class Session:
 
     def offer_event(self, channel: str, seq: int, frame: str) -> None:
         """An event from the hub; ones already covered by this channel's snapshot or replay are dropped."""
-        if seq > self._floor.get(channel, 0):
+        held = self._held.get(channel)
+        if held is not None:
+            if len(held) >= self._limit:
+                self.runtime.sessions.slow_consumer_closes += 1
+                self.begin_close(protocol.SLOW_CONSUMER, "slow consumer: send queue full")
+            held.append((seq, frame))
+        elif seq > self._floor.get(channel, 0):
             self.offer(frame)
 
+    def hold(self, channel: str) -> None:
+        """Subscribed at the hub, snapshot not sent yet: keep this channel's events until it is."""
+        self._held[channel] = []
+
     def subscribed(self, channel: str, floor: int) -> None:
+        """The snapshot (or replay) up to `floor` is queued: release what arrived meanwhile, past the floor."""
         self.channels.add(channel)
         self._floor[channel] = floor
+        for seq, frame in self._held.pop(channel, []):
+            if seq > floor:
+                self.offer(frame)
+
+    def release(self, channel: str) -> None:
+        self._held.pop(channel, None)
 
     def offer(self, frame: str) -> None:
         if self.state is not State.OPEN:
@@ -143,7 +161,7 @@ class Session:
         finally:
             self.state = State.CLOSED
             self.closed.set()
-            for channel in self.channels:
+            for channel in self.channels | set(self._held):
                 hub.remove(self.principal.account_id, channel, self)
             await self._settle_commands()
             if self.cancel_on_disconnect and self._mine:
@@ -335,9 +353,14 @@ class Session:
     # dead man's switch
 
     def placed(self, order_id: str) -> None:
+        if len(self._mine) > 1000:  # keep only the ones that can still be canceled
+            book = self.engine.cached_book(self.principal.account_id)
+            self._mine = {i for i in self._mine if book is not None and i in book.orders}
         self._mine.add(order_id)
 
     async def _cancel_mine(self) -> None:
         from rt.session.manager import cancel_orders
 
-        await cancel_orders(self.engine, self.principal.account_id, list(self._mine))
+        book = self.engine.cached_book(self.principal.account_id)
+        still_open = [i for i in self._mine if book is not None and i in book.orders]
+        await cancel_orders(self.engine, self.principal.account_id, still_open)

@@ -57,6 +57,9 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
     if settings.cors_origins and origin is not None and origin not in settings.cors_origins:
         await _deny(ws, RtError(f"origin {origin} is not allowed", status=403, code="ORIGIN_NOT_ALLOWED"))
         return
+    if runtime.sessions.closing:
+        await _deny(ws, RtError("the server is shutting down", status=503, code="SERVICE_UNAVAILABLE"))
+        return
     ip = client_ip(ws.client.host if ws.client else None, ws.headers.get("x-forwarded-for"), runtime.trusted_proxies)
     locked_for = await runtime.limiter.locked(ip)
     if locked_for > 0:

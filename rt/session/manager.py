@@ -43,6 +43,7 @@ class Sessions:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.slow_consumer_closes = 0
+        self.closing = False
         self.accepted = 0
         self.latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self.latency_sum_ms = 0.0
@@ -76,6 +77,20 @@ class Sessions:
 
     async def attach(self, session: Session, channel: str, request_id: Any, since: int | None) -> None:
         """subscribed, then a snapshot (or the replay of what was missed), then live events: in that order."""
+        runtime = self.runtime
+        account_id = session.principal.account_id
+        # At the hub first, holding events: whatever is published while the snapshot is built is kept, and what the
+        # snapshot already covers is dropped by seq.
+        session.hold(channel)
+        runtime.hub.add(account_id, channel, session)
+        try:
+            await self._attach(session, channel, request_id, since)
+        except BaseException:
+            session.release(channel)
+            runtime.hub.remove(account_id, channel, session)
+            raise
+
+    async def _attach(self, session: Session, channel: str, request_id: Any, since: int | None) -> None:
         runtime = self.runtime
         account_id = session.principal.account_id
         if channel.startswith(protocol.TICKS):
@@ -119,7 +134,6 @@ class Sessions:
                 message["reset"] = True
             session.send(message)
         session.subscribed(channel, last)
-        self.runtime.hub.add(session.principal.account_id, channel, session)
 
     # dead man's switch, per account, surviving the session that armed it
 
@@ -181,6 +195,7 @@ class Sessions:
 
     async def shutdown(self, grace: float = 2.0) -> None:
         """server.shutdown to every session, then close 1001 once their queues drain."""
+        self.closing = True  # new handshakes are refused from now on
         sessions = self.all()
         for session in sessions:
             session.send({"type": "event", "event": "server.shutdown", "ts": time.time_ns() // 1000})
@@ -194,6 +209,8 @@ class Sessions:
                 await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in sessions)), grace)
         for timer in self._timers.values():
             timer.cancel()
+        self._timers.clear()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # metrics
 

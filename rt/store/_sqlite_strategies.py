@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -56,13 +57,16 @@ def _record(row: Any) -> StrategyRecord:
 class StrategyTables:
     _db: aiosqlite.Connection
     _reader: aiosqlite.Connection
+    _write: asyncio.Lock
 
     async def save_strategy(self, record: StrategyRecord) -> None:
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _COLS.split(",")[1:])
-        await self._db.execute(
-            f"INSERT INTO strategies ({_COLS}) VALUES ({', '.join('?' * 13)}) ON CONFLICT (id) DO UPDATE SET {updates}",
-            _row(record),
-        )
+        async with self._write:
+            await self._db.execute(
+                f"INSERT INTO strategies ({_COLS}) VALUES ({', '.join('?' * 13)}) ON CONFLICT (id) DO UPDATE SET "
+                f"{updates}",
+                _row(record),
+            )
 
     async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None:
         async with self._reader.execute(

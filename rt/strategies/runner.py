@@ -101,7 +101,7 @@ class Runner:
             state={"orders": {}, "day": today(), "day_pnl": "0"},
         )
         await self.store.save_strategy(record)
-        return await self.start_strategy(account_id, record.id)
+        return await self.start_strategy(account_id, record.id, test_key=test_key)
 
     async def get(self, account_id: str, strategy_id: str) -> StrategyRecord:
         live = self._live.get(strategy_id)
@@ -112,28 +112,32 @@ class Runner:
             raise NotFound(f"no strategy {strategy_id}")
         return record
 
-    async def start_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord:
+    async def start_strategy(self, account_id: str, strategy_id: str, *, test_key: bool = False) -> StrategyRecord:
         record = await self.get(account_id, strategy_id)
-        if record.status == "active":
+        if record.status == "active" or record.id in self._live:
             return record
-        book = await self.engine.book(account_id)
-        if book.state == "locked":
+        venue = self.engine.venues.get(account_id, record.exchange, test_key=test_key)
+        book = self.engine.cached_book(account_id)
+        if book is not None and book.state == "locked":
             raise RtError("trading is locked by the kill switch", status=423, code="TRADING_LOCKED")
+        # Live before the first await: a second start arriving meanwhile finds it and places nothing.
         record.status, record.stop_reason = "active", None
         instance = self._instance(record)
         self._live[record.id] = (record, instance)
         await self._changed(record, "strategy.started")
-        venue = self.engine.venues.get(account_id, record.exchange)
         await self._place(record, instance.on_start(await venue.ticker(record.symbol)))
         return record
 
-    async def stop_strategy(self, account_id: str, strategy_id: str, reason: str = "manual") -> StrategyRecord:
+    async def stop_strategy(
+        self, account_id: str, strategy_id: str, reason: str = "manual", *, cancel: bool = True
+    ) -> StrategyRecord:
+        """Stop it and (unless the caller cancels every order itself, as Charon does) cancel its open orders."""
         record = await self.get(account_id, strategy_id)
         if record.status != "active":
             return record
         self._live.pop(record.id, None)
         record.status, record.stop_reason = ("halted" if reason == "kill_switch" else "stopped"), reason
-        for order_id in list(record.state.get("orders", {})):
+        for order_id in list(record.state.get("orders", {})) if cancel else ():
             with contextlib.suppress(RtError):
                 await trading.cancel_order(self.engine, account_id, order_id)
         record.state["orders"] = {}
@@ -141,10 +145,13 @@ class Runner:
         return record
 
     async def halt(self, account_id: str) -> int:
-        """Charon: stop every active strategy of the account."""
+        """Charon: stop every active strategy of the account; the kill switch itself deals with their orders."""
         halted = [r for r, _ in list(self._live.values()) if r.account_id == account_id]
         for record in halted:
-            await self.stop_strategy(account_id, record.id, "kill_switch")
+            try:
+                await self.stop_strategy(account_id, record.id, "kill_switch", cancel=False)
+            except Exception:
+                log.exception("halting a strategy failed", extra={"strategy_id": record.id})
         return len(halted)
 
     async def _changed(self, record: StrategyRecord, event: str) -> None:
@@ -152,9 +159,9 @@ class Runner:
 
         record.updated_at = _utcnow()
         await self.store.save_strategy(record)
-        data = record.as_json()
-        await self.engine.store.save(TradeBatch(events=[Event(record.account_id, event, data)]))
-        await self.engine.bus.publish([Event(record.account_id, event, data)])
+        change = Event(record.account_id, event, record.as_json())
+        await self.engine.store.save(TradeBatch(events=[change]))
+        await self.engine.bus.publish([change])
 
     def active(self) -> list[StrategyRecord]:
         return [record for record, _ in self._live.values()]
@@ -234,8 +241,10 @@ class Runner:
     async def run_fills(self) -> None:
         """Fills and closed positions of strategy orders, from the bus."""
         async for delivery in self.engine.bus.subscribe():
-            with contextlib.suppress(Exception):
+            try:
                 await self._on_delivery(delivery)
+            except Exception:
+                log.exception("strategy fill handling failed", extra={"event": delivery.event.event})
 
     async def _on_delivery(self, delivery: Delivery) -> None:
         event = delivery.event
@@ -291,7 +300,11 @@ class Runner:
             except RtError as exc:
                 log.info("strategy order refused", extra={"strategy_id": record.id, "code": exc.code})
                 continue
-            if order.status == "open":
+            if order.status == "open" and record.id not in self._live:
+                # Stopped while this order was on its way: it is nobody's now.
+                with contextlib.suppress(RtError):
+                    await trading.cancel_order(self.engine, record.account_id, order.id)
+            elif order.status == "open":
                 record.state.setdefault("orders", {})[order.id] = want.tag
             elif order.status == "filled":
                 instance = self._live.get(record.id)

@@ -490,6 +490,18 @@ def test_rotate_issues_a_new_key_with_the_same_settings_and_revokes_the_old(
     assert get(server, new["key"]).status_code == 200
 
 
+def test_rotating_never_hands_a_key_more_than_it_holds(server: Server, admin: httpx.Client, keys: KeyFactory) -> None:
+    """Rotation answers with the new key: a weaker key with keys:manage must not get a stronger key that way."""
+    manager = keys.create(["keys:manage", "account:read"], "pro")
+    stronger = keys.create(["keys:manage", "account:read", "orders:write"], "pro")
+    higher_tier = keys.create(["account:read"], "pro_plus")
+    with server.client(manager["key"]) as c:
+        assert_problem(c.post(f"/v1/keys/{stronger['id']}/rotate"), 403, "INSUFFICIENT_SCOPE")
+        assert_problem(c.post(f"/v1/keys/{higher_tier['id']}/rotate"), 403, "INSUFFICIENT_SCOPE")
+    assert get(server, stronger["key"]).status_code == 200, "a refused rotation leaves the key working"
+    assert get(server, higher_tier["key"]).status_code == 200
+
+
 def test_another_accounts_key_is_404_and_untouched(
     server: Server, admin: httpx.Client, other_key: dict[str, Any]
 ) -> None:

@@ -545,6 +545,12 @@ class FakeSession:
     def subscribed(self, channel: str, floor: int) -> None:
         self.floor[channel] = floor
 
+    def hold(self, channel: str) -> None:
+        pass
+
+    def release(self, channel: str) -> None:
+        pass
+
 
 async def test_since_older_than_history_sends_a_snapshot_with_reset(tmp_path: Path) -> None:
     """There is no setting for the history length, so this runs in process on a bus that keeps three events."""

@@ -66,6 +66,19 @@ async def test_exposure_limit(rig: Rig) -> None:
     assert details["requested"] == ((D("100.01") * 600) / equity).quantize(D("0.0001"))
 
 
+async def test_an_order_that_fills_at_once_is_judged_at_the_market(rig: Rig) -> None:
+    """A sell limit far under the bid (or a stop already through the market) fills now, at the market: its own
+    price must not make it look small to Cerberus."""
+    await rig.limits(max_position_size="1000")
+    details = await rejected(rig.order("sell", "500", type="limit", price="0.01"))
+    assert details["check"] == risk.POSITION_SIZE
+    assert details["requested"] == D("99.99") * 500  # the bid, not 0.01
+    details = await rejected(rig.order("buy", "500", type="stop", stop_price="1"))
+    assert details["check"] == risk.POSITION_SIZE
+    assert details["requested"] == D("100.01") * 500  # the ask, not the stop
+    assert not (await rig.book()).open_positions()
+
+
 async def test_daily_loss_limit_and_the_switch_to_reducing(rig: Rig) -> None:
     await rig.limits(max_daily_loss="500")
     position = await rig.position("long", "10")
