@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from rt.api import _errors
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
-from rt.engine import kill, ledger, risk
+from rt.engine import kill, risk
 from rt.engine.engine import Changes
 from rt.engine.models import Envelope
 from rt.engine.requests import EmergencyKill, EnvelopeIn, RiskKill
@@ -44,22 +44,7 @@ class KillReport(BaseModel):
 
 
 def _risk_json(call: Call, book: Any) -> dict[str, Any]:
-    engine = call.runtime.engine
-    eq = ledger.equity(book)
-    pending_notional, _ = risk.pending(book)
-    return {
-        "envelope": book.envelope.as_json(),
-        "current": {
-            "total_exposure": risk.rounded(ledger.exposure_notional(book) / eq) if eq > 0 else None,
-            "exposure_notional": ledger.exposure_notional(book),
-            "pending_notional": pending_notional,
-            "daily_loss": ledger.daily_pnl(book),
-            "active_positions": len(book.open_positions()),
-            "available_capital": eq - ledger.margin_used(book, engine.config.leverage),
-        },
-        "status": risk.status(book),
-        "trading_state": book.state,
-    }
+    return risk.report(book, call.runtime.engine.config.leverage)
 
 
 async def get_envelope(call: Call) -> dict[str, Any]:

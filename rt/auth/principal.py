@@ -13,6 +13,3 @@ class Principal:
     tier: str
     test: bool
     allow_ips: tuple[str, ...] = ()
-
-    def can(self, scope: str) -> bool:
-        return scope in self.scopes

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
 from rt.bus import EVENTS_CHANNEL, Delivery, Event, channel_of
 from rt.store import Store
+
+log = logging.getLogger("rt.bus")
 
 _SUBSCRIBER_QUEUE = 10_000
 
@@ -62,7 +65,8 @@ class MemoryBus:
         for queue in self._subscribers:
             for delivery in out:
                 if queue.full():
-                    break  # a subscriber this far behind is told by its own bounded queue policy
+                    log.error("bus subscriber %d deliveries behind: dropping", queue.qsize())
+                    break
                 queue.put_nowait(delivery)
         return out
 

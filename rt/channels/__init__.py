@@ -24,19 +24,7 @@ def _orders(engine: Engine, account_id: str) -> list[dict[str, Any]]:
 
 
 async def _risk(engine: Engine, account_id: str) -> dict[str, Any]:
-    book = await engine.book(account_id)
-    eq = ledger.equity(book)
-    return {
-        "envelope": book.envelope.as_json(),
-        "current": {
-            "exposure_notional": ledger.exposure_notional(book),
-            "total_exposure": ledger.exposure_notional(book) / eq if eq > 0 else None,
-            "daily_loss": ledger.daily_pnl(book),
-            "active_positions": len(book.open_positions()),
-        },
-        "status": risk.status(book),
-        "trading_state": book.state,
-    }
+    return risk.report(await engine.book(account_id), engine.config.leverage)
 
 
 async def _account(engine: Engine, account_id: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rt.engine import ledger
-from rt.engine.models import ZERO, Book, Envelope
+from rt.engine.models import ZERO, Book
 from rt.errors import Locked, ValidationFailed
 
 WARNING_AT = Decimal("0.8")
@@ -99,7 +99,7 @@ def pending(book: Book) -> tuple[Decimal, int]:
     return notional, count
 
 
-def evaluate(book: Book, proposal: Proposal, leverage: Decimal, extra: Envelope | None = None) -> list[Check]:
+def evaluate(book: Book, proposal: Proposal, leverage: Decimal) -> list[Check]:
     """Every check, passed or not. Raises Locked when the account is locked (closing a position still works)."""
     if book.state == "locked" and proposal.reduce_only_position is None:
         raise Locked(
@@ -122,7 +122,7 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal, extra: Envelope 
     if increase == 0:
         return checks + [Check(name, True, reason="reduces exposure") for name in CHECKS[1:]]
 
-    limit_size = env.max_position_size if extra is None else min(env.max_position_size, extra.max_position_size)
+    limit_size = env.max_position_size
     checks.append(
         Check(
             POSITION_SIZE,
@@ -149,7 +149,7 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal, extra: Envelope 
     )
 
     loss = -ledger.daily_pnl(book)
-    loss_limit = env.max_daily_loss if extra is None else min(env.max_daily_loss, extra.max_daily_loss)
+    loss_limit = env.max_daily_loss
     ok = loss < loss_limit
     checks.append(Check(DAILY_LOSS, ok, loss_limit, max(loss, ZERO), "" if ok else "daily loss limit reached"))
 
@@ -212,3 +212,22 @@ def rounded(value: Decimal) -> Decimal:
         return value.quantize(Decimal("0.0001"))
     except InvalidOperation:
         return value
+
+
+def report(book: Book, leverage: Decimal) -> dict[str, Any]:
+    """The envelope, its use and the status: GET /v1/risk/envelope and the `risk` channel's snapshot."""
+    eq = ledger.equity(book)
+    pending_notional, _ = pending(book)
+    return {
+        "envelope": book.envelope.as_json(),
+        "current": {
+            "total_exposure": rounded(ledger.exposure_notional(book) / eq) if eq > 0 else None,
+            "exposure_notional": ledger.exposure_notional(book),
+            "pending_notional": pending_notional,
+            "daily_loss": ledger.daily_pnl(book),
+            "active_positions": len(book.open_positions()),
+            "available_capital": eq - ledger.margin_used(book, leverage),
+        },
+        "status": status(book),
+        "trading_state": book.state,
+    }

@@ -40,7 +40,7 @@ def _estimate(order: Order, ticker: Ticker) -> Decimal:
 
 
 async def _submit(
-    engine: Engine, changes: Changes, venue: Exchange, order: Order, reason: str = "order", strategy_limits: Any = None
+    engine: Engine, changes: Changes, venue: Exchange, order: Order, reason: str = "order"
 ) -> list[risk.Check]:
     """Cerberus, then the venue, then the books. Raises ValidationFailed (order stored as rejected)."""
     book = changes.book
@@ -54,7 +54,7 @@ async def _submit(
         order.position_id if order.intent == "close" else None,
         nets=order.intent == "net",
     )
-    checks = risk.evaluate(book, proposal, engine.config.leverage, strategy_limits)
+    checks = risk.evaluate(book, proposal, engine.config.leverage)
     if order.strategy_id is not None and order.intent != "close" and engine.strategy_checks is not None:
         added = risk.increase_of(book, proposal)
         checks += engine.strategy_checks(book.account_id, order.strategy_id, added * proposal.price, added > 0)
