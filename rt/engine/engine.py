@@ -160,7 +160,23 @@ class Engine:
             try:
                 return await command(changes)
             finally:
-                await self.commit(changes)
+                try:
+                    await self.commit(changes)
+                except BaseException:
+                    # Nothing of this command reached the store: the book goes back to what the store holds.
+                    await self._reload(account_id)
+                    raise
+
+    async def _reload(self, account_id: str) -> None:
+        stored = {book.account_id: book for book in await self.store.load_books()}.get(account_id)
+        previous = self._books.pop(account_id, None)
+        if previous is not None:
+            for order in previous.orders.values():
+                self.untrack(order)
+        if stored is not None:
+            self._books[account_id] = stored
+            for order in stored.orders.values():
+                self.track(order)
 
     async def commit(self, changes: Changes) -> None:
         book = changes.book

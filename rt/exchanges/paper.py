@@ -33,6 +33,7 @@ class PaperExchange:
         self._slippage = slippage_bps / Decimal(10000)
         self._resting: dict[str, _Resting] = {}
         self._filling: dict[str, Fill] = {}
+        self._retry: dict[str, _Resting] = {}
         self._fill_handlers: list[FillHandler] = []
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -134,6 +135,7 @@ class PaperExchange:
             price = self._fill_price(resting.spec, ticker)
             if price is not None:
                 del self._resting[venue_order_id]
+                self._retry[venue_order_id] = resting
                 fills.append(self._fill(venue_order_id, price, resting.spec.quantity))
         if fills and self._fill_handlers:
             self._filling.update((fill.venue_order_id, fill) for fill in fills)
@@ -149,6 +151,11 @@ class PaperExchange:
                         await handler(fill)
                     except Exception:
                         log.exception("fill handler failed", extra={"venue_order_id": fill.venue_order_id})
+                        # Not booked: the order rests again and fills (and is booked) on a later tick.
+                        resting = self._retry.get(fill.venue_order_id)
+                        if resting is not None and fill.venue_order_id in self._filling:
+                            self._resting[fill.venue_order_id] = resting
         finally:
             for fill in fills:
                 self._filling.pop(fill.venue_order_id, None)
+                self._retry.pop(fill.venue_order_id, None)

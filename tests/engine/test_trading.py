@@ -54,6 +54,36 @@ async def test_a_limit_order_rests_until_the_price_crosses_it(rig: Rig) -> None:
     assert stored.id == order.id and stored.fee == D("94.51") * FEE
 
 
+async def test_a_fill_the_engine_fails_to_book_rests_again_and_is_booked_later(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = await rig.order("buy", "1", type="limit", price="95")
+    save = rig.store.save
+    failures = []
+
+    async def failing_once(batch: object) -> None:
+        if not failures:
+            failures.append(batch)
+            raise OSError("disk full")
+        await save(batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rig.store, "save", failing_once)
+    rig.set_price("94.5")
+    await rig.settle()
+    book = await rig.book()  # back to what the store holds: the order open, no position, the balance untouched
+    assert failures and book.orders[order.id].status == "open"
+    assert book.open_positions() == [] and book.balance == START
+
+    rig.set_price("94.6")  # the next tick fills it again, and now it is booked
+    await rig.settle()
+    book = await rig.book()
+    assert order.id not in book.orders
+    (position,) = book.open_positions()
+    assert position.quantity == D(1)
+    (stored,) = await rig.stored_orders("filled")
+    assert stored.id == order.id
+
+
 async def test_a_limit_sell_fills_when_the_bid_reaches_it(rig: Rig) -> None:
     order = await rig.order("sell", "1", type="limit", price="105")
     rig.set_price("105.01")  # bid 105.00
