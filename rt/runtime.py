@@ -182,10 +182,13 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
 
                 runtime.spawn(metrics.serve(runtime, settings.metrics_port), "metrics")
             account_venues = await _account_venues(store, box, engine.venues)
-            await engine.start()
+            # The runner knows its strategies and listens for fills before the market starts moving.
             await runtime.runner.start()
-            runtime.spawn(runtime.runner.run_clock(), "strategy-clock")
             runtime.spawn(runtime.runner.run_fills(), "strategy-fills")
+            await asyncio.sleep(0)
+            await engine.start()
+            await runtime.runner.reconcile()
+            runtime.spawn(runtime.runner.run_clock(), "strategy-clock")
             runtime.runner.listen(engine.venues.all())
             if account_venues:
                 from rt.exchanges.ccxt_exchange import resume

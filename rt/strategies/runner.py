@@ -51,6 +51,23 @@ class Runner:
             if record.status == "active":
                 self._live[record.id] = (record, self._instance(record))
 
+    async def reconcile(self) -> None:
+        """Orders of a strategy that filled or went away while the process was down: feed the fills to it now."""
+        for record, instance in list(self._live.values()):
+            tracked: dict[str, str] = record.state.get("orders", {})
+            missed = []
+            for order_id, tag in list(tracked.items()):
+                stored = await self.store.get_order(record.account_id, order_id)
+                if stored is not None and stored.status == "open":
+                    continue
+                del tracked[order_id]
+                if stored is not None and stored.status == "filled" and stored.average_price is not None:
+                    missed.append((tag, stored.side, stored.average_price, stored.filled_quantity))
+            for tag, side, price, quantity in missed:
+                await self._place(record, instance.on_fill(tag, side, price, quantity))
+            if missed:
+                await self.store.save_strategy(record)
+
     def _instance(self, record: StrategyRecord) -> Strategy:
         kind = types()[record.type]
         return kind(kind.config_model.model_validate(record.config), record.state)

@@ -894,3 +894,56 @@ def test_kill_lock_survives_a_restart_until_unlock(tmp_path: Path) -> None:
         assert ok(http.post("/v1/risk/kill", json={"action": "UNLOCK"}))["trading_state"] == "active"
         assert ok(http.post("/v1/orders", json=order), 201)["order"]["status"] == "filled"
         assert ok(http.get("/v1/account"))["trading_state"] == "active"
+
+
+# strategies
+
+
+def test_strategies_deploy_list_with_performance_stop_and_start(trader: Trader, other: Trader) -> None:
+    http = trader.http
+    body = {
+        "name": "ETH grid",
+        "type": "grid",
+        "exchange": "paper",
+        "symbol": "ETH/USDT",
+        "config": {"grid_levels": 5, "price_range": [3000, 3400], "quantity_per_level": 0.01},
+        "risk_limits": {"max_position_size": 5000, "max_daily_loss": 500, "stop_loss_pct": 0.02},
+    }
+    created = ok(http.post("/v1/strategies", json=body), 201)["strategy"]
+    assert created["id"].startswith("strat_") and created["status"] == "active"
+    assert created["config"] == body["config"] and created["risk_limits"] == body["risk_limits"]
+    assert created["performance"] == {"total_pnl": 0, "win_rate": 0, "trades": 0}
+    resting = listed(http, "orders", status="open")["orders"]
+    assert sorted(o["price"] for o in resting) == [3000, 3100, 3200, 3300, 3400]  # every level under 3500
+    assert {o["strategy_id"] for o in resting} == {created["id"]}
+    assert all(o["stop_loss"] == pytest.approx(o["price"] * 0.98) for o in resting)
+
+    listing = ok(http.get("/v1/strategies"))
+    assert listing["total"] == 1 and listing["strategies"][0]["id"] == created["id"]
+    assert ok(other.http.get("/v1/strategies"))["total"] == 0
+    problem(other.http.get(f"/v1/strategies/{created['id']}"), 404, "NOT_FOUND")
+
+    stopped = ok(http.post(f"/v1/strategies/{created['id']}/stop"))["strategy"]
+    assert stopped["status"] == "stopped" and listed(http, "orders", status="open")["total"] == 0
+    started = ok(http.post(f"/v1/strategies/{created['id']}/start"))["strategy"]
+    assert started["status"] == "active" and listed(http, "orders", status="open")["total"] == 5
+
+    ok(http.post("/v1/emergency/kill", json={"reason": "test", "confirm": True}))
+    assert ok(http.get(f"/v1/strategies/{created['id']}"))["strategy"]["status"] == "halted"
+
+
+def test_a_bad_strategy_is_a_400_naming_the_field(trader: Trader) -> None:
+    base = {
+        "name": "x",
+        "type": "grid",
+        "symbol": "ETH/USDT",
+        "config": {"grid_levels": 5, "price_range": [3000, 3400], "quantity_per_level": 0.01},
+    }
+    for change, field in (
+        ({"type": "martingale"}, "type"),
+        ({"config": {"grid_levels": 5, "price_range": [3400, 3000], "quantity_per_level": 0.01}}, "config"),
+        ({"risk_limits": {"stop_loss_pct": 3}}, "risk_limits.stop_loss_pct"),
+        ({"symbol": "NOPE/USDT"}, "symbol"),
+    ):
+        body = problem(trader.http.post("/v1/strategies", json={**base, **change}), 400, "BAD_REQUEST")
+        assert any(e["field"].startswith(field) for e in body["errors"]), (field, body)
