@@ -123,6 +123,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.scope is not None:
         ok["headers"] = _RATE_HEADERS
     responses: dict[str, Any] = {str(op.status): ok}
+    for status, description in op.also:
+        responses[str(status)] = {**ok, "description": description}
     by_status: dict[int, list[str]] = {}
     for code in op.errors:
         by_status.setdefault(STATUS_OF[code], []).append(code)

@@ -153,6 +153,7 @@ OPERATIONS = [
         response=PositionCreatedEnvelope,
         status=201,
         errors=_errors.TRADE,
+        also=((202, "Accepted: a limit entry rests at the venue (status pending)"),),
         command="position.open",
         idempotent=True,
         description="Without entry_price the position opens at market (201, status open). With entry_price "

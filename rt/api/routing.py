@@ -70,6 +70,7 @@ class Operation:
     description: str = ""
     idempotent: bool = False
     command: str | None = None  # the WebSocket command that is this route's twin (same idempotency keys)
+    also: tuple[tuple[int, str], ...] = ()  # other success statuses, with what they mean
     idempotency_field: str | None = None
 
     @property
