@@ -1,5 +1,7 @@
-"""Redis twin of the bus: one sequence per (account, channel) across every instance, history in a capped Stream,
-live fan-out over Pub/Sub. One Lua script sequences, stores and announces a whole batch, so order is global."""
+"""Redis twin of the bus: one sequence per (account, channel) across every instance, history in a capped Stream per
+(account, channel), and one global Stream every instance reads for live fan-out. One Lua script sequences and appends
+a whole batch, so the order is the same everywhere, and an instance that loses its connection resumes from the last
+entry id it read: nothing is lost in between."""
 
 from __future__ import annotations
 
@@ -18,21 +20,26 @@ from rt.wire import dumps
 
 log = logging.getLogger("rt.bus.redis")
 
-# ARGV: maxlen, then per delivery: seq key, stream key, channel, event json. Returns the seqs.
+# ARGV: maxlen, the global stream, its maxlen, then per delivery: seq key, stream key, channel, event json.
+# Returns the seqs.
 _PUBLISH = """
 local maxlen = tonumber(ARGV[1])
-local topic = ARGV[2]
+local global = ARGV[2]
+local global_maxlen = tonumber(ARGV[3])
 local seqs = {}
-local i = 3
+local i = 4
 while i <= #ARGV do
   local seq = redis.call('INCR', ARGV[i])
   redis.call('XADD', ARGV[i + 1], 'MAXLEN', '~', maxlen, seq .. '-1', 'e', ARGV[i + 3])
-  redis.call('PUBLISH', topic, '{"c":' .. cjson.encode(ARGV[i + 2]) .. ',"s":' .. seq .. ',"e":' .. ARGV[i + 3] .. '}')
+  redis.call('XADD', global, 'MAXLEN', '~', global_maxlen, '*', 'c', ARGV[i + 2], 's', seq, 'e', ARGV[i + 3])
   table.insert(seqs, seq)
   i = i + 4
 end
 return seqs
 """
+
+_GLOBAL_MAXLEN = 100_000  # what an instance may fall behind by before it misses events
+_READ_BLOCK_MS = 5_000
 
 
 _RETRY_FIRST = 0.1
@@ -57,7 +64,7 @@ class RedisBus:
         self._url = url
         self._prefix = prefix
         self._history = history
-        self._topic = f"{prefix}:bus"
+        self._topic = f"{prefix}:bus"  # the global stream, and the name of each instance's reading connection
         self._publish = self._redis.register_script(_PUBLISH)
 
     def _seq_key(self, account_id: str, channel: str) -> str:
@@ -69,7 +76,7 @@ class RedisBus:
     async def publish(self, events: list[Event]) -> list[Delivery]:
         if not events:
             return []
-        args: list[Any] = [self._history, self._topic]
+        args: list[Any] = [self._history, self._topic, _GLOBAL_MAXLEN]
         slots: list[tuple[str, Event]] = []
         for event in events:
             payload = _event_json(event)
@@ -85,50 +92,30 @@ class RedisBus:
         return [Delivery(channel, int(seq), event) for (channel, event), seq in zip(slots, seqs, strict=True)]
 
     async def subscribe(self) -> AsyncIterator[Delivery]:
-        """Live deliveries; after a lost connection, resubscribe and replay from the Streams what went by meanwhile."""
-        last: dict[tuple[str, str], int] = {}
+        """Every delivery from now on, read from the global stream; after a lost connection, from where it stopped."""
+        last_id: bytes | None = None
         delay = _RETRY_FIRST
-        resumed = False
         while True:
             client: aioredis.Redis = aioredis.Redis.from_url(self._url, client_name=self._topic)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._topic)
-                # Subscribed first, then read history: an event in both is yielded once, none falls in between.
-                replayed: dict[tuple[str, str], int] = {}
-                if resumed:
-                    for (account_id, channel), seq in list(last.items()):
-                        missed = await self.history(account_id, channel, seq)
-                        if missed is None:
-                            log.warning("bus history no longer reaches back", extra={"channel": channel, "seq": seq})
-                        for delivery in missed or ():
-                            last[(account_id, channel)] = replayed[(account_id, channel)] = delivery.seq
-                            yield delivery
-                resumed = True
+                if last_id is None:
+                    newest: Any = await client.xrevrange(self._topic, count=1)
+                    last_id = newest[0][0] if newest else b"0-0"
                 delay = _RETRY_FIRST
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    try:
-                        raw = orjson.loads(message["data"])
-                        e = raw["e"]
-                        event = Event(e["account_id"], e["event"], e["data"], id=e["id"], ts_us=e["ts_us"])
-                        delivery = Delivery(raw["c"], int(raw["s"]), event)
-                    except (KeyError, ValueError, orjson.JSONDecodeError):
-                        log.warning("malformed bus message dropped")
-                        continue
-                    key = (delivery.event.account_id, delivery.channel)
-                    if key in replayed:
-                        if delivery.seq <= replayed[key]:
-                            continue
-                        del replayed[key]
-                    last[key] = delivery.seq
-                    yield delivery
+                while True:
+                    reply: Any = await client.xread({self._topic: last_id}, block=_READ_BLOCK_MS, count=1000)
+                    for _, entries in reply or ():
+                        for entry_id, fields in entries:
+                            last_id = entry_id
+                            try:
+                                delivery = Delivery(fields[b"c"].decode(), int(fields[b"s"]), _event(fields[b"e"]))
+                            except (KeyError, ValueError, orjson.JSONDecodeError):
+                                log.warning("malformed bus entry dropped")
+                                continue
+                            yield delivery
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-                log.warning("bus subscription lost, resubscribing", extra={"error": str(exc), "retry_in": delay})
+                log.warning("bus connection lost, resuming", extra={"error": str(exc), "retry_in": delay})
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):
                     await client.aclose()
             await asyncio.sleep(delay)
