@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Literal, Protocol
 
 from rt.errors import RtError
@@ -32,6 +32,30 @@ class Market:
     price_step: Decimal
     amount_step: Decimal
     min_amount: Decimal
+
+    def round_price(self, price: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+        """`price` on this market's price step, the nearest by default (for prices rt computes: grid levels, stops)."""
+        return _to_step(price, self.price_step, rounding)
+
+    def round_amount(self, amount: Decimal, rounding: str = ROUND_DOWN) -> Decimal:
+        """`amount` on this market's amount step, rounded down by default so it never exceeds what was meant."""
+        return _to_step(amount, self.amount_step, rounding)
+
+    def price_on_step(self, price: Decimal) -> bool:
+        return _on_step(price, self.price_step)
+
+    def amount_on_step(self, amount: Decimal) -> bool:
+        return _on_step(amount, self.amount_step)
+
+
+def _to_step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
+    if step <= 0:  # the venue gives no step: any value goes
+        return value
+    return (value / step).to_integral_value(rounding) * step
+
+
+def _on_step(value: Decimal, step: Decimal) -> bool:
+    return step <= 0 or value % step == 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,11 @@ class Exchange(Protocol):
     def on_tick(self, handler: TickHandler) -> None: ...
 
 
+async def market_of(venue: Exchange, symbol: str) -> Market | None:
+    """The venue's market for `symbol`, or None when it has no such market."""
+    return next((m for m in await venue.markets() if m.symbol == symbol), None)
+
+
 __all__ = [
     "Exchange",
     "ExchangeRejected",
@@ -108,4 +137,5 @@ __all__ = [
     "TickHandler",
     "Ticker",
     "VenueOrder",
+    "market_of",
 ]
