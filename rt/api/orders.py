@@ -10,12 +10,12 @@ from pydantic import BaseModel
 
 from rt.api import _errors
 from rt.api.models import Page
+from rt.api.responses import JSON
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine import trading
 from rt.engine.requests import OrderRequest
 from rt.errors import NotFound
-from rt.wire import JSON
 
 
 class OrderQuery(Page):

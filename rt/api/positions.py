@@ -10,13 +10,13 @@ from pydantic import BaseModel, Field
 
 from rt.api import _errors
 from rt.api.models import Page
+from rt.api.responses import JSON
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine import trading
 from rt.engine.models import Position
 from rt.engine.requests import PositionRequest, PositionUpdate
 from rt.errors import NotFound
-from rt.wire import JSON
 
 STATUSES: dict[str, tuple[str, ...] | None] = {
     "open": ("open",),

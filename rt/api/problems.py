@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rt import errors
+from rt.api.responses import ProblemJSON
 from rt.errors import RtError
-from rt.wire import ProblemJSON
 
 
 def problem_response(exc: RtError, request_id: str | None) -> Response:

@@ -19,12 +19,12 @@ from starlette.routing import Route
 from rt import errors
 from rt.api.idempotency import fingerprint
 from rt.api.problems import problem_response, request_id_of
+from rt.api.responses import JSON
 from rt.auth.guard import Credentials, rate_headers
 from rt.auth.network import client_ip
 from rt.auth.principal import Principal
 from rt.errors import BadRequest, PayloadTooLarge, RtError, UnsupportedMediaType
 from rt.runtime import Runtime
-from rt.wire import JSON
 
 log = logging.getLogger("rt.api")
 

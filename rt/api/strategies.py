@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field
 
 from rt.api import _errors
 from rt.api.models import Page, Strict
+from rt.api.responses import JSON
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.strategies.models import StrategyRecord
-from rt.wire import JSON
 
 
 class StrategyCreate(Strict):

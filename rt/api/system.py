@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from starlette.responses import HTMLResponse, Response
 
 from rt import __version__
+from rt.api.responses import JSON
 from rt.api.routing import Call, Operation
-from rt.wire import JSON
 
 _CHECK_TIMEOUT = 2.0
 

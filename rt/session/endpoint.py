@@ -8,13 +8,13 @@ import logging
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from rt.api.responses import ProblemJSON
 from rt.auth.network import client_ip, contains, parse_networks
 from rt.auth.principal import Principal
 from rt.errors import IP_LOCKED_OUT, RtError
 from rt.runtime import Runtime
 from rt.session import protocol
 from rt.session.connection import Session, receive_frame
-from rt.wire import ProblemJSON
 
 log = logging.getLogger("rt.session")
 
