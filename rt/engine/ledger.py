@@ -130,6 +130,21 @@ def open_position(
     return position
 
 
+def nettable(book: Book, exchange: str, symbol: str, side: str, owner: str | None) -> list[Position]:
+    """The open positions an order on this side may reduce: the opposite side, same venue and symbol, same owner
+    (a strategy's orders net only against that strategy's positions, manual orders only against manual ones)."""
+    opposite = "short" if side == "buy" else "long"
+    return [
+        p
+        for p in book.open_positions()
+        if p.exchange == exchange and p.symbol == symbol and p.side == opposite and p.strategy_id == owner
+    ]
+
+
+def _age(position: Position) -> datetime:
+    return position.created_at
+
+
 def apply_fill(book: Book, order: Order, fill: Fill, new_position_id: str, reason: str = "order") -> Applied:
     """Book a fill: update the order, then open, reduce or net positions as the order's intent says."""
     out = Applied()
@@ -145,12 +160,9 @@ def apply_fill(book: Book, order: Order, fill: Fill, new_position_id: str, reaso
         return out
     # A close whose position is already gone (closed by another fill first) still moved the market: it nets.
     if order.intent in ("net", "close"):
-        opposite = "short" if order.side == "buy" else "long"
-        for position in sorted(book.open_positions(), key=lambda p: p.created_at):
+        for position in sorted(nettable(book, order.exchange, order.symbol, order.side, order.strategy_id), key=_age):
             if remaining <= 0:
                 break
-            if position.exchange != order.exchange or position.symbol != order.symbol or position.side != opposite:
-                continue
             take = min(remaining, position.quantity)
             reduce_position(book, position, fill.price, take, fill.fee * take / fill.quantity, reason, out)
             remaining -= take

@@ -38,6 +38,8 @@ class Proposal:
     reduce_only_position: str | None = None
     # A net order closes opposite positions first; a position's entry order always opens a new one.
     nets: bool = True
+    # Who places it: a strategy id, or None for a manual order (netting is per owner).
+    strategy_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,10 @@ def increase_of(book: Book, proposal: Proposal) -> Decimal:
         return ZERO
     if not proposal.nets:
         return proposal.quantity
-    opposite = "short" if proposal.side == "buy" else "long"
-    reducible = sum(
-        (
-            p.quantity
-            for p in book.open_positions()
-            if p.exchange == proposal.exchange and p.symbol == proposal.symbol and p.side == opposite
-        ),
-        ZERO,
-    )
-    # Resting orders on the same side reduce those positions first, so they are not reducible twice.
+    owner = proposal.strategy_id
+    mine = ledger.nettable(book, proposal.exchange, proposal.symbol, proposal.side, owner)
+    reducible = sum((p.quantity for p in mine), ZERO)
+    # Resting orders of the same owner on the same side reduce those positions first, so not reducible twice.
     claimed = sum(
         (
             o.quantity
@@ -83,6 +79,7 @@ def increase_of(book: Book, proposal: Proposal) -> Decimal:
             and o.exchange == proposal.exchange
             and o.symbol == proposal.symbol
             and o.side == proposal.side
+            and o.strategy_id == owner
         ),
         ZERO,
     )

@@ -53,6 +53,7 @@ async def _submit(
         _estimate(order, ticker),
         order.position_id if order.intent == "close" else None,
         nets=order.intent == "net",
+        strategy_id=order.strategy_id,
     )
     checks = risk.evaluate(book, proposal, engine.config.leverage)
     if order.strategy_id is not None and order.intent != "close" and engine.strategy_checks is not None:

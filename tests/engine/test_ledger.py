@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from rt.engine import kill, ledger
 from rt.engine.engine import EngineConfig
 from rt.engine.models import Envelope
+from rt.errors import ValidationFailed
 from tests.engine.conftest import FEE, START, Rig, RigFactory
 
 D = Decimal
@@ -281,3 +282,41 @@ def test_net_quantities_add_up_exactly(orders: list[tuple[str, Decimal]]) -> Non
 def test_point_one_plus_point_two_closes_exactly_point_three(tmp_path: Path) -> None:
     plan = [("buy", D("0.1")), ("buy", D("0.2")), ("sell", D("0.3"))]
     asyncio.run(_net_quantities_are_exact(plan, str(tmp_path / "rt.db")))
+
+
+# Netting by owner: a strategy's orders net only against its own positions, manual orders only against manual ones.
+
+STRAT = "strat_owner_a"
+
+
+async def test_a_strategy_sell_does_not_close_a_manual_long(rig: Rig) -> None:
+    manual = await rig.position("long", "1")
+    held = await rig.position("long", "1", strategy_id=STRAT)
+    await rig.order("sell", "1", strategy_id=STRAT)
+    assert (manual.status, held.status) == ("open", "closed")
+    assert held.close_reason == "order"
+
+    short = await rig.order("sell", "1", strategy_id=STRAT)  # nothing of its own left: it opens its own short
+    (opened,) = [p for p in (await rig.book()).open_positions() if p.id == short.position_id]
+    assert (opened.side, opened.strategy_id) == ("short", STRAT)
+    assert manual.status == "open"
+
+
+async def test_a_manual_sell_does_not_close_a_strategys_long(rig: Rig) -> None:
+    held = await rig.position("long", "1", strategy_id=STRAT)
+    await rig.order("sell", "1", strategy_id="strat_owner_b")  # another strategy's sell is not this one's either
+    order = await rig.order("sell", "1")
+    assert held.status == "open"
+    (manual,) = [p for p in (await rig.book()).open_positions() if p.id == order.position_id]
+    assert (manual.side, manual.strategy_id) == ("short", None)
+
+
+async def test_cerberus_judges_exposure_by_the_same_owner_rule(rig: Rig) -> None:
+    await rig.position("long", "1")
+    await rig.set_state("reducing")
+    # The manual long cannot be reduced by a strategy's sell: that sell opens exposure, which reducing refuses.
+    with pytest.raises(ValidationFailed) as refused:
+        await rig.order("sell", "1", strategy_id=STRAT)
+    assert refused.value.extra["details"]["check"] == "trading_state"
+    await rig.order("sell", "1")  # the manual sell does reduce it
+    assert (await rig.book()).open_positions() == []
