@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import orjson
+
 T = TypeVar("T")
 
 
@@ -42,3 +44,14 @@ def from_row(cls: type[T], row: Any) -> T:
         else:
             values[name] = raw
     return cls(**values)
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def state_json(value: Any) -> str:
+    """State kept as JSON (not event data, which rt.wire encodes): Decimals as their exact text."""
+    return orjson.dumps(value, default=_exact).decode()

@@ -13,8 +13,9 @@ import orjson
 
 from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
-from rt.store._rows import columns, from_row, to_row
+from rt.store._rows import columns, from_row, state_json, to_row
 from rt.store.models import StoredResponse, TradeBatch
+from rt.wire import dumps
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ def _book_row(book: Book) -> tuple[Any, ...]:
         str(book.balance),
         book.currency,
         book.state,
-        orjson.dumps(book.envelope.as_json(), default=str).decode(),
+        state_json(book.envelope.as_json()),
         book.day,
         str(book.day_realized),
         str(book.realized_total),
@@ -91,6 +92,7 @@ class TradingTables:
 
     async def save(self, batch: TradeBatch) -> None:
         db = self._db
+        events = [(e.id, e.account_id, e.event, dumps(e.data).decode(), e.ts_us) for e in batch.events]
         # The engine serializes per account only: two accounts' commits share this one connection.
         async with self._write:
             await db.execute("BEGIN")
@@ -101,13 +103,9 @@ class TradingTables:
                     await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
                 if batch.orders:
                     await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
-                if batch.events:
+                if events:
                     await db.executemany(
-                        "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)",
-                        [
-                            (e.id, e.account_id, e.event, orjson.dumps(e.data, default=str).decode(), e.ts_us)
-                            for e in batch.events
-                        ],
+                        "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)", events
                     )
                 await db.execute("COMMIT")
             except BaseException:

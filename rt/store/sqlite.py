@@ -20,6 +20,7 @@ from rt.store._sqlite_trading import TradingTables
 from rt.store._sqlite_venues import VenueTables
 from rt.store.migrations import load
 from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
+from rt.wire import dumps
 
 
 def _ms(at: datetime | None) -> int | None:
@@ -271,10 +272,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
         async with self._write:
             await self._db.executemany(
                 "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, orjson.dumps(e.detail).decode())
-                    for e in entries
-                ],
+                [(_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries],
             )
 
     async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]:
