@@ -86,6 +86,8 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
+    # Starlette would redirect /v1/account/ to an absolute URL built from the client's Host header.
+    app.router.redirect_slashes = False
     app.state.openapi = openapi.build(OPERATIONS)
     app.state.asyncapi = asyncapi.build()
     return app

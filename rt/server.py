@@ -8,6 +8,7 @@ import socket
 import uvicorn
 from starlette.applications import Starlette
 
+from rt._http import BoundedHttpToolsProtocol
 from rt.config import Settings
 
 
@@ -30,6 +31,7 @@ def serve(app: Starlette, settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
+        http=BoundedHttpToolsProtocol,
         proxy_headers=False,  # X-Forwarded-For is believed only from RT_TRUSTED_PROXIES, by rt itself
         access_log=False,  # it would print query strings, which may hold WebSocket tokens
         log_config=None,

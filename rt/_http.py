@@ -1,0 +1,147 @@
+"""uvicorn's httptools protocol with bounds on a request's head, refused as problem+json before the app sees it.
+
+httptools itself has no bound: it grows a header by concatenation for as long as the client sends, so one client's
+endless header held the event loop for seconds while everyone else waited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from rt.errors import BAD_REQUEST, RtError
+from rt.wire import dumps
+
+log = logging.getLogger("rt.http")
+
+MAX_REQUEST_LINE = 8 * 1024  # nginx's large_client_header_buffers
+MAX_HEAD_BYTES = 16 * 1024  # h11's and Node's bound on request line plus headers
+MAX_HEADERS = 100  # Apache's LimitRequestFields
+LINGER_S = 2.0  # how long the rest of a refused request is read and dropped, so the client sees the refusal
+
+_REASONS = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # between messages or inside a request line and headers
+        self._head_bytes = 0
+        self._message_ended = False
+        self._draining = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return
+        chunk_in_head = self._in_head
+        self._message_ended = False
+        try:
+            self._feed(data)
+        except _Refused as refused:
+            self._answer(refused)
+            return
+        if not self._in_head or self.transport.is_closing():
+            return
+        # The head is still open after this chunk. When the chunk began inside it and no message ended within it,
+        # every byte of it belongs to the head; otherwise it is not counted (pipelining: off by one read at most).
+        if chunk_in_head and not self._message_ended:
+            self._head_bytes += len(data)
+        try:
+            self._check_head(self._head_bytes, len(self.headers))
+        except _Refused as refused:
+            self._answer(refused)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's data_received, except that a refusal raised in a parser callback is ours to answer."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Refused):
+                raise exc.__context__ from None
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._check_head(self._head_size(), len(self.headers))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._check_head(self._head_size(), len(self.headers))
+
+    def on_headers_complete(self) -> None:
+        self._check_head(self._head_size(), len(self.headers))
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+        self._message_ended = True
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _check_head(self, size: int, count: int) -> None:
+        refused: _Refused | None = None
+        if len(self.url) > MAX_REQUEST_LINE:
+            refused = _Refused(414, f"the request line is longer than {MAX_REQUEST_LINE} bytes")
+        elif count > MAX_HEADERS:
+            refused = _Refused(431, f"a request may carry at most {MAX_HEADERS} headers")
+        elif size > MAX_HEAD_BYTES:
+            refused = _Refused(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
+        if refused is not None:
+            raise refused
+
+    def _answer(self, refused: _Refused) -> None:
+        request_id = f"req_{secrets.token_hex(10)}"
+        error = RtError(refused.detail, status=refused.status, code=BAD_REQUEST)
+        body = dumps(error.problem(request_id))
+        head = [b"HTTP/1.1 %d %s\r\n" % (refused.status, _REASONS[refused.status])]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"x-request-id: " + request_id.encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        log.info(
+            "request refused",
+            extra={"status": refused.status, "reason": refused.detail, "request_id": request_id, "ip": self._ip()},
+        )
+        # Closing with the client's bytes still unread would reset the connection and lose the answer: send it,
+        # stop writing, and drop what still arrives for a bounded time, as nginx's lingering close does.
+        self._draining = True
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
+
+    def _ip(self) -> str | None:
+        return self.client[0] if self.client else None

@@ -1,0 +1,161 @@
+"""End to end: what `rt serve` refuses before the app sees a request, and what it says and creates when it starts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.checks import PROBLEM_JSON, LeakCheck, assert_problem
+from tests.e2e.server import Server, run_server
+
+pytestmark = pytest.mark.e2e
+
+PAD_BYTES = 64 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, leaks: LeakCheck) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("server") / "data") as started:
+        yield leaks.watch(started)
+
+
+def connect(server: Server) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length, and whether the server then closed the connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside the body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def assert_refused(status: int, headers: dict[str, str], body: bytes, expected: int) -> None:
+    assert status == expected, body
+    assert headers["content-type"].startswith(PROBLEM_JSON)
+    assert headers["connection"] == "close"
+    problem = json.loads(body)
+    assert problem["status"] == expected and problem["code"] == "BAD_REQUEST"
+    assert problem["title"] and problem["detail"]
+    assert problem["instance"] == headers["x-request-id"]
+
+
+def send_forever(sock: socket.socket, first: bytes, total: int) -> None:
+    """What an attacker does: keep sending until the server hangs up, up to `total` bytes."""
+    pad = b"a" * 65536
+    try:
+        sock.sendall(first)
+        sent = 0
+        while sent < total:
+            sock.sendall(pad)
+            sent += len(pad)
+    except OSError:
+        pass
+
+
+def health_is_fast(server: Server, rounds: int = 10) -> list[float]:
+    times = []
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for _ in range(rounds):
+            started = time.monotonic()
+            assert http.get("/v1/health").status_code == 200
+            times.append(time.monotonic() - started)
+    return times
+
+
+def test_a_huge_header_is_refused_at_once_while_others_are_served(server: Server) -> None:
+    with connect(server) as sock:
+        first = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        attacker = threading.Thread(target=send_forever, args=(sock, first, PAD_BYTES), daemon=True)
+        started = time.monotonic()
+        attacker.start()
+        times = health_is_fast(server)
+        status, headers, body = read_response(sock)
+        assert time.monotonic() - started < 5
+        assert_refused(status, headers, body, 431)
+        assert closed_by_server(sock)
+        attacker.join(10)
+        assert not attacker.is_alive()
+    assert max(times) < 1.0, times
+
+
+def test_a_huge_header_sent_in_one_piece_is_refused(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 40_000 + b"\r\n\r\n")
+        assert_refused(*read_response(sock), 431)
+        assert closed_by_server(sock)
+
+
+def test_too_many_headers_are_refused_and_the_most_allowed_pass(server: Server) -> None:
+    def request(count: int) -> bytes:
+        lines = b"".join(b"X-H%d: v\r\n" % i for i in range(count - 1))
+        return b"GET /v1/health HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n"
+
+    with connect(server) as sock:
+        sock.sendall(request(100))
+        status, _, _ = read_response(sock)
+        assert status == 200
+        sock.sendall(request(101))
+        assert_refused(*read_response(sock), 431)
+        assert closed_by_server(sock)
+
+
+def test_a_huge_request_line_is_refused(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /v1/health?pad=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert_refused(*read_response(sock), 414)
+        assert closed_by_server(sock)
+    with connect(server) as sock:
+        attacker = threading.Thread(target=send_forever, args=(sock, b"GET /v1/health?pad=", PAD_BYTES), daemon=True)
+        attacker.start()
+        assert_refused(*read_response(sock), 414)
+        assert closed_by_server(sock)
+        attacker.join(10)
+        assert not attacker.is_alive()
+
+
+def test_headers_within_the_limits_keep_the_connection(server: Server) -> None:
+    with connect(server) as sock:
+        for _ in range(3):
+            sock.sendall(
+                b"GET /v1/health?pad=" + b"a" * 4000 + b" HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"b" * 8000 + b"\r\n\r\n"
+            )
+            status, headers, _ = read_response(sock)
+            assert status == 200
+            assert headers.get("connection") != "close"
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_clients_host(server: Server) -> None:
+    with server.client(server.key, follow_redirects=False) as http:
+        for path in ("/v1/account/", "/v1/health/", "/v1/orders/?status=open"):
+            response = http.get(path, headers={"Host": "evil.example"})
+            assert "evil.example" not in response.headers.get("location", "")
+            assert_problem(response, 404, "NOT_FOUND")
