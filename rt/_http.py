@@ -23,8 +23,6 @@ MAX_HEAD_BYTES = 16 * 1024  # h11's and Node's bound on request line plus header
 MAX_HEADERS = 100  # Apache's LimitRequestFields
 LINGER_S = 2.0  # how long the rest of a refused request is read and dropped, so the client sees the refusal
 
-_REASONS = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
-
 
 class _Refused(Exception):
     def __init__(self, status: int, detail: str) -> None:
@@ -122,7 +120,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         request_id = f"req_{secrets.token_hex(10)}"
         error = RtError(refused.detail, status=refused.status, code=BAD_REQUEST)
         body = dumps(error.problem(request_id))
-        head = [b"HTTP/1.1 %d %s\r\n" % (refused.status, _REASONS[refused.status])]
+        head = [b"HTTP/1.1 %d %s\r\n" % (refused.status, error.title.encode())]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head += [
             b"content-type: application/problem+json\r\n",

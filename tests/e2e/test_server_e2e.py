@@ -64,7 +64,8 @@ def assert_refused(status: int, headers: dict[str, str], body: bytes, expected: 
     assert headers["connection"] == "close"
     problem = json.loads(body)
     assert problem["status"] == expected and problem["code"] == "BAD_REQUEST"
-    assert problem["title"] and problem["detail"]
+    assert problem["title"] == {414: "URI Too Long", 431: "Request Header Fields Too Large"}[expected]
+    assert problem["detail"]
     assert problem["instance"] == headers["x-request-id"]
 
 
