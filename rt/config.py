@@ -44,7 +44,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "RT_PORT", 8080, int, "TCP port to listen on."),
     Option("data_dir", "RT_DATA_DIR", "./rt-data", str, "Directory for the SQLite store, pepper and secret key."),
     Option("database_url", "RT_DATABASE_URL", "", str, "Store URL; empty means SQLite at DATA_DIR/rt.db."),
-    Option("redis_url", "RT_REDIS_URL", "", str, "Redis URL; when set, rate limits and lockouts are shared."),
+    Option(
+        "redis_url",
+        "RT_REDIS_URL",
+        "",
+        str,
+        "Redis URL; when set, rate limits, lockouts, WebSocket tokens and the event bus are shared.",
+    ),
     Option("redis_prefix", "RT_REDIS_PREFIX", "rt", str, "Prefix of every Redis key rt writes."),
     Option("key_pepper", "RT_KEY_PEPPER", "", str, "Pepper for API key hashes; empty means DATA_DIR/pepper.", True),
     Option(

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
+import logging
 import socket
+import stat
 
 import uvicorn
 from starlette.applications import Starlette
 
 from rt._http import BoundedHttpToolsProtocol
 from rt.config import Settings
+
+log = logging.getLogger("rt.server")
 
 
 class GracefulServer(uvicorn.Server):
@@ -26,7 +31,38 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What an operator must hear before the first client connects."""
+    warnings = []
+    if not _loopback(settings.host) and not settings.trusted_proxies:
+        warnings.append(
+            f"rt listens on {settings.host} and RT_TRUSTED_PROXIES is empty: without a TLS-terminating proxy in "
+            "front, API keys, request signatures and WebSocket tokens cross the network in clear text"
+        )
+    try:
+        mode = stat.S_IMODE(settings.data_path.stat().st_mode)
+    except OSError:
+        mode = 0  # not there yet: it is created 0700
+    if mode & 0o077:
+        warnings.append(
+            f"the data dir {settings.data_path} is open to other users (mode {mode:04o}); "
+            f"it holds the store and may hold the pepper and secret key: chmod 700 {settings.data_path}"
+        )
+    return warnings
+
+
 def serve(app: Starlette, settings: Settings) -> None:
+    for warning in startup_warnings(settings):
+        log.warning(warning)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -18,7 +18,7 @@ def _load_or_create(configured: str, path: Path) -> bytes:
         return base64.b64decode(path.read_bytes().strip())
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     raw = secrets.token_bytes(32)
     # O_EXCL: when a CLI and a server start together, one of them writes and both read the same bytes.
     try:

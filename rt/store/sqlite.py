@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,17 @@ def _account(row: Any) -> Account:
     return Account(id=row[0], name=row[1], parent_id=row[2], created_at=_dt(row[3]) or _now())
 
 
+def _owner_only(db: Path) -> None:
+    """Create the database file 0600 in a 0700 directory, and tighten a database and WAL files left looser."""
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    # SQLite gives the -wal and -shm files it creates the mode of the database file.
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        with suppress(FileNotFoundError, PermissionError):
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+
+
 class SQLiteStore(TradingTables, VenueTables, StrategyTables):
     def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = db
@@ -77,7 +89,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(Path(path))
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA busy_timeout=10000")

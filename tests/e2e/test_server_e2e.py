@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.checks import PROBLEM_JSON, LeakCheck, assert_problem
-from tests.e2e.server import Server, run_server
+from tests.e2e.server import Server, cli, run_server
 
 pytestmark = pytest.mark.e2e
 
 PAD_BYTES = 64 * 1024 * 1024
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +164,59 @@ def test_a_trailing_slash_is_not_redirected_to_the_clients_host(server: Server) 
             response = http.get(path, headers={"Host": "evil.example"})
             assert "evil.example" not in response.headers.get("location", "")
             assert_problem(response, 404, "NOT_FOUND")
+
+
+def modes(directory: Path) -> dict[str, int]:
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()}
+
+
+def test_a_fresh_data_dir_and_its_files_are_the_owners_alone(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    result = cli(data_dir, "accounts", "list")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    with run_server(data_dir, {"RT_BOOTSTRAP": "0"}) as started:
+        with started.client() as http:
+            assert http.get("/v1/health").status_code == 200
+        files = modes(data_dir)
+    assert {"rt.db", "rt.db-wal", "rt.db-shm", "pepper", "secret.key"} <= set(files), files
+    assert set(files.values()) == {0o600}, files
+    assert "open to other users" not in started.logs()
+
+
+def test_a_data_dir_open_to_others_is_warned_about(tmp_path: Path) -> None:
+    data_dir = tmp_path / "loose"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    with run_server(data_dir, {"RT_BOOTSTRAP": "0"}) as started:
+        pass
+    warnings = [line for line in started.logs().splitlines() if '"level":"warning"' in line]
+    assert any("open to other users (mode 0755)" in line and "chmod 700" in line for line in warnings), warnings
+
+
+def test_listening_beyond_loopback_without_a_proxy_warns_about_clear_text(tmp_path: Path, server: Server) -> None:
+    assert "clear text" not in server.logs()
+    with run_server(tmp_path / "open", {"RT_HOST": "0.0.0.0", "RT_BOOTSTRAP": "0"}) as exposed:
+        pass
+    warnings = [line for line in exposed.logs().splitlines() if '"level":"warning"' in line]
+    assert any("0.0.0.0" in line and "clear text" in line and "TLS" in line for line in warnings), warnings
+    proxied = {"RT_HOST": "0.0.0.0", "RT_BOOTSTRAP": "0", "RT_TRUSTED_PROXIES": "127.0.0.1"}
+    with run_server(tmp_path / "proxied", proxied) as behind_proxy:
+        pass
+    assert "clear text" not in behind_proxy.logs()
+
+
+def readme_first_start() -> list[str]:
+    """The block README.md shows after 'On its first start'."""
+    text = README.read_text()
+    block = text[text.index("On its first start") :].split("```", 2)[1]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_shows_everything_the_first_start_prints(server: Server) -> None:
+    printed = server.stdout().splitlines()
+    shown = readme_first_start()
+    assert len(printed) == len(shown), (printed, shown)
+    for line, documented in zip(printed, shown, strict=True):
+        pattern = ".+".join(re.escape(part) for part in documented.split("…"))
+        assert re.fullmatch(pattern, line), (line, documented)
