@@ -11,10 +11,10 @@ from rt.engine.requests import EmergencyKill, OrderRequest, PositionRequest
 from rt.session import commands, protocol
 
 _EVENTS = {
-    "positions": ["position.opened", "position.updated", "position.closed", "position.rejected"],
+    "positions": ["position.opened", "position.updated", "position.closed", "position.canceled", "position.rejected"],
     "orders": ["order.created", "order.filled", "order.canceled", "order.rejected"],
     "strategies": ["strategy.started", "strategy.stopped"],
-    "risk": ["risk.limit_reached", "emergency.kill_triggered"],
+    "risk": ["risk.limit_reached", "risk.envelope_updated", "emergency.kill_triggered", "risk.unlocked"],
     "account": ["account.updated"],
     "events": ["every event of the account"],
 }

@@ -63,10 +63,7 @@ async def put_envelope(call: Call) -> dict[str, Any]:
         if body.trading_state is not None and book.state != "locked":
             book.state = body.trading_state
         changes.book_changed = True
-        changes.event(
-            "risk.limit_reached",
-            {"check": "envelope", "level": "ok", "envelope": book.envelope.as_json(), "trading_state": book.state},
-        )
+        changes.event("risk.envelope_updated", {"envelope": book.envelope.as_json(), "trading_state": book.state})
 
     await engine.run(call.caller.account_id, command)
     return _risk_json(call, await engine.book(call.caller.account_id))

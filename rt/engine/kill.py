@@ -65,13 +65,8 @@ async def execute(
             "reason": reason,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        if action in ("KILL", "CLOSE_ALL", "FLATTEN", "LOCK"):
-            changes.event("emergency.kill_triggered", {**report, "actor": actor})
-        else:
-            changes.event(
-                "risk.limit_reached",
-                {"check": "trading_state", "level": "ok", "trading_state": "active", "command_id": command_id},
-            )
+        event = "risk.unlocked" if action == "UNLOCK" else "emergency.kill_triggered"
+        changes.event(event, {**report, "actor": actor})
         return report
 
     report = await engine.run(account_id, command)

@@ -173,7 +173,7 @@ def _mark_canceled(engine: Engine, changes: Changes, order: Order) -> None:
             position.status = "canceled"
             position.closed_at = now()
             position.close_reason = "entry_canceled"
-            changes.position(position, "position.closed", reason="entry_canceled")
+            changes.position(position, "position.canceled", reason="entry_canceled")
 
 
 def _validation(checks: list[risk.Check]) -> dict[str, Any]:

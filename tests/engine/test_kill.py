@@ -68,7 +68,8 @@ async def test_kill_publishes_emergency_kill_triggered(rig: Rig) -> None:
     assert (data["orders_canceled"], data["positions_closed"], data["trading_state"]) == (3, 3, "locked")
     names = await rig.event_names("events")
     assert "emergency.kill_triggered" in names
-    assert names.count("position.closed") == 4  # three closed, one limit entry canceled
+    assert names.count("position.closed") == 3
+    assert names.count("position.canceled") == 1  # the limit entry that never opened
     assert names.count("order.canceled") == 3
     assert names[-1] == "account.updated"
 
@@ -104,8 +105,10 @@ async def test_unlock_announces_the_state_on_the_risk_channel(rig: Rig) -> None:
     await kill.execute(rig.engine, rig.account_id, "LOCK")
     report = await kill.execute(rig.engine, rig.account_id, "UNLOCK")
     last = (await rig.history("risk"))[-1].event
-    assert last.event == "risk.limit_reached"
+    assert last.event == "risk.unlocked"
     assert (last.data["trading_state"], last.data["command_id"]) == ("active", report["command_id"])
+    assert (last.data["action"], last.data["account_id"]) == ("UNLOCK", rig.account_id)
+    assert "risk.limit_reached" not in await rig.event_names("events")
 
 
 async def test_close_all_closes_positions_but_keeps_orders_and_trading(rig: Rig) -> None:

@@ -297,8 +297,10 @@ async def test_canceling_a_limit_entry_cancels_the_position(rig: Rig) -> None:
 
     (stored,) = await rig.stored_positions()
     assert (stored.id, stored.status, stored.close_reason) == (position.id, "canceled", "entry_canceled")
-    closed = [d.event.data for d in await rig.history("positions") if d.event.event == "position.closed"]
-    assert [(c["id"], c["status"], c["reason"]) for c in closed] == [(position.id, "canceled", "entry_canceled")]
+    names = [(d.event.event, d.event.data["id"]) for d in await rig.history("positions")]
+    assert names == [("position.canceled", position.id)]
+    (canceled,) = [d.event.data for d in await rig.history("positions")]
+    assert (canceled["status"], canceled["reason"]) == ("canceled", "entry_canceled")
     rig.set_price("106")
     await rig.settle()
     assert (await rig.book()).open_positions() == []
