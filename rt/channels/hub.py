@@ -12,8 +12,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
-import orjson
-
 from rt.bus import Bus, Delivery
 from rt.channels import tick_json
 from rt.exchanges import Ticker
@@ -37,11 +35,11 @@ def event_frame(channel: str, seq: int, event: str, data_json: bytes, ts_us: int
     ts = ts_us if ts_us is not None else time.time_ns() // 1000
     return (
         b'{"type":"event","channel":'
-        + orjson.dumps(channel)
+        + dumps(channel)
         + b',"seq":'
         + str(seq).encode()
         + b',"event":'
-        + orjson.dumps(event)
+        + dumps(event)
         + b',"ts":'
         + str(ts).encode()
         + b',"data":'
