@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
+from rt import metrics
 from rt.bus import Bus, Delivery
 from rt.channels import tick_json
 from rt.exchanges import Ticker
@@ -79,9 +80,11 @@ class Hub:
         if not sinks:
             return
         channel = key[1]
+        started = time.perf_counter()
         for sink in sinks:  # offer_event never changes the hub's sets
             sink.offer_event(channel, seq, frame)
         self.fanned_out += len(sinks)
+        metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
 
     def deliver(self, deliveries: Iterable[Delivery]) -> None:
         data_of: dict[str, bytes] = {}  # an event goes to its channel and to `events`: serialize its data once

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any, Literal
 
+from rt import metrics
 from rt.engine.engine import Changes, Engine
 from rt.engine.models import Order, Position
 from rt.engine.trading import _close, _mark_canceled, book_resting_fill
@@ -71,6 +72,7 @@ async def execute(
 
     report = await engine.run(account_id, command)
     report["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    metrics.KILL_SECONDS.labels(action).observe(time.perf_counter() - started)
     return report
 
 

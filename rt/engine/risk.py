@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from rt import metrics
 from rt.engine import ledger
 from rt.engine.models import ZERO, Book
 from rt.errors import Locked, ValidationFailed
@@ -99,6 +100,7 @@ def pending(book: Book) -> tuple[Decimal, int]:
 def evaluate(book: Book, proposal: Proposal, leverage: Decimal) -> list[Check]:
     """Every check, passed or not. Raises Locked when the account is locked (closing a position still works)."""
     if book.state == "locked" and proposal.reduce_only_position is None:
+        metrics.ORDERS_REFUSED.labels(TRADING_STATE).inc()
         raise Locked(
             "trading is locked by the kill switch; POST /v1/risk/kill with action UNLOCK to resume", check=TRADING_STATE
         )
@@ -166,6 +168,7 @@ def enforce(checks: list[Check], **extra: Any) -> None:
     failed = [c for c in checks if not c.passed]
     if failed:
         first = failed[0]
+        metrics.ORDERS_REFUSED.labels(first.check).inc()
         raise ValidationFailed(
             f"Cerberus rejected the request: {first.reason} ({first.check})",
             details={"check": first.check, "reason": first.reason, "limit": first.limit, "requested": first.requested},

@@ -6,6 +6,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from rt import metrics
 from rt.engine import ledger, risk
 from rt.engine.engine import Changes, Engine
 from rt.engine.models import Order, Position, now
@@ -65,6 +66,7 @@ async def _submit(
         order.reject_reason = f"{failed[0].check}: {failed[0].reason}"
         changes.order(order, "order.rejected")
         risk.enforce(checks, order_id=order.id)
+    metrics.ORDERS_ACCEPTED.inc()
     placed = await venue.place(spec_of(order))
     order.venue_order_id = placed.venue_order_id
     changes.order(order, "order.created")

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
+from rt import metrics
 from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
 from rt.store._rows import columns, from_row, state_json, to_row
@@ -107,7 +108,8 @@ class TradingTables:
                     await db.executemany(
                         "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)", events
                     )
-                await db.execute("COMMIT")
+                with metrics.COMMIT_SECONDS.time():
+                    await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise

@@ -14,6 +14,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from rt import metrics
 from rt.ids import new_id
 from rt.store import AccountExists, KeyLimitReached
 from rt.store._sqlite_strategies import StrategyTables
@@ -114,7 +115,8 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
             await self._db.execute(begin)
             try:
                 yield
-                await self._db.execute("COMMIT")
+                with metrics.COMMIT_SECONDS.time():
+                    await self._db.execute("COMMIT")
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
