@@ -1,7 +1,8 @@
 """Idempotent writes: the same key with the same request returns the first answer and trades once.
 
 Keys are per account and kept 24 hours (as Stripe does). Successful answers and Cerberus rejections are kept;
-other errors are not, so a retry after a 503 or 429 runs again.
+other errors are not, so a retry after a 503 or 429 runs again. The kept answer is stored in the same transaction as
+the orders, positions and events of the write (rt.engine.unit).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from rt.engine.unit import atomic
 from rt.errors import IDEMPOTENCY_CONFLICT, Conflict
 from rt.store import Store
-from rt.store.models import StoredResponse
+from rt.store.models import IdempotencyRecord, StoredResponse
 
 log = logging.getLogger("rt.idempotency")
 
@@ -59,9 +61,12 @@ class Idempotency:
                         code=IDEMPOTENCY_CONFLICT,
                     )
                 return stored.status, stored.body, True
-            status, body = await produce()
-            if status in _KEPT:
-                await store.put_response(account_id, key, StoredResponse(print_, status, body))
+            # The answer commits with what the write changed: a crash leaves both or neither, never a trade whose
+            # retry trades again.
+            async with atomic(store) as unit:
+                status, body = await produce()
+                if status in _KEPT:
+                    unit.keep(IdempotencyRecord(account_id, key, StoredResponse(print_, status, body)))
             return status, body, False
 
     async def run(self, account_id: str, key: str, print_: str, produce: Callable[[], Awaitable[Response]]) -> Response:

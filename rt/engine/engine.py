@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from rt.bus import Bus, Event
 from rt.engine import ledger, risk
 from rt.engine.models import Book, Envelope, Order, Position
+from rt.engine.unit import Unit
 from rt.exchanges import Exchange, Fill, Ticker
 from rt.exchanges.registry import Venues
 from rt.store import Store
@@ -153,19 +154,32 @@ class Engine:
     # commands
 
     async def run(self, account_id: str, command: Callable[[Changes], Awaitable[T]]) -> T:
-        """Run one command as the account's only writer, then store and publish what it changed."""
-        async with self.lock(account_id):
+        """Run one command as the account's only writer, then store and publish what it changed.
+
+        Inside a unit (rt.engine.unit: an idempotent write) the account stays locked and its changes are stored and
+        published with the write's answer, when the unit ends.
+        """
+        unit = Unit.current()
+        lock = self.lock(account_id)
+        if unit is not None:
+            await unit.hold(account_id, lock)
+        else:
+            await lock.acquire()
+        try:
             book = await self.book(account_id)
             changes = Changes(book)
             try:
                 return await command(changes)
             finally:
                 try:
-                    await self.commit(changes)
+                    await self.commit(changes, unit)
                 except BaseException:
                     # Nothing of this command reached the store: the book goes back to what the store holds.
                     await self._reload(account_id)
                     raise
+        finally:
+            if unit is None:
+                lock.release()
 
     async def _reload(self, account_id: str) -> None:
         stored = {book.account_id: book for book in await self.store.load_books()}.get(account_id)
@@ -178,7 +192,8 @@ class Engine:
             for order in stored.orders.values():
                 self.track(order)
 
-    async def commit(self, changes: Changes) -> None:
+    async def commit(self, changes: Changes, unit: Unit | None = None) -> None:
+        """Store and publish a command's changes; in a unit, hand them to it to store with the write's answer."""
         book = changes.book
         if changes.positions or changes.orders or changes.book_changed:
             self._alerts(changes)
@@ -187,16 +202,24 @@ class Engine:
         if changes.positions or changes.orders:
             changes.book_changed = True
             changes.event("account.updated", ledger.summary(book, self.config.leverage))
-        await self.store.save(
-            TradeBatch(
-                books=[book] if changes.book_changed else [],
-                positions=list(changes.positions.values()),
-                orders=list(changes.orders.values()),
-                events=changes.events,
-            )
+        batch = TradeBatch(
+            books=[book] if changes.book_changed else [],
+            positions=list(changes.positions.values()),
+            orders=list(changes.orders.values()),
+            events=changes.events,
         )
-        if changes.events:
-            await self.bus.publish(changes.events)
+        events = changes.events
+
+        async def publish() -> None:
+            if events:
+                await self.bus.publish(events)
+
+        if unit is not None:
+            account_id = book.account_id
+            unit.defer(batch, publish, lambda: self._reload(account_id))
+        else:
+            await self.store.save(batch)
+            await publish()
         # The book holds what is live; finished positions and orders are in the store only.
         for position in changes.positions.values():
             if position.status in ("closed", "rejected", "canceled"):

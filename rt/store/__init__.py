@@ -69,7 +69,8 @@ class Store(Protocol):
     # trading
 
     async def save(self, batch: TradeBatch) -> None:
-        """Books, positions, orders (upserted) and events (appended) in one transaction."""
+        """Books, positions, orders (upserted), events (appended) and idempotency records (the first one of a key
+        stays) in one transaction."""
 
     async def load_books(self) -> list[Book]:
         """Every account's book with its open and pending positions and its open orders."""
@@ -101,7 +102,6 @@ class Store(Protocol):
         """The last `limit` events of each account, oldest first."""
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None: ...
-    async def put_response(self, account_id: str, key: str, response: StoredResponse) -> None: ...
     async def expire_responses(self, older_than_ms: int) -> None: ...
 
     # strategies

@@ -11,11 +11,10 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from rt import metrics
 from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
 from rt.store._rows import columns, from_row, state_json, to_row
-from rt.store.models import StoredResponse, TradeBatch
+from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.wire import dumps
 
 T = TypeVar("T")
@@ -39,6 +38,17 @@ _UPSERT_BOOK = (
     "day = excluded.day, day_realized = excluded.day_realized, realized_total = excluded.realized_total, "
     "alerts = excluded.alerts, updated_at = excluded.updated_at"
 )
+
+
+_INSERT_RESPONSE = (
+    "INSERT OR IGNORE INTO idempotency (account_id, key, fingerprint, status, body, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _response_row(record: IdempotencyRecord) -> tuple[Any, ...]:
+    answer = record.response
+    return (record.account_id, record.key, answer.fingerprint, answer.status, answer.body, int(time.time() * 1000))
 
 
 def _book_row(book: Book) -> tuple[Any, ...]:
@@ -108,8 +118,9 @@ class TradingTables:
                     await db.executemany(
                         "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)", events
                     )
-                with metrics.COMMIT_SECONDS.time():
-                    await db.execute("COMMIT")
+                if batch.responses:
+                    await db.executemany(_INSERT_RESPONSE, [_response_row(r) for r in batch.responses])
+                await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
@@ -213,14 +224,6 @@ class TradingTables:
         ) as cur:
             row = await cur.fetchone()
         return StoredResponse(row[0], int(row[1]), bytes(row[2])) if row else None
-
-    async def put_response(self, account_id: str, key: str, response: StoredResponse) -> None:
-        async with self._write:
-            await self._db.execute(
-                "INSERT OR IGNORE INTO idempotency (account_id, key, fingerprint, status, body, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (account_id, key, response.fingerprint, response.status, response.body, int(time.time() * 1000)),
-            )
 
     async def expire_responses(self, older_than_ms: int) -> None:
         async with self._write:

@@ -66,16 +66,6 @@ class Usage:
     rate_limited: int
 
 
-@dataclass
-class TradeBatch:
-    """Everything one engine command changed, written in one transaction."""
-
-    books: list[Any] = field(default_factory=list)
-    positions: list[Any] = field(default_factory=list)
-    orders: list[Any] = field(default_factory=list)
-    events: list[Any] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class StoredResponse:
     """An idempotent write's first answer."""
@@ -83,6 +73,26 @@ class StoredResponse:
     fingerprint: str
     status: int
     body: bytes
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """The first answer to an account's idempotency key, stored with what the write changed."""
+
+    account_id: str
+    key: str
+    response: StoredResponse
+
+
+@dataclass
+class TradeBatch:
+    """Everything one write changed, written in one transaction: a crash leaves all of it or none."""
+
+    books: list[Any] = field(default_factory=list)
+    positions: list[Any] = field(default_factory=list)
+    orders: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    responses: list[IdempotencyRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""One commit for a whole write: what its engine commands changed and the first answer to its idempotency key.
+
+A retry after a crash must find the answer whenever the trade is stored. Inside `atomic()` the engine keeps each
+account a command wrote locked and hands its changes to the unit instead of storing them; when the write has its
+answer, the unit stores everything in one transaction, publishes the events and unlocks the accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from rt.store.models import IdempotencyRecord, TradeBatch
+
+if TYPE_CHECKING:
+    from rt.store import Store
+
+Step = Callable[[], Awaitable[None]]
+
+_current: ContextVar[Unit | None] = ContextVar("rt_unit", default=None)
+
+
+class Unit:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._task = asyncio.current_task()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._books: dict[str, Any] = {}
+        self._positions: dict[str, Any] = {}
+        self._orders: dict[str, Any] = {}
+        self._events: list[Any] = []
+        self._responses: list[IdempotencyRecord] = []
+        self._after: list[Step] = []
+        self._undo: list[Step] = []
+
+    @staticmethod
+    def current() -> Unit | None:
+        """The unit this task writes in. A task it starts inherits the context but not the unit: it runs its
+        commands on its own, as any other writer."""
+        unit = _current.get()
+        return unit if unit is not None and unit._task is asyncio.current_task() else None
+
+    def holds(self, account_id: str) -> bool:
+        return account_id in self._locks
+
+    async def hold(self, account_id: str, lock: asyncio.Lock) -> None:
+        """Take an account's writer lock until the unit ends."""
+        if account_id not in self._locks:
+            await lock.acquire()
+            self._locks[account_id] = lock
+
+    def defer(self, batch: TradeBatch, after: Step, undo: Step) -> None:
+        """A command's changes; `after` runs once they are stored (publish), `undo` if storing them fails."""
+        self._books.update((book.account_id, book) for book in batch.books)
+        self._positions.update((position.id, position) for position in batch.positions)
+        self._orders.update((order.id, order) for order in batch.orders)
+        self._events.extend(batch.events)
+        self._responses.extend(batch.responses)
+        self._after.append(after)
+        self._undo.append(undo)
+
+    def keep(self, record: IdempotencyRecord) -> None:
+        self._responses.append(record)
+
+    async def _commit(self) -> None:
+        batch = TradeBatch(
+            books=list(self._books.values()),
+            positions=list(self._positions.values()),
+            orders=list(self._orders.values()),
+            events=self._events,
+            responses=self._responses,
+        )
+        if not (batch.books or batch.positions or batch.orders or batch.events or batch.responses):
+            return
+        try:
+            await self._store.save(batch)
+            for after in self._after:
+                await after()
+        except BaseException:
+            for undo in self._undo:
+                with contextlib.suppress(Exception):
+                    await undo()
+            raise
+
+    def _release(self) -> None:
+        for lock in self._locks.values():
+            lock.release()
+        self._locks.clear()
+
+
+@contextlib.asynccontextmanager
+async def atomic(store: Store) -> AsyncIterator[Unit]:
+    """Everything the engine commands of this task change inside, and what `keep()` gets, commits once at the end:
+    also when the body fails (as each command's changes did before), then without what the body would have kept."""
+    outer = Unit.current()
+    if outer is not None:
+        yield outer
+        return
+    unit = Unit(store)
+    token = _current.set(unit)
+    try:
+        try:
+            yield unit
+        finally:
+            _current.reset(token)
+            await unit._commit()
+    finally:
+        unit._release()
