@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
+from rt import metrics
 from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
 from rt.store._rows import columns, from_row, state_json, to_row
@@ -120,7 +121,8 @@ class TradingTables:
                     )
                 if batch.responses:
                     await db.executemany(_INSERT_RESPONSE, [_response_row(r) for r in batch.responses])
-                await db.execute("COMMIT")
+                with metrics.COMMIT_SECONDS.time():
+                    await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
