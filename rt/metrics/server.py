@@ -23,11 +23,14 @@ TEXT_FORMAT = b"text/plain; version=0.0.4; charset=utf-8"
 def _response(collected: CollectorRegistry, request: bytes) -> bytes:
     parts = request.split(b" ", 2)
     path = parts[1].split(b"?", 1)[0] if len(parts) == 3 else b""
+    body, status, kind = b"not found\n", b"404 Not Found", b"text/plain; charset=utf-8"
     if parts[0] in (b"GET", b"HEAD") and path == b"/metrics":
-        # Collected on the event loop, so the sessions and the hub are read between two of their own steps.
-        body, status, kind = generate_latest(collected), b"200 OK", TEXT_FORMAT
-    else:
-        body, status, kind = b"not found\n", b"404 Not Found", b"text/plain; charset=utf-8"
+        try:
+            # Collected on the event loop, so the sessions and the hub are read between two of their own steps.
+            body, status, kind = generate_latest(collected), b"200 OK", TEXT_FORMAT
+        except Exception:
+            log.exception("metrics collection failed")
+            body, status = b"metrics collection failed\n", b"500 Internal Server Error"
     head = (
         b"HTTP/1.1 "
         + status
