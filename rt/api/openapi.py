@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 
 from rt import __version__
 from rt.api.models import Problem
@@ -46,6 +47,23 @@ _RATE_HEADERS = {
 }
 
 
+class WireSchema(GenerateJsonSchema):
+    """JSON Schema of what is on the wire: rt.wire sends a Decimal as a JSON number, so a response's decimal is a
+    number; a request's decimal is a number or a numeric string, and the string's pattern says which."""
+
+    def decimal_schema(self, schema: core_schema.DecimalSchema) -> JsonSchemaValue:
+        if self.mode == "serialization":
+            return {"type": "number"}
+        accepted = super().decimal_schema(schema)
+        for branch in accepted["anyOf"]:
+            if branch.get("type") == "string":
+                branch["description"] = "The same decimal as a string, within the same bounds."
+        return accepted
+
+    def get_decimal_pattern(self, schema: core_schema.DecimalSchema) -> str | None:
+        return self.build_decimal_pattern(schema)
+
+
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
@@ -57,7 +75,7 @@ def build(operations: list[Operation]) -> dict[str, Any]:
             wanted.append((op.body, "validation"))
         if op.response is not None:
             wanted.append((op.response, "serialization"))
-    _, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF)
+    _, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF, schema_generator=WireSchema)
     schemas: dict[str, Any] = defs.get("$defs", {})
 
     paths: dict[str, dict[str, Any]] = {}
@@ -87,6 +105,14 @@ def openapi_path(path: str) -> str:
     return _PATH_PARAM.sub(r"{\1}", path)
 
 
+def errors_of(op: Operation) -> tuple[str, ...]:
+    """The codes an operation declares; a path parameter whose value routes nowhere (a `/` in an id, a line break in
+    a symbol) is a 404 whatever the handler would say."""
+    if _PATH_PARAM.search(op.path) and "NOT_FOUND" not in op.errors:
+        return (*op.errors, "NOT_FOUND")
+    return op.errors
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "tags": [op.tag]}
     description = op.description
@@ -95,7 +121,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         for name in _PATH_PARAM.findall(op.path)
     ]
     if op.query is not None:
-        schema = op.query.model_json_schema()
+        schema = op.query.model_json_schema(schema_generator=WireSchema)
         required = set(schema.get("required", []))
         for name, prop in schema.get("properties", {}).items():
             parameters.append(
@@ -126,7 +152,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     for status, description in op.also:
         responses[str(status)] = {**ok, "description": description}
     by_status: dict[int, list[str]] = {}
-    for code in op.errors:
+    for code in errors_of(op):
         by_status.setdefault(STATUS_OF[code], []).append(code)
     for status, codes in sorted(by_status.items()):
         responses[str(status)] = {

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urljoin
 
@@ -11,7 +14,9 @@ import httpx
 import orjson
 import pytest
 from openapi_spec_validator import validate
+from pydantic import BaseModel
 
+from rt.api.openapi import errors_of
 from rt.app import OPERATIONS, create_app
 from rt.auth import scopes
 from rt.config import Settings
@@ -189,9 +194,76 @@ def test_each_error_code_appears_under_its_status(document: dict[str, Any]) -> N
             assert content["examples"][code]["value"] == {"status": status, "code": code}
             assert code in response["description"]
         error_statuses = {s for s in responses if int(s) >= 400}
-        assert error_statuses == {str(STATUS[c]) for c in op.errors}, f"{op.method} {op.path}"
+        assert error_statuses == {str(STATUS[c]) for c in errors_of(op)}, f"{op.method} {op.path}"
         if op.scope is not None:
             assert {"API_KEY_MISSING", "INSUFFICIENT_SCOPE"} <= set(op.errors), f"{op.method} {op.path}"
+
+
+def test_a_path_parameter_that_does_not_route_is_a_documented_404(document: dict[str, Any]) -> None:
+    """`/v1/markets/BTC%0AUSDT/ticker` matches no route (nor does an id holding a `/`): the server answers 404."""
+    for op in OPERATIONS:
+        if "{" not in op.path:
+            continue
+        responses = document["paths"][doc_path(op.path)][op.method.lower()]["responses"]
+        assert "404" in responses, f"{op.method} {op.path}"
+        assert "NOT_FOUND" in responses["404"]["content"]["application/problem+json"]["examples"]
+
+
+def _decimals(model: type[BaseModel]) -> Iterator[tuple[type[BaseModel], str]]:
+    """(model, field) of every Decimal field of a model and of the models it holds."""
+    for name, field in model.model_fields.items():
+        stack: list[Any] = [field.annotation]
+        while stack:
+            kind = stack.pop()
+            if kind is Decimal:
+                yield model, name
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from _decimals(kind)
+            elif typing.get_origin(kind) in (typing.Union, types.UnionType, list, dict, tuple, typing.Annotated):
+                stack.extend(typing.get_args(kind))
+
+
+def _branches(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    return prop.get("anyOf", [prop])
+
+
+def test_money_in_responses_is_a_json_number_as_rt_sends_it(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    seen = 0
+    for op in OPERATIONS:
+        if op.response is None:
+            continue
+        for model, name in _decimals(op.response):
+            types_ = {b.get("type") for b in _branches(schemas[model.__name__]["properties"][name])}
+            assert "number" in types_ and types_ <= {"number", "null"}, f"{model.__name__}.{name}: {types_}"
+            seen += 1
+    assert seen > 20, "no response money found: the check would look at nothing"
+
+
+NUMERIC = ["65000.5", "0.001", "1", "+2.50"]
+NOT_NUMERIC = ["", "abc", "NaN", "Infinity", "1,5", "0x10", "1.5.5", " 1"]
+
+
+def test_request_money_is_a_number_or_a_numeric_string_the_pattern_describes(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    seen = 0
+    for op in OPERATIONS:
+        if op.body is None:
+            continue
+        for model, name in _decimals(op.body):
+            branches = _branches(schemas[model.__name__]["properties"][name])
+            numbers = [b for b in branches if b.get("type") == "number"]
+            strings = [b for b in branches if b.get("type") == "string"]
+            assert numbers and strings, f"{model.__name__}.{name}"
+            assert numbers[0].get("exclusiveMinimum") == 0, f"{model.__name__}.{name} has no lower bound"
+            assert "exclusiveMaximum" in numbers[0] or "maximum" in numbers[0], f"{model.__name__}.{name} is unbounded"
+            pattern = re.compile(strings[0]["pattern"])
+            for text in NUMERIC:
+                assert pattern.search(text), f"{model.__name__}.{name}: {text!r}"
+            for text in NOT_NUMERIC:
+                assert not pattern.search(text), f"{model.__name__}.{name} documents {text!r} as a decimal"
+            seen += 1
+    assert seen > 10, "no request money found: the check would look at nothing"
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +278,14 @@ def test_openapi_json_is_served_without_a_key(server: Server, document: dict[str
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == orjson.loads(orjson.dumps(document))
+
+
+def test_a_symbol_that_does_not_route_is_the_documented_404(server: Server, document: dict[str, Any]) -> None:
+    with server.client(server.key) as client:
+        response = client.get("/v1/markets/BTC%0AUSDT/ticker")
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "NOT_FOUND"
+    assert "404" in document["paths"]["/v1/markets/{symbol}/ticker"]["get"]["responses"]
 
 
 def test_docs_page_is_offline_html_over_the_document(server: Server) -> None:
