@@ -31,9 +31,11 @@ class StrategyCreate(Strict):
 
 
 class Performance(BaseModel):
-    total_pnl: Decimal
-    win_rate: float
-    trades: int
+    realized_pnl: Decimal = Field(description="Of its closed and partly closed positions, net of fees")
+    unrealized_pnl: Decimal = Field(description="Of its open positions at the current price")
+    total_pnl: Decimal = Field(description="realized_pnl + unrealized_pnl")
+    win_rate: float = Field(description="Share of its closed positions that made money")
+    trades: int = Field(description="Its filled orders")
 
 
 class StrategyOut(BaseModel):
@@ -62,7 +64,7 @@ class StrategyList(BaseModel):
 
 
 async def _json(call: Call, record: StrategyRecord) -> dict[str, Any]:
-    return record.as_json(await call.runtime.store.strategy_performance(record.id))
+    return record.as_json(await call.runtime.runner.performance(record))
 
 
 async def list_strategies(call: Call) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class StrategyRef(_Params):
 
 
 async def _strategy_json(s: Session, record: Any) -> dict[str, Any]:
-    return {"strategy": record.as_json(await s.runtime.store.strategy_performance(record.id))}
+    return {"strategy": record.as_json(await s.runtime.runner.performance(record))}
 
 
 async def strategy_start(s: Session, params: dict[str, Any]) -> dict[str, Any]:

@@ -90,8 +90,9 @@ class StrategyTables:
             return [_record(r) for r in await cur.fetchall()]
 
     async def strategy_performance(self, strategy_id: str) -> dict[str, Any]:
-        """total_pnl: realized P&L of its positions (net of fees) plus the unrealized of the open ones at their last
-        stored price; win_rate: share of its closed positions that made money; trades: its filled orders."""
+        """From the strategy's own positions: realized_pnl (closed and partly closed, net of fees), unrealized_pnl of
+        the open ones at their last stored price (the runner puts the live mark in), total_pnl, win_rate (share of
+        its closed positions that made money) and trades (its filled orders)."""
         async with self._reader.execute(
             "SELECT status, realized_pnl, quantity, entry_price, current_price, side FROM positions "
             "WHERE strategy_id = ? AND status IN ('open', 'closed')",
@@ -102,13 +103,19 @@ class StrategyTables:
             "SELECT COUNT(*) FROM orders WHERE strategy_id = ? AND status = 'filled'", (strategy_id,)
         ) as cur:
             trades = (await cur.fetchone() or (0,))[0]
-        total, closed, wins = Decimal(0), 0, 0
-        for status, realized, qty, entry, current, side in rows:
-            total += Decimal(realized)
+        realized, unrealized, closed, wins = Decimal(0), Decimal(0), 0, 0
+        for status, pnl, qty, entry, current, side in rows:
+            realized += Decimal(pnl)
             if status == "closed":
                 closed += 1
-                wins += Decimal(realized) > 0
+                wins += Decimal(pnl) > 0
             else:
                 sign = 1 if side == "long" else -1
-                total += (Decimal(current) - Decimal(entry)) * Decimal(qty) * sign
-        return {"total_pnl": total, "win_rate": round(wins / closed, 4) if closed else 0, "trades": int(trades)}
+                unrealized += (Decimal(current) - Decimal(entry)) * Decimal(qty) * sign
+        return {
+            "realized_pnl": realized,
+            "unrealized_pnl": unrealized,
+            "total_pnl": realized + unrealized,
+            "win_rate": round(wins / closed, 4) if closed else 0,
+            "trades": int(trades),
+        }

@@ -7,12 +7,13 @@ engine functions (and Cerberus checks, with the strategy's own limits on top) as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rt.exchanges import Ticker
+from rt.errors import BadRequest
+from rt.exchanges import Market, Ticker
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Want:
     type: Literal["market", "limit"] = "market"
     price: Decimal | None = None
     tag: str = ""
+    # The position this order is for (a grid's sell is for the lot its buy opened): it goes when that lot goes.
+    lot: str | None = None
 
 
 class RiskLimits(BaseModel):
@@ -34,15 +37,40 @@ class RiskLimits(BaseModel):
     stop_loss_pct: Decimal | None = Field(None, gt=0, lt=1, description="Stop loss of each position it opens.")
 
 
+def on_step(value: Decimal, step: Decimal, *, down: bool = False) -> Decimal:
+    """The multiple of step nearest to value (or the one at or below it)."""
+    units = (value / step).quantize(Decimal(1), ROUND_DOWN if down else ROUND_HALF_EVEN)
+    return units * step
+
+
 class Strategy:
-    """Base: override on_start, on_tick, on_fill and on_clock. `state` is stored and survives restarts."""
+    """Base: override on_start, on_tick, on_fill, on_clock and the lot hooks. `state` is stored and survives restarts.
+
+    `market` (when the venue could tell) gives the steps every price and quantity must sit on.
+    """
 
     kind: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
 
-    def __init__(self, config: BaseModel, state: dict[str, Any]) -> None:
+    def __init__(self, config: BaseModel, state: dict[str, Any], market: Market | None = None) -> None:
         self.config = config
         self.state = state
+        self.market = market
+
+    def price(self, value: Decimal) -> Decimal:
+        return on_step(value, self.market.price_step) if self.market else value
+
+    def quantity(self, value: Decimal, field: str = "quantity") -> Decimal:
+        """Rounded down to the amount step; under the market's minimum is a bad config."""
+        if self.market is None:
+            return value
+        rounded = on_step(value, self.market.amount_step, down=True)
+        if rounded < self.market.min_amount:
+            raise BadRequest(
+                f"{field} {value} is under the minimum {self.market.min_amount} for {self.market.symbol}",
+                errors=[{"field": f"config.{field}", "message": f"must be at least {self.market.min_amount}"}],
+            )
+        return rounded
 
     def on_start(self, ticker: Ticker) -> list[Want]:
         return []
@@ -50,11 +78,17 @@ class Strategy:
     def on_tick(self, ticker: Ticker) -> list[Want]:
         return []
 
-    def on_fill(self, tag: str, side: str, price: Decimal, quantity: Decimal) -> list[Want]:
+    def on_fill(self, tag: str, side: str, price: Decimal, quantity: Decimal, position_id: str = "") -> list[Want]:
         return []
 
     def on_clock(self, now: float, ticker: Ticker) -> list[Want]:
         return []
+
+    def on_refused(self, want: Want, now_ms: int) -> None:
+        """An order it wanted was refused (Cerberus, the venue)."""
+
+    def on_lot_closed(self, tag: str) -> None:
+        """The lot the order tagged `tag` was for closed other than by that order; the order is canceled."""
 
 
 def types() -> dict[str, type[Strategy]]:

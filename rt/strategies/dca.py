@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rt.exchanges import Ticker
+from rt.exchanges import Market, Ticker
 from rt.strategies import Strategy, Want
 
 
@@ -23,6 +24,11 @@ class DCA(Strategy):
     kind = "dca"
     config_model = DCAConfig
 
+    def __init__(self, config: BaseModel, state: dict[str, Any], market: Market | None = None) -> None:
+        super().__init__(config, state, market)
+        assert isinstance(config, DCAConfig)
+        self.qty = self.quantity(config.quantity)
+
     def on_clock(self, now: float, ticker: Ticker) -> list[Want]:
         config = self.config
         assert isinstance(config, DCAConfig)
@@ -33,4 +39,4 @@ class DCA(Strategy):
             return []
         self.state["buys"] = done + 1
         self.state["next_at"] = now + config.interval_s
-        return [Want("buy", config.quantity, tag=f"dca:{done + 1}")]
+        return [Want("buy", self.qty, tag=f"dca:{done + 1}")]

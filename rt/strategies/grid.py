@@ -1,4 +1,9 @@
-"""Grid: buy limits on the levels below the price; each filled buy is sold one level up, each sale re-bought."""
+"""Grid: buy limits on the levels below the price; each filled buy is sold one level up, each sale re-bought.
+
+Slot i is the pair of levels i and i + 1: idle, a resting buy at level i, or a lot bought there with its sell resting
+at level i + 1. The grid arms an idle slot (rests its buy) while the price is inside the range and above the level;
+outside the range it places nothing new and waits (see docs/trading.md, "Grid").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rt.exchanges import Ticker
+from rt.errors import BadRequest
+from rt.exchanges import Market, Ticker
 from rt.strategies import Strategy, Want
+
+# A refused buy is tried again after this long (a limit may have room again by then), not on every tick.
+RETRY_MS = 60_000
 
 
 class GridConfig(BaseModel):
@@ -30,30 +39,77 @@ class Grid(Strategy):
     kind = "grid"
     config_model = GridConfig
 
-    def __init__(self, config: BaseModel, state: dict[str, Any]) -> None:
-        super().__init__(config, state)
+    def __init__(self, config: BaseModel, state: dict[str, Any], market: Market | None = None) -> None:
+        super().__init__(config, state, market)
         assert isinstance(config, GridConfig)
         low, high = config.price_range
         step = (high - low) / (config.grid_levels - 1)
-        self.levels = [low + step * i for i in range(config.grid_levels)]
-        self.qty = config.quantity_per_level
+        self.levels = [self.price(low + step * i) for i in range(config.grid_levels - 1)] + [self.price(high)]
+        if len(set(self.levels)) < len(self.levels):
+            raise BadRequest(
+                f"{config.grid_levels} levels between {low} and {high} are closer than the price step",
+                errors=[{"field": "config.grid_levels", "message": "fewer levels or a wider price_range"}],
+            )
+        self.qty = self.quantity(config.quantity_per_level, "quantity_per_level")
+
+    @property
+    def _slots(self) -> dict[str, str]:
+        slots: dict[str, str] = self.state.setdefault("slots", {})
+        return slots
+
+    @property
+    def _refused(self) -> dict[str, int]:
+        refused: dict[str, int] = self.state.setdefault("refused", {})
+        return refused
 
     def _buy(self, index: int) -> Want:
+        self._slots[str(index)] = "buy"
         return Want("buy", self.qty, "limit", self.levels[index], f"buy:{index}")
 
-    def _sell(self, index: int) -> Want:
-        return Want("sell", self.qty, "limit", self.levels[index], f"sell:{index}")
+    def _sell(self, index: int, lot: str) -> Want:
+        self._slots[str(index - 1)] = "sell"
+        return Want("sell", self.qty, "limit", self.levels[index], f"sell:{index}", lot or None)
+
+    def _arm(self, ticker: Ticker) -> list[Want]:
+        if not self.levels[0] <= ticker.bid <= self.levels[-1]:
+            return []
+        wants = []
+        for index, level in enumerate(self.levels[:-1]):
+            key = str(index)
+            if key in self._slots or level >= ticker.bid or ticker.ts_ms < self._refused.get(key, 0):
+                continue
+            self._refused.pop(key, None)
+            wants.append(self._buy(index))
+        return wants
 
     def on_start(self, ticker: Ticker) -> list[Want]:
-        return [self._buy(i) for i, level in enumerate(self.levels) if level < ticker.bid]
+        self.state["slots"], self.state["refused"] = {}, {}
+        return self._arm(ticker)
 
-    def on_fill(self, tag: str, side: str, price: Decimal, quantity: Decimal) -> list[Want]:
-        kind, _, raw = tag.partition(":")
-        if not raw.isdigit():
-            return []
-        index = int(raw)
-        if kind == "buy" and index + 1 < len(self.levels):
-            return [self._sell(index + 1)]
-        if kind == "sell" and index >= 1:
+    def on_tick(self, ticker: Ticker) -> list[Want]:
+        return self._arm(ticker)
+
+    def on_fill(self, tag: str, side: str, price: Decimal, quantity: Decimal, position_id: str = "") -> list[Want]:
+        kind, index = _parse(tag)
+        if kind == "buy" and 0 <= index < len(self.levels) - 1:
+            return [self._sell(index + 1, position_id)]
+        if kind == "sell" and 1 <= index < len(self.levels):
             return [self._buy(index - 1)]
         return []
+
+    def on_refused(self, want: Want, now_ms: int) -> None:
+        kind, index = _parse(want.tag)
+        slot = index if kind == "buy" else index - 1
+        if kind == "buy":
+            self._refused[str(slot)] = now_ms + RETRY_MS
+        self._slots.pop(str(slot), None)
+
+    def on_lot_closed(self, tag: str) -> None:
+        kind, index = _parse(tag)
+        if kind == "sell":
+            self._slots.pop(str(index - 1), None)
+
+
+def _parse(tag: str) -> tuple[str, int]:
+    kind, _, raw = tag.partition(":")
+    return kind, int(raw) if raw.isdigit() else -1

@@ -39,7 +39,8 @@ class StrategyRecord:
             "symbol": self.symbol,
             "config": self.config,
             "risk_limits": self.risk_limits,
-            "performance": performance or {"total_pnl": 0, "win_rate": 0, "trades": 0},
+            "performance": performance
+            or {"realized_pnl": 0, "unrealized_pnl": 0, "total_pnl": 0, "win_rate": 0, "trades": 0},
             "stop_reason": self.stop_reason,
             "created_at": self.created_at,
             "updated_at": self.updated_at,

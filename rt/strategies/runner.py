@@ -23,7 +23,7 @@ from rt.engine.ledger import today
 from rt.engine.requests import OrderRequest
 from rt.engine.risk import Check
 from rt.errors import BadRequest, NotFound, RtError
-from rt.exchanges import Exchange, Ticker
+from rt.exchanges import Exchange, Market, Ticker
 from rt.ids import new_id
 from rt.store import Store
 from rt.strategies import RiskLimits, Strategy, Want, types
@@ -49,10 +49,12 @@ class Runner:
     async def start(self) -> None:
         for record in await self.store.load_strategies():
             if record.status == "active":
-                self._live[record.id] = (record, self._instance(record))
+                market = await self._market(record.account_id, record.exchange, record.symbol)
+                self._live[record.id] = (record, self._instance(record, market))
 
     async def reconcile(self) -> None:
-        """Orders of a strategy that filled or went away while the process was down: feed the fills to it now."""
+        """Orders of a strategy that filled or went away while the process was down: feed the fills to it now;
+        then let go of the orders whose lot closed meanwhile."""
         for record, instance in list(self._live.values()):
             tracked: dict[str, str] = record.state.get("orders", {})
             missed = []
@@ -61,16 +63,34 @@ class Runner:
                 if stored is not None and stored.status == "open":
                     continue
                 del tracked[order_id]
+                lot = _lots(record).pop(order_id, None)
                 if stored is not None and stored.status == "filled" and stored.average_price is not None:
-                    missed.append((tag, stored.side, stored.average_price, stored.filled_quantity))
-            for tag, side, price, quantity in missed:
-                await self._place(record, instance.on_fill(tag, side, price, quantity))
-            if missed:
+                    missed.append(
+                        (tag, lot, stored.side, stored.average_price, stored.filled_quantity, stored.position_id)
+                    )
+            for tag, lot, side, price, quantity, position_id in missed:
+                self._retie(record, lot, position_id)
+                await self._place(record, instance.on_fill(tag, side, price, quantity, position_id or ""))
+            book = self.engine.cached_book(record.account_id)
+            held = {p.id for p in book.open_positions()} if book else set()
+            gone = {lot for lot in _lots(record).values() if lot not in held}
+            for lot in gone:
+                await self._lot_closed(record, instance, lot)
+            if missed or gone:
                 await self.store.save_strategy(record)
 
-    def _instance(self, record: StrategyRecord) -> Strategy:
+    def _instance(self, record: StrategyRecord, market: Market | None) -> Strategy:
         kind = types()[record.type]
-        return kind(kind.config_model.model_validate(record.config), record.state)
+        return kind(kind.config_model.model_validate(record.config), record.state, market)
+
+    async def _market(self, account_id: str, exchange: str, symbol: str) -> Market | None:
+        """The symbol's steps, when the venue can tell now (a venue still connecting cannot)."""
+        try:
+            venue = self.engine.venues.get(account_id, exchange)
+            return next((m for m in await venue.markets() if m.symbol == symbol), None)
+        except Exception:
+            log.warning("no market steps for a strategy", extra={"exchange": exchange, "symbol": symbol})
+            return None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -105,6 +125,8 @@ class Runner:
         limits = _validate(RiskLimits, risk_limits, "risk_limits")
         venue = self.engine.venues.get(account_id, exchange, test_key=test_key)
         ticker = await venue.ticker(symbol)
+        market = next((m for m in await venue.markets() if m.symbol == ticker.symbol), None)
+        known[kind](parsed, {}, market)  # a config the market's steps cannot hold is refused here (400)
         record = StrategyRecord(
             id=new_id("strat"),
             account_id=account_id,
@@ -115,7 +137,7 @@ class Runner:
             config=_plain(parsed.model_dump()),
             risk_limits=_plain(limits.model_dump(exclude_none=True)),
             status="stopped",
-            state={"orders": {}, "day": today(), "day_pnl": "0"},
+            state={"orders": {}, "lots": {}, "day": today(), "day_pnl": "0"},
         )
         await self.store.save_strategy(record)
         return await self.start_strategy(account_id, record.id, test_key=test_key)
@@ -131,15 +153,16 @@ class Runner:
 
     async def start_strategy(self, account_id: str, strategy_id: str, *, test_key: bool = False) -> StrategyRecord:
         record = await self.get(account_id, strategy_id)
+        venue = self.engine.venues.get(account_id, record.exchange, test_key=test_key)
+        market = await self._market(account_id, record.exchange, record.symbol)
         if record.status == "active" or record.id in self._live:
             return record
-        venue = self.engine.venues.get(account_id, record.exchange, test_key=test_key)
         book = self.engine.cached_book(account_id)
         if book is not None and book.state == "locked":
             raise RtError("trading is locked by the kill switch", status=423, code="TRADING_LOCKED")
-        # Live before the first await: a second start arriving meanwhile finds it and places nothing.
+        # Live before the next await: a second start arriving meanwhile finds it and places nothing.
         record.status, record.stop_reason = "active", None
-        instance = self._instance(record)
+        instance = self._instance(record, market)
         self._live[record.id] = (record, instance)
         await self._changed(record, "strategy.started")
         await self._place(record, instance.on_start(await venue.ticker(record.symbol)))
@@ -157,7 +180,7 @@ class Runner:
         for order_id in list(record.state.get("orders", {})) if cancel else ():
             with contextlib.suppress(RtError):
                 await trading.cancel_order(self.engine, account_id, order_id)
-        record.state["orders"] = {}
+        record.state["orders"], record.state["lots"] = {}, {}
         await self._changed(record, "strategy.stopped")
         return record
 
@@ -276,11 +299,14 @@ class Runner:
             tag = record.state.get("orders", {}).pop(event.data["id"], None)
             if tag is None:
                 return
+            position_id = event.data.get("position_id")
+            self._retie(record, _lots(record).pop(event.data["id"], None), position_id)
             wants = instance.on_fill(
                 tag,
                 event.data["side"],
                 Decimal(str(event.data["average_price"])),
                 Decimal(str(event.data["filled_quantity"])),
+                position_id or "",
             )
             await self._place(record, wants)
             await self.store.save_strategy(record)
@@ -291,15 +317,55 @@ class Runner:
                 record.state["day_pnl"] = str(
                     Decimal(record.state["day_pnl"]) + Decimal(str(event.data.get("realized_pnl", 0)))
                 )
+                if (event.data.get("close_reason") or event.data.get("reason")) != "order":
+                    await self._lot_closed(record, instance, event.data["id"])
                 await self.store.save_strategy(record)
+
+    @staticmethod
+    def _retie(record: StrategyRecord, lot: str | None, closed: str | None) -> None:
+        """A sell meant for one lot nets FIFO and may close an older one of the same size: the order that was meant
+        for the closed lot is now meant for the lot still open."""
+        if lot is None or closed is None or closed == lot:
+            return
+        lots = _lots(record)
+        for order_id, other in list(lots.items()):
+            if other == closed:
+                lots[order_id] = lot
+
+    async def _lot_closed(self, record: StrategyRecord, instance: Strategy, position_id: str) -> None:
+        """A lot closed other than by the strategy's own order (stop loss, take profit, a manual close, the kill
+        switch): its orders are canceled and the strategy forgets the lot."""
+        lots = _lots(record)
+        for order_id in [o for o, lot in lots.items() if lot == position_id]:
+            del lots[order_id]
+            tag = record.state.get("orders", {}).pop(order_id, None)
+            with contextlib.suppress(RtError):
+                await trading.cancel_order(self.engine, record.account_id, order_id)
+            if tag is not None:
+                instance.on_lot_closed(tag)
+
+    async def performance(self, record: StrategyRecord) -> dict[str, Any]:
+        """From the strategy's own positions: realized (closed and partly closed, net of fees), unrealized of the
+        open ones at the live mark, their total, the share of closed positions that made money, and filled orders."""
+        perf = await self.store.strategy_performance(record.id)
+        book = self.engine.cached_book(record.account_id)
+        if book is not None:
+            held = [p for p in book.open_positions() if p.strategy_id == record.id]
+            perf["unrealized_pnl"] = sum((p.unrealized_pnl for p in held), Decimal(0))
+            perf["total_pnl"] = perf["realized_pnl"] + perf["unrealized_pnl"]
+        return perf
 
     async def _place(self, record: StrategyRecord, wants: list[Want]) -> None:
         venue = self.engine.venues.get(record.account_id, record.exchange)
+        live = self._live.get(record.id)
         for want in wants:
             price = want.price
             if price is None:
                 ticker = await venue.ticker(record.symbol)
                 price = ticker.ask if want.side == "buy" else ticker.bid
+            stop_loss = self.stop_loss_for(record.id, want.side, price)
+            if stop_loss is not None and live is not None:
+                stop_loss = live[1].price(stop_loss)
             request = OrderRequest.model_validate(
                 {
                     "exchange": record.exchange,
@@ -309,13 +375,15 @@ class Runner:
                     "quantity": want.quantity,
                     "price": want.price,
                     "strategy_id": record.id,
-                    "stop_loss": self.stop_loss_for(record.id, want.side, price),
+                    "stop_loss": stop_loss,
                 }
             )
             try:
                 order = await trading.place_order(self.engine, record.account_id, request)
             except RtError as exc:
                 log.info("strategy order refused", extra={"strategy_id": record.id, "code": exc.code})
+                if live is not None:
+                    live[1].on_refused(want, int(time.time() * 1000))
                 continue
             if order.status == "open" and record.id not in self._live:
                 # Stopped while this order was on its way: it is nobody's now.
@@ -323,15 +391,30 @@ class Runner:
                     await trading.cancel_order(self.engine, record.account_id, order.id)
             elif order.status == "open":
                 record.state.setdefault("orders", {})[order.id] = want.tag
+                if want.lot is not None:
+                    _lots(record)[order.id] = want.lot
             elif order.status == "filled":
                 instance = self._live.get(record.id)
                 if instance is not None:
+                    self._retie(record, want.lot, order.position_id)
                     follow = instance[1].on_fill(
-                        want.tag, want.side, order.average_price or Decimal(0), order.filled_quantity
+                        want.tag,
+                        want.side,
+                        order.average_price or Decimal(0),
+                        order.filled_quantity,
+                        order.position_id or "",
                     )
                     if follow:
                         await self._place(record, follow)
+            elif live is not None:
+                live[1].on_refused(want, int(time.time() * 1000))
         await self.store.save_strategy(record)
+
+
+def _lots(record: StrategyRecord) -> dict[str, str]:
+    """order id -> the position (lot) that order is for."""
+    lots: dict[str, str] = record.state.setdefault("lots", {})
+    return lots
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], field: str) -> BaseModel:

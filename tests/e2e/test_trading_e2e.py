@@ -906,15 +906,16 @@ def test_strategies_deploy_list_with_performance_stop_and_start(trader: Trader, 
         "type": "grid",
         "exchange": "paper",
         "symbol": "ETH/USDT",
-        "config": {"grid_levels": 5, "price_range": [3000, 3400], "quantity_per_level": 0.01},
+        "config": {"grid_levels": 5, "price_range": [3000, 3600], "quantity_per_level": 0.01},
         "risk_limits": {"max_position_size": 5000, "max_daily_loss": 500, "stop_loss_pct": 0.02},
     }
     created = ok(http.post("/v1/strategies", json=body), 201)["strategy"]
     assert created["id"].startswith("strat_") and created["status"] == "active"
     assert created["config"] == body["config"] and created["risk_limits"] == body["risk_limits"]
-    assert created["performance"] == {"total_pnl": 0, "win_rate": 0, "trades": 0}
+    zero = {"realized_pnl": 0, "unrealized_pnl": 0, "total_pnl": 0, "win_rate": 0, "trades": 0}
+    assert created["performance"] == zero
     resting = listed(http, "orders", status="open")["orders"]
-    assert sorted(o["price"] for o in resting) == [3000, 3100, 3200, 3300, 3400]  # every level under 3500
+    assert sorted(o["price"] for o in resting) == [3000, 3150, 3300, 3450]  # every level under the price, ~3500
     assert {o["strategy_id"] for o in resting} == {created["id"]}
     assert all(o["stop_loss"] == pytest.approx(o["price"] * 0.98) for o in resting)
 
@@ -926,7 +927,7 @@ def test_strategies_deploy_list_with_performance_stop_and_start(trader: Trader, 
     stopped = ok(http.post(f"/v1/strategies/{created['id']}/stop"))["strategy"]
     assert stopped["status"] == "stopped" and listed(http, "orders", status="open")["total"] == 0
     started = ok(http.post(f"/v1/strategies/{created['id']}/start"))["strategy"]
-    assert started["status"] == "active" and listed(http, "orders", status="open")["total"] == 5
+    assert started["status"] == "active" and listed(http, "orders", status="open")["total"] == 4
 
     ok(http.post("/v1/emergency/kill", json={"reason": "test", "confirm": True}))
     assert ok(http.get(f"/v1/strategies/{created['id']}"))["strategy"]["status"] == "halted"

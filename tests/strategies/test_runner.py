@@ -73,19 +73,21 @@ async def test_a_grid_buys_low_sells_one_level_up_and_books_the_round_trip(rig: 
     assert record.status == "active"
     assert [(o.side, o.price) for o in open_orders(rig, record.id)] == [("buy", D(90)), ("buy", D(95))]
 
-    await running.move("94")  # the 95 buy fills at the ask, 94.01; the grid then sells it at 100
+    # The market moves exactly onto the levels (ask 95, then bid 100), so a limit fills at its own price either way.
+    await running.move("94.99")  # the 95 buy fills; the grid then sells that lot at 100
     await eventually(lambda: ("sell", D(100)) in [(o.side, o.price) for o in open_orders(rig, record.id)])
     (held,) = (await rig.book()).open_positions()
-    assert (held.side, held.entry_price, held.strategy_id) == ("long", D("94.01"), record.id)
+    assert (held.side, held.entry_price, held.strategy_id) == ("long", D(95), record.id)
 
-    await running.move("101")  # the 100 sell fills at the bid, 100.99, and closes the long; 95 is bought again
+    await running.move("100.01")  # the 100 sell fills and closes the long; 95 is bought again
     await eventually(
         lambda: [(o.side, o.price) for o in open_orders(rig, record.id)] == [("buy", D(90)), ("buy", D(95))]
     )
     assert (await rig.book()).open_positions() == []
-    performance = await rig.store.strategy_performance(record.id)
+    performance = await running.runner.performance(record)
     assert performance["trades"] == 2 and performance["win_rate"] == 1
-    assert performance["total_pnl"] == (D("100.99") - D("94.01")) - (D("94.01") + D("100.99")) * D("0.001")
+    realized = (D(100) - D(95)) - (D(95) + D(100)) * D("0.001")
+    assert performance == {**performance, "realized_pnl": realized, "unrealized_pnl": 0, "total_pnl": realized}
 
 
 async def test_the_strategys_own_limits_apply_on_top_of_the_envelope(rig: Rig, running: Running) -> None:
@@ -149,3 +151,107 @@ async def test_fills_missed_while_down_are_fed_to_the_strategy_at_start(rig: Rig
         assert [(o.side, o.price) for o in open_orders(rig, record.id)] == [("buy", D(90)), ("sell", D(100))]
     finally:
         await after.stop()
+
+
+def resting(rig: Rig, strategy_id: str) -> list[tuple[str, D | None]]:
+    return [(o.side, o.price) for o in open_orders(rig, strategy_id)]
+
+
+async def test_a_grid_beside_a_manual_long_trades_only_its_own_lots(rig: Rig, running: Running) -> None:
+    manual = await rig.position("long", "1")
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("94.99")
+    await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
+    await running.move("100.01")
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
+    assert manual.status == "open"
+    assert [p.id for p in (await rig.book()).open_positions()] == [manual.id]
+    performance = await running.runner.performance(record)
+    assert (performance["trades"], performance["win_rate"]) == (2, 1)
+
+
+async def test_performance_counts_the_open_lots_at_the_live_price(rig: Rig, running: Running) -> None:
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("94.99")  # the 95 buy fills at 95 and rests a sell at 100
+    await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
+    await running.move("98")
+    performance = await running.runner.performance(record)
+    opening_fee = D(95) * D("0.001")
+    assert performance["realized_pnl"] == -opening_fee
+    assert performance["unrealized_pnl"] == D(98) - D(95)
+    assert performance["total_pnl"] == D(98) - D(95) - opening_fee
+    assert (performance["trades"], performance["win_rate"]) == (1, 0)
+
+
+async def test_a_lot_stopped_out_takes_its_sell_with_it_and_the_level_is_bought_again_later(
+    rig: Rig, running: Running
+) -> None:
+    record = await running.runner.deploy(
+        rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {"stop_loss_pct": "0.02"}
+    )
+    await running.move("94.99")  # the 95 buy fills (stop loss 93.10); a sell rests at 100
+    await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
+    (lot,) = (await rig.book()).open_positions()
+    assert lot.stop_loss == D("93.10")
+
+    await running.move("92.5")  # the stop loss closes the lot; the grid's sell for it goes too
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90))])
+    (closed,) = await rig.stored_positions("closed")
+    assert (closed.id, closed.close_reason) == (lot.id, "stop_loss")
+    assert record.state["lots"] == {}
+
+    await running.move("96")  # back above the level: its buy rests again
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
+
+
+async def test_a_lot_closed_by_hand_cancels_the_grids_sell_for_it(rig: Rig, running: Running) -> None:
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("89.99")  # both buys fill: lots at 95 and 90, sells at 100 and 95
+    await eventually(lambda: resting(rig, record.id) == [("sell", D(95)), ("sell", D(100))])
+    lots = sorted((await rig.book()).open_positions(), key=lambda p: p.entry_price)
+    await rig.close_position(lots[0].id)  # the lot bought at 90
+    await running.move("89.99")
+    await eventually(lambda: resting(rig, record.id) == [("sell", D(100))])
+    await running.move("100.01")  # the remaining sell closes the remaining lot; both levels rest buys again
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
+    assert (await rig.book()).open_positions() == []
+    assert all(p.side == "long" for p in await rig.stored_positions())  # no sell ever opened a short
+
+
+async def test_a_grid_deployed_below_its_range_starts_trading_when_the_price_enters(rig: Rig, running: Running) -> None:
+    rig.set_price("80")
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    assert resting(rig, record.id) == []
+    await running.move("85")
+    assert resting(rig, record.id) == []
+    await running.move("97")
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
+    await running.move("97.5")
+    assert resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))]
+
+
+async def test_grid_orders_are_on_the_markets_steps(rig: Rig, running: Running) -> None:
+    config = {"grid_levels": 4, "price_range": [90, 100], "quantity_per_level": "0.12345"}
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, config, {})
+    assert [(o.price, o.quantity) for o in open_orders(rig, record.id)] == [
+        (D("90.00"), D("0.1234")),
+        (D("93.33"), D("0.1234")),
+        (D("96.67"), D("0.1234")),
+    ]
+
+
+async def test_a_sell_that_closed_an_older_lot_leaves_its_own_sell_to_the_lot_still_open(
+    rig: Rig, running: Running
+) -> None:
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("94.99")  # a lot at 95 first, its sell at 100
+    await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
+    await running.move("89.99")  # then a lot at 90, its sell at 95
+    await eventually(lambda: resting(rig, record.id) == [("sell", D(95)), ("sell", D(100))])
+    await running.move("95.01")  # the 95 sell nets FIFO: it closes the older lot, the one bought at 95
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("sell", D(100))])
+    (left,) = (await rig.book()).open_positions()
+    assert left.entry_price == D(90)
+    await rig.close_position(left.id)  # the sell at 100 is now the one for this lot: it goes with it
+    await running.move("95.01")
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90))])

@@ -7,9 +7,11 @@ from decimal import Decimal as D
 import pytest
 from pydantic import ValidationError
 
-from rt.exchanges import Ticker
+from rt.errors import BadRequest
+from rt.exchanges import Market, Ticker
+from rt.strategies import Want
 from rt.strategies.dca import DCA, DCAConfig
-from rt.strategies.grid import Grid, GridConfig
+from rt.strategies.grid import RETRY_MS, Grid, GridConfig
 
 
 def tick(price: str) -> Ticker:
@@ -69,3 +71,77 @@ def test_dca_buys_every_interval_up_to_its_count_and_only_below_its_price() -> N
     assert second.tag == "dca:2"
     assert dca.on_clock(5000.0, tick("100")) == []  # max_orders reached
     assert state == {"buys": 2, "next_at": 1121.0}
+
+
+def on(price: str, ts_ms: int = 0) -> Ticker:
+    p = D(price)
+    return Ticker("BTC/USDT", p - D("0.01"), p + D("0.01"), p, ts_ms)
+
+
+def buys(wants: list[Want]) -> list[D | None]:
+    return [w.price for w in wants if w.side == "buy"]
+
+
+def test_grid_levels_and_quantity_sit_on_the_markets_steps() -> None:
+    market = Market("BTC/USDT", "BTC", "USDT", price_step=D("0.01"), amount_step=D("0.001"), min_amount=D("0.001"))
+    config = GridConfig(grid_levels=4, price_range=(D(90), D(100)), quantity_per_level=D("0.12345"))
+    g = Grid(config, {}, market)
+    assert g.levels == [D("90.00"), D("93.33"), D("96.67"), D("100.00")]
+    wants = g.on_start(on("99"))
+    assert [(w.price, w.quantity) for w in wants] == [
+        (D("90.00"), D("0.123")),
+        (D("93.33"), D("0.123")),
+        (D("96.67"), D("0.123")),
+    ]
+    (sell,) = g.on_fill("buy:1", "buy", D("93.33"), D("0.123"), "pos_a")
+    assert (sell.price, sell.quantity, sell.lot) == (D("96.67"), D("0.123"), "pos_a")
+
+    coarse = Market("BTC/USDT", "BTC", "USDT", price_step=D(1), amount_step=D("0.0001"), min_amount=D("0.0001"))
+    big = Grid(GridConfig(grid_levels=10, price_range=(D(40000), D(55000)), quantity_per_level=D("0.01")), {}, coarse)
+    assert all(level == level.to_integral_value() for level in big.levels)  # 41666.666... comes out as 41667
+    assert big.levels[1] == D(41667)
+
+
+def test_grid_refuses_levels_or_a_quantity_the_market_cannot_hold() -> None:
+    market = Market("BTC/USDT", "BTC", "USDT", price_step=D(1), amount_step=D("0.001"), min_amount=D("0.001"))
+    with pytest.raises(BadRequest):  # 11 levels in a range of 5 steps: some would be the same price
+        Grid(GridConfig(grid_levels=11, price_range=(D(100), D(105)), quantity_per_level=D(1)), {}, market)
+    with pytest.raises(BadRequest):  # rounds down to 0, under the minimum
+        Grid(GridConfig(grid_levels=3, price_range=(D(100), D(200)), quantity_per_level=D("0.0004")), {}, market)
+    with pytest.raises(BadRequest):
+        DCA(DCAConfig(quantity=D("0.0004"), interval_s=60), {}, market)
+
+
+def test_grid_started_below_its_range_waits_and_places_when_the_price_enters() -> None:
+    g = grid()
+    assert g.on_start(on("80")) == []
+    assert g.on_tick(on("89")) == []
+    assert buys(g.on_tick(on("97"))) == [D(90), D(95)]  # entered: buys at every level below the price
+    assert g.on_tick(on("97")) == []  # placed once
+    assert buys(g.on_tick(on("103"))) == [D(100)]  # higher in the range: the level it passed gets its buy
+
+
+def test_grid_started_above_its_range_waits_until_the_price_comes_down_into_it() -> None:
+    g = grid()
+    assert g.on_start(on("120")) == []
+    assert g.on_tick(on("110.02")) == []  # bid 110.01: still above the range
+    assert buys(g.on_tick(on("108"))) == [D(90), D(95), D(100), D(105)]  # the top level only ever sells
+    assert g.on_tick(on("130")) == []
+
+
+def test_grid_forgets_a_lot_closed_elsewhere_and_rearms_its_buy_when_the_price_is_back_above() -> None:
+    g = grid()
+    g.on_start(on("100"))
+    (sell,) = g.on_fill("buy:1", "buy", D(95), D("0.5"), "pos_a")
+    assert g.on_tick(on("99")) == []  # slot 1 holds a lot: no new buy there
+    g.on_lot_closed(sell.tag)  # stopped out at 92
+    assert g.on_tick(on("92")) == []  # under the level: a buy there would fill at once
+    assert buys(g.on_tick(on("96"))) == [D(95)]
+
+
+def test_grid_retries_a_refused_buy_after_a_while_not_on_every_tick() -> None:
+    g = grid()
+    first, _ = g.on_start(on("100", ts_ms=1_000))
+    g.on_refused(first, 1_000)
+    assert g.on_tick(on("100", ts_ms=2_000)) == []
+    assert buys(g.on_tick(on("100", ts_ms=1_000 + RETRY_MS))) == [D(90)]
