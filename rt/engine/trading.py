@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from rt import metrics
-from rt.engine import ledger, risk
+from rt.engine import ledger, risk, rules
 from rt.engine.engine import Changes, Engine
 from rt.engine.models import Order, Position, now
 from rt.engine.requests import OrderRequest, PositionRequest, PositionUpdate
@@ -46,6 +46,9 @@ async def _submit(
     """Cerberus, then the venue, then the books. Raises ValidationFailed (order stored as rejected)."""
     book = changes.book
     ticker = await venue.ticker(order.symbol)
+    if order.type == "stop":
+        assert order.stop_price is not None
+        rules.check_trigger(order.side, order.stop_price, ticker)
     proposal = risk.Proposal(
         order.exchange,
         order.symbol,
@@ -115,19 +118,9 @@ def _new_order(account_id: str, req: OrderRequest) -> Order:
     )
 
 
-async def _check_quantity(venue: Exchange, symbol: str, quantity: Decimal) -> None:
-    """A quantity under the market's minimum never reaches Cerberus or the venue (an unknown symbol fails later)."""
-    market = next((m for m in await venue.markets() if m.symbol == symbol), None)
-    if market is not None and quantity < market.min_amount:
-        raise BadRequest(
-            f"quantity {quantity} is under the minimum {market.min_amount} for {symbol}",
-            errors=[{"field": "quantity", "message": f"must be at least {market.min_amount}"}],
-        )
-
-
 async def place_order(engine: Engine, account_id: str, req: OrderRequest, *, test_key: bool = False) -> Order:
     venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
-    await _check_quantity(venue, req.symbol, req.quantity)
+    await rules.check_steps(venue, req.symbol, req.quantity, rules.prices_of(req, rules.ORDER_PRICES))
     if req.stop_loss is not None or req.take_profit is not None:
         reference = req.price or req.stop_price or (await venue.ticker(req.symbol)).last
         _check_protection("long" if req.side == "buy" else "short", reference, req.stop_loss, req.take_profit)
@@ -187,7 +180,7 @@ async def open_position(
 ) -> tuple[Position, dict[str, Any]]:
     """Open at market (status open) or rest a limit entry at entry_price (status pending); with Cerberus's verdict."""
     venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
-    await _check_quantity(venue, req.symbol, req.quantity)
+    await rules.check_steps(venue, req.symbol, req.quantity, rules.prices_of(req, rules.POSITION_PRICES))
 
     async def command(changes: Changes) -> tuple[Position, dict[str, Any]]:
         position_id = new_id("pos")
@@ -299,6 +292,8 @@ async def update_position(engine: Engine, account_id: str, position_id: str, req
         given = req.model_fields_set
         stop_loss = req.stop_loss if "stop_loss" in given else position.stop_loss
         take_profit = req.take_profit if "take_profit" in given else position.take_profit
+        venue = engine.venues.get(account_id, position.exchange)
+        await rules.check_steps(venue, position.symbol, None, rules.prices_of(req, rules.PROTECTION_PRICES))
         _check_protection(position.side, position.current_price, stop_loss, take_profit)
         position.stop_loss, position.take_profit = stop_loss, take_profit
         changes.position(position, "position.updated")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from rt.errors import BadRequest
-from rt.exchanges import Fill, FillHandler, Market, OrderSpec, Ticker, TickHandler, VenueOrder
+from rt.exchanges import ExchangeRejected, Fill, FillHandler, Market, OrderSpec, Ticker, TickHandler, VenueOrder
 from rt.exchanges.feed import MarketFeed
 
 log = logging.getLogger("rt.paper")
@@ -91,27 +91,31 @@ class PaperExchange:
     def _fill(self, venue_order_id: str, price: Decimal, quantity: Decimal) -> Fill:
         return Fill(venue_order_id, price, quantity, self.fee(price, quantity))
 
-    def _fill_price(self, spec: OrderSpec, ticker: Ticker) -> Decimal | None:
-        """The price this order fills at against this ticker, or None when it keeps resting."""
+    def _fill_price(self, spec: OrderSpec, ticker: Ticker, *, resting: bool) -> Decimal | None:
+        """The price this order fills at against this ticker, or None when it keeps resting. At submission a
+        marketable limit is a taker: the market price (with slippage) when better than its limit, else its limit.
+        Once resting it is a maker: when the market reaches it, it fills at its limit, even through a gap."""
         buy = spec.side == "buy"
         if spec.type == "market":
             return self.market_price(ticker, spec.side)
         if spec.type == "limit":
             assert spec.price is not None
-            if buy and ticker.ask <= spec.price:
-                return min(spec.price, ticker.ask)
-            if not buy and ticker.bid >= spec.price:
-                return max(spec.price, ticker.bid)
-            return None
-        assert spec.stop_price is not None
-        if (buy and ticker.ask >= spec.stop_price) or (not buy and ticker.bid <= spec.stop_price):
-            return self.market_price(ticker, spec.side)
-        return None
+            if not (ticker.ask <= spec.price if buy else ticker.bid >= spec.price):
+                return None
+            if resting:
+                return spec.price
+            market = self.market_price(ticker, spec.side)
+            return min(spec.price, market) if buy else max(spec.price, market)
+        return self.market_price(ticker, spec.side) if _triggered(spec, ticker) else None
 
     async def place(self, spec: OrderSpec) -> VenueOrder:
         ticker = await self.ticker(spec.symbol)
+        if spec.type == "stop" and _triggered(spec, ticker):
+            reason = "the stop would trigger at once"
+            details = {"check": "exchange", "reason": reason}
+            raise ExchangeRejected(f"paper rejected the order: {reason}", details=details)
         venue_order_id = f"paper-{secrets.token_hex(8)}"
-        price = self._fill_price(spec, ticker)
+        price = self._fill_price(spec, ticker, resting=False)
         if price is not None:
             return VenueOrder(venue_order_id, "filled", self._fill(venue_order_id, price, spec.quantity))
         self._resting[venue_order_id] = _Resting(spec, venue_order_id)
@@ -132,7 +136,7 @@ class PaperExchange:
         for venue_order_id, resting in list(self._resting.items()):
             if resting.spec.symbol != ticker.symbol:
                 continue
-            price = self._fill_price(resting.spec, ticker)
+            price = self._fill_price(resting.spec, ticker, resting=True)
             if price is not None:
                 del self._resting[venue_order_id]
                 self._retry[venue_order_id] = resting
@@ -159,3 +163,9 @@ class PaperExchange:
             for fill in fills:
                 self._filling.pop(fill.venue_order_id, None)
                 self._retry.pop(fill.venue_order_id, None)
+
+
+def _triggered(spec: OrderSpec, ticker: Ticker) -> bool:
+    """A stop buy triggers when the ask reaches its stop price, a stop sell when the bid does."""
+    assert spec.stop_price is not None
+    return ticker.ask >= spec.stop_price if spec.side == "buy" else ticker.bid <= spec.stop_price

@@ -45,13 +45,13 @@ async def test_a_limit_order_rests_until_the_price_crosses_it(rig: Rig) -> None:
     await rig.settle()
     assert order.status == "open"
 
-    rig.set_price("94.5")  # ask 94.51: through the limit, filled at the better price
+    rig.set_price("94.5")  # ask 94.51: through the limit; a resting limit fills at its limit
     await rig.settle()
-    assert (order.status, order.average_price) == ("filled", D("94.51"))
+    assert (order.status, order.average_price) == ("filled", D("95"))
     (position,) = (await rig.book()).open_positions()
-    assert (position.side, position.entry_price, position.quantity) == ("long", D("94.51"), D(1))
+    assert (position.side, position.entry_price, position.quantity) == ("long", D("95"), D(1))
     (stored,) = await rig.stored_orders("filled")
-    assert stored.id == order.id and stored.fee == D("94.51") * FEE
+    assert stored.id == order.id and stored.fee == D("95") * FEE
 
 
 async def test_a_fill_the_engine_fails_to_book_rests_again_and_is_booked_later(
@@ -279,7 +279,7 @@ async def test_a_limit_entry_is_pending_until_it_fills(rig: Rig) -> None:
     rig.set_price("94")
     await rig.settle()
     opened = book.positions[position.id]
-    assert (opened.status, opened.entry_price, opened.quantity) == ("open", D("94.01"), D(2))
+    assert (opened.status, opened.entry_price, opened.quantity) == ("open", D("95"), D(2))
     assert (opened.stop_loss, opened.take_profit) == (D(90), D(110))
     assert "position.opened" in await rig.event_names("positions")
     (stored,) = await rig.stored_positions("open")
@@ -355,7 +355,7 @@ async def test_state_survives_a_restart(rig: Rig) -> None:
     await rig.settle()
     assert resting.id not in book.orders
     (filled,) = [o for o in await rig.stored_orders("filled") if o.id == resting.id]
-    assert filled.average_price == D("94.01")
+    assert filled.average_price == D("95")
     assert len(book.open_positions()) == 2
 
     rig.set_price("111")  # so does the limit entry; then the stop of the first position closes it
