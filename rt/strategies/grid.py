@@ -42,6 +42,11 @@ class Grid(Strategy):
     def __init__(self, config: BaseModel, state: dict[str, Any], market: Market | None = None) -> None:
         super().__init__(config, state, market)
         assert isinstance(config, GridConfig)
+        if market is None and "levels" in state:
+            # Rounded when it started; a venue still connecting after a restart cannot tell the steps again.
+            self.levels = [Decimal(level) for level in state["levels"]]
+            self.qty = Decimal(state["quantity"])
+            return
         low, high = config.price_range
         step = (high - low) / (config.grid_levels - 1)
         self.levels = [self.price(low + step * i) for i in range(config.grid_levels - 1)] + [self.price(high)]
@@ -51,6 +56,8 @@ class Grid(Strategy):
                 errors=[{"field": "config.grid_levels", "message": "fewer levels or a wider price_range"}],
             )
         self.qty = self.quantity(config.quantity_per_level, "quantity_per_level")
+        if market is not None:
+            state["levels"], state["quantity"] = [str(level) for level in self.levels], str(self.qty)
 
     @property
     def _slots(self) -> dict[str, str]:

@@ -199,7 +199,7 @@ class Runner:
 
         record.updated_at = _utcnow()
         await self.store.save_strategy(record)
-        change = Event(record.account_id, event, record.as_json())
+        change = Event(record.account_id, event, record.as_json(await self.performance(record)))
         await self.engine.store.save(TradeBatch(events=[change]))
         await self.engine.bus.publish([change])
 

@@ -145,3 +145,12 @@ def test_grid_retries_a_refused_buy_after_a_while_not_on_every_tick() -> None:
     g.on_refused(first, 1_000)
     assert g.on_tick(on("100", ts_ms=2_000)) == []
     assert buys(g.on_tick(on("100", ts_ms=1_000 + RETRY_MS))) == [D(90)]
+
+
+def test_grid_keeps_its_rounded_levels_for_a_restart_that_cannot_ask_the_market() -> None:
+    market = Market("BTC/USDT", "BTC", "USDT", price_step=D("0.01"), amount_step=D("0.001"), min_amount=D("0.001"))
+    config = GridConfig(grid_levels=4, price_range=(D(90), D(100)), quantity_per_level=D("0.12345"))
+    state: dict[str, object] = {}
+    first = Grid(config, state, market)
+    again = Grid(config, state)  # the venue is still connecting
+    assert (again.levels, again.qty) == (first.levels, D("0.123"))
