@@ -7,17 +7,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from rt import __version__
+from rt.bus import EVENTS, EVENTS_CHANNEL, channel_of
 from rt.engine.requests import EmergencyKill, OrderRequest, PositionRequest
 from rt.session import commands, protocol
 
-_EVENTS = {
-    "positions": ["position.opened", "position.updated", "position.closed", "position.canceled", "position.rejected"],
-    "orders": ["order.created", "order.filled", "order.canceled", "order.rejected"],
-    "strategies": ["strategy.started", "strategy.stopped"],
-    "risk": ["risk.limit_reached", "risk.envelope_updated", "emergency.kill_triggered", "risk.unlocked"],
-    "account": ["account.updated"],
-    "events": ["every event of the account"],
-}
+
+def _events_of(channel: str) -> list[str]:
+    return [name for name in EVENTS if channel in (EVENTS_CHANNEL, channel_of(name))]
+
 
 _PARAMS: dict[str, type[BaseModel]] = {
     "order.place": OrderRequest,
@@ -116,7 +113,7 @@ def build() -> dict[str, Any]:
         }
     }
     subscriptions = {
-        name: {"scope": scope, "events": _EVENTS.get(name, [])} for name, scope in protocol.CHANNEL_SCOPES.items()
+        name: {"scope": scope, "events": _events_of(name)} for name, scope in protocol.CHANNEL_SCOPES.items()
     }
     subscriptions["ticks:<SYMBOL>"] = {"scope": "market:read", "events": ["tick"]}
     client_ops = ["subscribe", "unsubscribe", "ping", "auth", *(f"command.{op}" for op in protocol.COMMAND_SCOPES)]
@@ -146,4 +143,5 @@ def build() -> dict[str, Any]:
         },
         "components": {"messages": messages},
         "x-subscriptions": subscriptions,
+        "x-events": {name: {"channel": channel_of(name), "description": what} for name, what in EVENTS.items()},
     }

@@ -26,6 +26,26 @@ CHANNEL_OF_PREFIX = {
 
 EVENTS_CHANNEL = "events"
 
+# Every event the account's channels carry, named for what happened. AsyncAPI and the tests read this table.
+EVENTS: dict[str, str] = {
+    "order.created": "an order was accepted and sent to the venue",
+    "order.filled": "an order filled",
+    "order.canceled": "an open order was canceled",
+    "order.rejected": "Cerberus or the venue refused an order",
+    "position.opened": "a position opened: at market, or when its resting limit entry filled",
+    "position.updated": "a fill changed a position, or its stop loss or take profit changed",
+    "position.closed": "an open position closed; `reason` says why",
+    "position.canceled": "a resting limit entry was canceled before it filled: the position never opened",
+    "position.rejected": "Cerberus refused a position",
+    "strategy.started": "a strategy started",
+    "strategy.stopped": "a strategy stopped",
+    "risk.limit_reached": "usage crossed 80% of a limit (`level: warning`) or reached it (`level: breached`)",
+    "risk.envelope_updated": "the risk envelope (or the trading state) was changed",
+    "emergency.kill_triggered": "the kill switch ran: KILL, CLOSE_ALL, FLATTEN or LOCK",
+    "risk.unlocked": "UNLOCK lifted the lock: trading is active again",
+    "account.updated": "the account summary after a fill",
+}
+
 
 def channel_of(event: str) -> str:
     return CHANNEL_OF_PREFIX.get(event.split(".", 1)[0], EVENTS_CHANNEL)
@@ -81,4 +101,4 @@ def open_bus(redis_url: str = "", prefix: str = "rt", history: int = 1000) -> Bu
     return MemoryBus(history)
 
 
-__all__ = ["Bus", "Delivery", "Event", "channel_of", "open_bus"]
+__all__ = ["EVENTS", "Bus", "Delivery", "Event", "channel_of", "open_bus"]

@@ -66,8 +66,7 @@ async def execute(
             "reason": reason,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        event = "risk.unlocked" if action == "UNLOCK" else "emergency.kill_triggered"
-        changes.event(event, {**report, "actor": actor})
+        changes.event("risk.unlocked" if action == "UNLOCK" else "emergency.kill_triggered", {**report, "actor": actor})
         return report
 
     report = await engine.run(account_id, command)

@@ -15,6 +15,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from rt.bus import EVENTS, EVENTS_CHANNEL, channel_of
 from tests.e2e.server import Server, run_server
 
 pytestmark = pytest.mark.e2e
@@ -161,6 +162,9 @@ async def test_unlock_envelope_changes_and_canceled_entries_are_named_for_what_h
     assert envelope_event["envelope"] == changed and envelope_event["trading_state"] == "active"
     assert unlock_event["trading_state"] == "active"
     assert (unlock_event["command_id"], unlock_event["action"]) == (unlocked["command_id"], "UNLOCK")
+    for message in conn.events:
+        assert message["event"] in EVENTS
+        assert message["channel"] in (EVENTS_CHANNEL, channel_of(message["event"]))
     # risk.limit_reached means a limit was approached or reached: never "ok".
     assert not [d for name, d in conn.named("events") if name == "risk.limit_reached"]
     assert [name for name, _ in conn.named("events") if name.startswith(("risk.", "emergency.", "position."))] == [
