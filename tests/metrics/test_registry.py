@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import prometheus_client
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rt.config import Settings
 from rt.metrics import registry
+from rt.metrics.registry import RuntimeCollector
 from rt.runtime import open_runtime
 
 # Dashboards read these: the names and types the hand-written exposition had.
@@ -79,3 +83,52 @@ async def test_the_first_release_series_keep_their_exact_names_and_buckets(tmp_p
     # Each Cerberus check has its refusal series from the start.
     assert 'rt_orders_refused_total{check="position_size"}' in lines
     assert 'rt_orders_refused_total{check="strategy_limit"}' in lines
+
+
+@dataclass
+class FakeSession:
+    queue_depth: int
+
+
+@dataclass
+class FakeSessions:
+    sessions: list[FakeSession]
+    accepted: int = 7
+    slow_consumer_closes: int = 2
+    latency_counts: list[int] = field(default_factory=lambda: [1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    latency_sum_ms: float = 1502.25
+    commands: int = 4
+
+    def all(self) -> list[FakeSession]:
+        return self.sessions
+
+
+@dataclass
+class FakeHub:
+    fanned_out: int = 40
+
+    def subscriptions(self) -> int:
+        return 5
+
+
+def test_websocket_series_are_read_from_the_runtimes_sessions_and_hub_at_scrape() -> None:
+    sessions = FakeSessions([FakeSession(3), FakeSession(0), FakeSession(9)])
+    runtime = cast(Any, SimpleNamespace(sessions=sessions, hub=FakeHub()))
+    made = CollectorRegistry()
+    made.register(RuntimeCollector(runtime))
+    value = made.get_sample_value
+
+    assert value("rt_ws_connections") == 3
+    assert value("rt_ws_queue_depth") == 12
+    assert value("rt_ws_queue_depth_max") == 9
+    assert value("rt_ws_connections_accepted_total") == 7
+    assert value("rt_ws_slow_consumer_closes_total") == 2
+    assert value("rt_events_fanned_out_total") == 40
+    assert value("rt_ws_subscriptions") == 5
+    assert value("rt_ws_command_latency_ms_bucket", {"le": "0.5"}) == 1
+    assert value("rt_ws_command_latency_ms_bucket", {"le": "1"}) == 3
+    assert value("rt_ws_command_latency_ms_bucket", {"le": "1000"}) == 3
+    assert value("rt_ws_command_latency_ms_bucket", {"le": "+Inf"}) == 4
+    assert value("rt_ws_command_latency_ms_sum") == 1502.25
+    sessions.sessions = []
+    assert (value("rt_ws_connections"), value("rt_ws_queue_depth_max")) == (0, 0)
