@@ -28,6 +28,12 @@ class KeyCreate(Strict):
     test: bool = Field(False, description="An `rt_test_` key, which trades only on the paper venue.")
 
 
+class KeyQuery(Page):
+    active: bool | None = Field(
+        None, description="`true`: only keys that are not revoked (as `rt keys list --active`); `false`: only revoked."
+    )
+
+
 class KeyOut(BaseModel):
     id: str
     account_id: str
@@ -80,8 +86,10 @@ def issued_json(issued: IssuedKey, replaces: str | None = None) -> dict[str, Any
 
 
 async def list_keys(call: Call) -> dict[str, Any]:
-    page: Page = call.query
+    page: KeyQuery = call.query
     records = await call.runtime.keys.list(call.caller.account_id)
+    if page.active is not None:
+        records = [r for r in records if (r.revoked_at is None) == page.active]
     return {"keys": [key_json(r) for r in page.slice(records)], "total": len(records), "page": page.page}
 
 
@@ -143,7 +151,7 @@ OPERATIONS = [
         "List the account's API keys",
         "keys",
         scopes.KEYS_MANAGE,
-        query=Page,
+        query=KeyQuery,
         response=KeyList,
         errors=(*_errors.AUTH, "BAD_REQUEST"),
     ),

@@ -113,6 +113,15 @@ def errors_of(op: Operation) -> tuple[str, ...]:
     return op.errors
 
 
+def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a value, never null: `x: str | None = None` documents `x` as a string."""
+    branches = [b for b in prop.get("anyOf", []) if b != {"type": "null"}]
+    if "anyOf" not in prop or len(branches) == len(prop["anyOf"]):
+        return prop
+    rest = {k: v for k, v in prop.items() if k != "anyOf" and not (k == "default" and v is None)}
+    return {**branches[0], **rest} if len(branches) == 1 else {**rest, "anyOf": branches}
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     doc: dict[str, Any] = {"operationId": op.name, "summary": op.summary, "tags": [op.tag]}
     description = op.description
@@ -129,7 +138,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                     "name": name,
                     "in": "query",
                     "required": name in required,
-                    "schema": prop,
+                    "schema": _query_schema(prop),
                     "description": prop.get("description", ""),
                 }
             )

@@ -301,3 +301,17 @@ def test_docs_page_is_offline_html_over_the_document(server: Server) -> None:
         target = urljoin(str(response.url), fetched.group(1))
         assert httpx.URL(target).path == "/v1/openapi.json"
         assert client.get(target).status_code == 200
+
+
+def test_query_parameters_are_values_never_null(document: dict[str, Any]) -> None:
+    """An optional filter is left out of the URL, not sent as null: the document shows only its value's type."""
+    seen = 0
+    for _, _, op in operations(document):
+        for param in op.get("parameters", []):
+            if param["in"] != "query":
+                continue
+            branches = param["schema"].get("anyOf", [param["schema"]])
+            assert {"type": "null"} not in branches, f"{op['operationId']}: {param['name']}"
+            assert all("type" in b or "enum" in b for b in branches), f"{op['operationId']}: {param['name']}"
+            seen += 1
+    assert seen > 10
