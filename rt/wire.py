@@ -7,6 +7,7 @@ reads exactly as it did live.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,7 @@ import orjson
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
 _NEGATIVE_ZERO = b"-0.0"
+_NEGATIVE_ZERO_NUMBER = re.compile(rb"-0\.0(?![0-9])")
 
 
 def _default(value: Any) -> Any:
@@ -38,8 +40,8 @@ def _positive_zero(value: Any) -> Any:
 
 def dumps(value: Any) -> bytes:
     out = orjson.dumps(value, default=_default, option=_OPTIONS)
-    # orjson writes a float -0.0 as such; the byte search is cheap and rarely hits (-0.05 hits too, harmlessly).
-    if _NEGATIVE_ZERO in out:
+    # orjson writes a float -0.0 as such. The byte search is cheap; the pattern tells -0.0 from -0.05.
+    if _NEGATIVE_ZERO in out and _NEGATIVE_ZERO_NUMBER.search(out):
         out = orjson.dumps(_positive_zero(value), default=_default, option=_OPTIONS)
     return out
 
