@@ -147,10 +147,9 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal) -> list[Check]:
         )
     )
 
-    loss = -ledger.daily_pnl(book)
-    loss_limit = env.max_daily_loss
-    ok = loss < loss_limit
-    checks.append(Check(DAILY_LOSS, ok, loss_limit, max(loss, ZERO), "" if ok else "daily loss limit reached"))
+    loss = daily_loss(book)
+    ok = -loss < env.max_daily_loss
+    checks.append(Check(DAILY_LOSS, ok, env.max_daily_loss, loss, "" if ok else "daily loss limit reached"))
 
     count = len(book.open_positions()) + pend_count + 1
     ok = count <= env.max_concurrent_positions
@@ -177,16 +176,35 @@ def enforce(checks: list[Check], **extra: Any) -> None:
         )
 
 
-def utilization(book: Book) -> dict[str, tuple[Decimal, Decimal | int, Decimal | int]]:
-    """check -> (used fraction, limit, current) for the limits that warn at 80%."""
-    env = book.envelope
+def daily_loss(book: Book) -> Decimal:
+    """The day's loss, signed as P&L is (a loss of 120 is -120); 0 on a day that is up. Its limit is positive."""
+    pnl = ledger.daily_pnl(book)
+    return pnl if pnl < 0 else ZERO
+
+
+def exposure(book: Book) -> Decimal | None:
+    """What max_exposure limits: (open + resting notional) / equity, four places; None without equity."""
     eq = ledger.equity(book)
-    exposure = ledger.exposure_notional(book) / eq if eq > 0 else Decimal(0)
-    loss = max(-ledger.daily_pnl(book), ZERO)
-    count = len(book.open_positions())
+    if eq <= 0:
+        return None
+    return rounded((ledger.exposure_notional(book) + pending(book)[0]) / eq)
+
+
+def concurrent(book: Book) -> int:
+    """What max_concurrent_positions limits: open positions and resting orders that would open one."""
+    return len(book.open_positions()) + pending(book)[1]
+
+
+def utilization(book: Book) -> dict[str, tuple[Decimal, Decimal | int, Decimal | int]]:
+    """check -> (used fraction, limit, current) for the limits that warn at 80%; current as Cerberus counts it."""
+    env = book.envelope
+    ratio = exposure(book)
+    exposed = ratio if ratio is not None else ZERO
+    loss = daily_loss(book)
+    count = concurrent(book)
     return {
-        EXPOSURE: (exposure / env.max_exposure if env.max_exposure else Decimal(0), env.max_exposure, exposure),
-        DAILY_LOSS: (loss / env.max_daily_loss if env.max_daily_loss else Decimal(0), env.max_daily_loss, loss),
+        EXPOSURE: (exposed / env.max_exposure if env.max_exposure else Decimal(0), env.max_exposure, exposed),
+        DAILY_LOSS: (-loss / env.max_daily_loss if env.max_daily_loss else Decimal(0), env.max_daily_loss, loss),
         CONCURRENT: (
             Decimal(count) / env.max_concurrent_positions if env.max_concurrent_positions else Decimal(0),
             env.max_concurrent_positions,
@@ -221,11 +239,13 @@ def report(book: Book, leverage: Decimal) -> dict[str, Any]:
     return {
         "envelope": book.envelope.as_json(),
         "current": {
-            "total_exposure": rounded(ledger.exposure_notional(book) / eq) if eq > 0 else None,
+            "total_exposure": exposure(book),
             "exposure_notional": ledger.exposure_notional(book),
             "pending_notional": pending_notional,
-            "daily_loss": ledger.daily_pnl(book),
-            "active_positions": len(book.open_positions()),
+            "daily_loss": daily_loss(book),
+            "daily_pnl": ledger.daily_pnl(book),
+            "active_positions": concurrent(book),
+            "open_positions": len(book.open_positions()),
             "available_capital": eq - ledger.margin_used(book, leverage),
         },
         "status": status(book),

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rt import wire
 from rt.engine import kill, ledger, risk, trading
 from rt.engine.engine import EngineConfig
 from rt.engine.models import Envelope
@@ -98,7 +99,7 @@ async def test_daily_loss_limit_and_the_switch_to_reducing(rig: Rig) -> None:
     await rig.set_state("active")
     details = await rejected(rig.order("buy", "1"))
     assert details["check"] == risk.DAILY_LOSS == "daily_loss_limit"
-    assert (details["limit"], details["requested"]) == (D(500), loss)
+    assert (details["limit"], details["requested"]) == (D(500), -loss)  # a loss is negative, the limit positive
 
     await rig.set_state("reducing")
     await rig.order("sell", "4")  # shrinks the long: accepted while reducing
@@ -328,3 +329,67 @@ async def test_every_denial_is_an_rt_error_with_a_code(rig: Rig) -> None:
         await rig.position("long", "1")
     assert caught.value.code == "VALIDATION_FAILED"
     assert "concurrent_positions" in caught.value.detail
+
+
+def daily_loss_events(deliveries: list[Any]) -> list[dict[str, Any]]:
+    return [
+        d.event.data
+        for d in deliveries
+        if d.event.event == "risk.limit_reached" and d.event.data.get("check") == "daily_loss_limit"
+    ]
+
+
+async def test_a_days_loss_is_negative_in_the_envelope_the_check_and_the_event(rig: Rig) -> None:
+    await rig.limits(max_daily_loss="60")
+    position = await rig.position("long", "10")  # entry 100.01, fee 1.0001
+    rig.set_price("95")
+    await rig.settle()
+    pnl = (D(95) - D("100.01")) * 10 - D("1.0001")
+    assert ledger.daily_pnl(await rig.book()) == pnl == position.unrealized_pnl + position.realized_pnl
+
+    report = risk.report(await rig.book(), D(1))
+    assert (report["envelope"]["max_daily_loss"], report["current"]["daily_loss"]) == (D(60), pnl)
+    assert report["current"]["daily_pnl"] == pnl
+    (event,) = daily_loss_events(await rig.history("risk"))
+    assert (event["level"], event["limit"], event["current"]) == ("warning", D(60), pnl)
+    proposal = risk.Proposal("paper", "BTC/USDT", "buy", D(1), D(95))
+    check = next(c for c in risk.evaluate(await rig.book(), proposal, D(1)) if c.check == risk.DAILY_LOSS)
+    assert (check.passed, check.limit, check.requested) == (True, D(60), pnl)
+
+
+async def test_a_winning_day_has_no_loss(rig: Rig) -> None:
+    await rig.position("long", "10")
+    rig.set_price("110")
+    book = await rig.book()
+    assert ledger.daily_pnl(book) > 0
+    report = risk.report(book, D(1))
+    assert report["current"]["daily_loss"] == 0
+    assert report["current"]["daily_pnl"] == ledger.daily_pnl(book)
+    proposal = risk.Proposal("paper", "BTC/USDT", "buy", D(1), D(110))
+    check = next(c for c in risk.evaluate(book, proposal, D(1)) if c.check == risk.DAILY_LOSS)
+    assert check.requested == 0
+    assert b"-0" not in wire.dumps(report)
+
+
+async def test_the_status_counts_resting_entries_toward_concurrent_positions(rig: Rig) -> None:
+    await rig.limits(max_concurrent_positions=5)
+    for _ in range(3):
+        await rig.position("long", "1")
+    await rig.position("long", "1", entry_price="80")  # a resting limit entry: 4 of 5
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == ["warning"]
+    await rig.order("buy", "1", type="limit", price="90")  # 5 of 5
+    assert limit_events(await rig.history("risk"), "concurrent_positions") == ["warning", "breached"]
+
+    report = risk.report(await rig.book(), D(1))
+    assert (report["current"]["active_positions"], report["current"]["open_positions"]) == (5, 3)
+    assert report["status"] == "breached"
+    assert (await rejected(rig.position("long", "1")))["requested"] == 6
+
+
+async def test_the_status_counts_resting_notional_toward_exposure(rig: Rig) -> None:
+    await rig.limits(max_exposure="0.1", max_position_size="1e9")
+    await rig.order("buy", "90", type="limit", price="90")  # 8100 resting: 0.081 of equity
+    report = risk.report(await rig.book(), D(1))
+    assert report["current"]["total_exposure"] == D("0.0810")
+    assert report["status"] == "warning"
+    assert limit_events(await rig.history("risk"), "exposure_limit") == ["warning"]
