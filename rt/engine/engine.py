@@ -4,6 +4,7 @@ and published in one step, so Cerberus always sees what every earlier command di
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class EngineConfig:
     currency: str = "USDT"
     leverage: Decimal = Decimal("1")
     envelope: Envelope = field(default_factory=Envelope)
+    # Seconds between writes of the prices open positions were marked to (a commit of the account writes them too).
+    mark_flush_interval: float = 1.0
 
 
 class Engine:
@@ -68,6 +71,10 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: set[str] = set()
         self._alerting: set[str] = set()
+        # account -> its open positions whose mark moved since they were last stored
+        self._marked: dict[str, dict[str, Position]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._after_mark: dict[str, list[Callable[[Ticker], None]]] = {}
         # Set by the strategy runner: (account, strategy, added notional, adds exposure) -> Cerberus checks.
         self.strategy_checks: Callable[[str, str, Decimal, bool], list[risk.Check]] | None = None
         # Set by the strategy runner: stop every strategy of an account (Charon), returning how many.
@@ -86,6 +93,7 @@ class Engine:
                         from rt.engine.trading import spec_of
 
                         adopt(order.venue_order_id, spec_of(order))
+        self._flusher = asyncio.create_task(self._flush_marks_forever(), name="mark-flush")
         for venue in self.venues.all():
             self.listen(venue)
             await venue.start()
@@ -98,16 +106,31 @@ class Engine:
 
         def ticked(ticker: Ticker) -> None:
             on_tick(self, venue.id, ticker)
+            for listener in self._after_mark.get(venue.id, ()):
+                try:
+                    listener(ticker)
+                except Exception:
+                    log.exception("tick listener failed", extra={"exchange": venue.id})
 
         venue.on_fill(filled)
         venue.on_tick(ticked)
 
+    def after_mark(self, exchange: str, listener: Callable[[Ticker], None]) -> None:
+        """Call listener with each tick of this venue once the engine has marked every position to it, so whoever
+        hears of a tick (the hub, hence every client) reads P&L at that tick's price."""
+        self._after_mark.setdefault(exchange, []).append(listener)
+
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for venue in self.venues.all():
             await venue.close()
+        await self.flush_marks()
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -202,9 +225,10 @@ class Engine:
         if changes.positions or changes.orders:
             changes.book_changed = True
             changes.event("account.updated", ledger.summary(book, self.config.leverage))
+        marked = [p for p in self._marked.pop(book.account_id, {}).values() if p.id not in changes.positions]
         batch = TradeBatch(
             books=[book] if changes.book_changed else [],
-            positions=list(changes.positions.values()),
+            positions=[*changes.positions.values(), *marked],
             orders=list(changes.orders.values()),
             events=changes.events,
         )
@@ -261,22 +285,65 @@ class Engine:
         (and the switch to `reducing` on a daily-loss breach) does not wait for its next order.
         """
         due: list[tuple[str, str, str]] = []
-        for book in self._books.values():
-            moved = False
-            for position in book.positions.values():
-                if position.status != "open" or position.symbol != ticker.symbol or position.exchange != exchange:
-                    continue
-                moved = True
-                position.current_price = ticker.last
-                exit_price = ticker.bid if position.side == "long" else ticker.ask
-                reason = _crossed(position, exit_price)
-                if reason and position.id not in self._closing:
-                    self._closing.add(position.id)
-                    due.append((book.account_id, position.id, reason))
-            if moved and book.account_id not in self._alerting and self._alerts_differ(book):
-                self._alerting.add(book.account_id)
-                self.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
+        for book in list(self._books.values()):
+            # One account's failure (a bad value in its book) must never stop the protection of the others.
+            try:
+                self._mark_book(book, exchange, ticker, due)
+            except Exception:
+                log.exception("marking failed", extra={"account_id": book.account_id, "symbol": ticker.symbol})
         return due
+
+    def _mark_book(self, book: Book, exchange: str, ticker: Ticker, due: list[tuple[str, str, str]]) -> None:
+        moved = False
+        for position in book.positions.values():
+            if position.status != "open" or position.symbol != ticker.symbol or position.exchange != exchange:
+                continue
+            moved = True
+            if position.current_price != ticker.last:
+                position.current_price = ticker.last
+                self._marked.setdefault(book.account_id, {})[position.id] = position
+            exit_price = ticker.bid if position.side == "long" else ticker.ask
+            reason = _crossed(position, exit_price)
+            if reason and position.id not in self._closing:
+                self._closing.add(position.id)
+                due.append((book.account_id, position.id, reason))
+        if moved and book.account_id not in self._alerting and self._alerts_differ(book):
+            self._alerting.add(book.account_id)
+            self.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
+
+    async def flush_marks(self) -> None:
+        """Store the marks of open positions in one write, for every account not inside a command (a command's
+        commit stores its account's marks itself)."""
+        accounts = [a for a in self._marked if not self.lock(a).locked()]
+        if not accounts:
+            return
+        async with contextlib.AsyncExitStack() as held:
+            for account_id in accounts:
+                await held.enter_async_context(self.lock(account_id))
+            taken = {a: self._marked.pop(a, {}) for a in accounts}
+            positions = [
+                p
+                for a, marked in taken.items()
+                if (book := self._books.get(a)) is not None
+                for p in marked.values()
+                if p.status == "open" and book.positions.get(p.id) is p
+            ]
+            if not positions:
+                return
+            try:
+                await self.store.save(TradeBatch(positions=positions))
+            except Exception:
+                log.exception("storing marks failed; kept for the next write")
+                for a, marked in taken.items():
+                    self._marked[a] = {**marked, **self._marked.get(a, {})}
+
+    async def _flush_marks_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.mark_flush_interval)
+            try:
+                await self.flush_marks()
+            except Exception:
+                log.exception("mark flush failed")
 
     def _alerts_differ(self, book: Book) -> bool:
         for check, (used, _, _) in risk.utilization(book).items():

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Price = Decimal
 MAX_PRICE = Decimal("1e15")  # far above any real price or size; keeps the money math inside Decimal's range
+# Finer than any venue's step; a venue's own steps are checked when an order meets its market.
+MAX_PLACES = 12
+
+# Every price, quantity and money limit a client sends: finite, > 0, < MAX_PRICE, at most MAX_PLACES places.
+# Products and quotients of two of these stay far inside Decimal's exponent range, so no tick can overflow.
+Amount = Annotated[Decimal, Field(gt=0, lt=MAX_PRICE, decimal_places=MAX_PLACES, allow_inf_nan=False)]
 
 
 class _Request(BaseModel):
@@ -20,11 +25,11 @@ class OrderRequest(_Request):
     symbol: str = Field(min_length=3, max_length=40, examples=["BTC/USDT"])
     side: Literal["buy", "sell"]
     type: Literal["market", "limit", "stop"] = "market"
-    quantity: Decimal = Field(gt=0, lt=MAX_PRICE, max_digits=30)
-    price: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="Limit price (limit orders).")
-    stop_price: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="Trigger price (stop orders).")
-    stop_loss: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
-    take_profit: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
+    quantity: Amount
+    price: Amount | None = Field(None, description="Limit price (limit orders).")
+    stop_price: Amount | None = Field(None, description="Trigger price (stop orders).")
+    stop_loss: Amount | None = None
+    take_profit: Amount | None = None
     client_order_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")
     strategy_id: str | None = None
 
@@ -43,18 +48,16 @@ class PositionRequest(_Request):
     exchange: str = Field("paper", min_length=1, max_length=40)
     symbol: str = Field(min_length=3, max_length=40, examples=["BTC/USDT"])
     side: Literal["long", "short"]
-    quantity: Decimal = Field(gt=0, lt=MAX_PRICE, max_digits=30)
-    entry_price: Decimal | None = Field(
-        None, gt=0, lt=MAX_PRICE, description="Absent: open at market. Present: a limit entry."
-    )
-    stop_loss: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
-    take_profit: Decimal | None = Field(None, gt=0, lt=MAX_PRICE)
+    quantity: Amount
+    entry_price: Amount | None = Field(None, description="Absent: open at market. Present: a limit entry.")
+    stop_loss: Amount | None = None
+    take_profit: Amount | None = None
     strategy_id: str | None = None
 
 
 class PositionUpdate(_Request):
-    stop_loss: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="null removes it")
-    take_profit: Decimal | None = Field(None, gt=0, lt=MAX_PRICE, description="null removes it")
+    stop_loss: Amount | None = Field(None, description="null removes it")
+    take_profit: Amount | None = Field(None, description="null removes it")
 
 
 class EmergencyKill(_Request):
@@ -69,9 +72,9 @@ class RiskKill(_Request):
 
 
 class EnvelopeIn(_Request):
-    max_position_size: Decimal = Field(gt=0)
-    max_exposure: Decimal = Field(gt=0)
-    max_daily_loss: Decimal = Field(gt=0)
+    max_position_size: Amount = Field(description="Notional of one position.")
+    max_exposure: Amount = Field(description="(Open + resting notional) / equity, a fraction.")
+    max_daily_loss: Amount = Field(description="A positive amount: the day's loss may not reach it.")
     max_concurrent_positions: int = Field(gt=0, le=100_000)
     trading_state: Literal["active", "reducing"] | None = Field(
         None, description="Set `reducing` to accept only orders that shrink exposure; `active` to lift it."
