@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+from prometheus_client import Histogram
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +38,11 @@ def route_of(scope: Scope) -> str:
     return template(path) if isinstance(path, str) else UNMATCHED
 
 
+@functools.cache  # methods, routes and statuses are few: a lookup here is cheaper than labels()
+def _series(method: str, route: str, status: int) -> Histogram:
+    return REQUEST_SECONDS.labels(method, route, str(status))
+
+
 class RequestMetrics:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -58,4 +64,4 @@ class RequestMetrics:
             await self.app(scope, receive, send_with_status)
         finally:
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            REQUEST_SECONDS.labels(method, route_of(scope), str(status)).observe(time.perf_counter() - started)
+            _series(method, route_of(scope), status).observe(time.perf_counter() - started)
