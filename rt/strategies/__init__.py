@@ -7,7 +7,7 @@ engine functions (and Cerberus checks, with the strategy's own limits on top) as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,12 +37,6 @@ class RiskLimits(BaseModel):
     stop_loss_pct: Decimal | None = Field(None, gt=0, lt=1, description="Stop loss of each position it opens.")
 
 
-def on_step(value: Decimal, step: Decimal, *, down: bool = False) -> Decimal:
-    """The multiple of step nearest to value (or the one at or below it)."""
-    units = (value / step).quantize(Decimal(1), ROUND_DOWN if down else ROUND_HALF_EVEN)
-    return units * step
-
-
 class Strategy:
     """Base: override on_start, on_tick, on_fill, on_clock and the lot hooks. `state` is stored and survives restarts.
 
@@ -58,13 +52,13 @@ class Strategy:
         self.market = market
 
     def price(self, value: Decimal) -> Decimal:
-        return on_step(value, self.market.price_step) if self.market else value
+        return self.market.round_price(value) if self.market else value
 
     def quantity(self, value: Decimal, field: str = "quantity") -> Decimal:
         """Rounded down to the amount step; under the market's minimum is a bad config."""
         if self.market is None:
             return value
-        rounded = on_step(value, self.market.amount_step, down=True)
+        rounded = self.market.round_amount(value)
         if rounded < self.market.min_amount:
             raise BadRequest(
                 f"{field} {value} is under the minimum {self.market.min_amount} for {self.market.symbol}",

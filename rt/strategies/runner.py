@@ -23,7 +23,7 @@ from rt.engine.ledger import today
 from rt.engine.requests import OrderRequest
 from rt.engine.risk import Check
 from rt.errors import BadRequest, NotFound, RtError
-from rt.exchanges import Exchange, Market, Ticker
+from rt.exchanges import Exchange, Market, Ticker, market_of
 from rt.ids import new_id
 from rt.store import Store
 from rt.strategies import RiskLimits, Strategy, Want, types
@@ -86,8 +86,7 @@ class Runner:
     async def _market(self, account_id: str, exchange: str, symbol: str) -> Market | None:
         """The symbol's steps, when the venue can tell now (a venue still connecting cannot)."""
         try:
-            venue = self.engine.venues.get(account_id, exchange)
-            return next((m for m in await venue.markets() if m.symbol == symbol), None)
+            return await market_of(self.engine.venues.get(account_id, exchange), symbol)
         except Exception:
             log.warning("no market steps for a strategy", extra={"exchange": exchange, "symbol": symbol})
             return None
@@ -125,7 +124,7 @@ class Runner:
         limits = _validate(RiskLimits, risk_limits, "risk_limits")
         venue = self.engine.venues.get(account_id, exchange, test_key=test_key)
         ticker = await venue.ticker(symbol)
-        market = next((m for m in await venue.markets() if m.symbol == ticker.symbol), None)
+        market = await market_of(venue, ticker.symbol)
         known[kind](parsed, {}, market)  # a config the market's steps cannot hold is refused here (400)
         record = StrategyRecord(
             id=new_id("strat"),
@@ -155,17 +154,20 @@ class Runner:
         record = await self.get(account_id, strategy_id)
         venue = self.engine.venues.get(account_id, record.exchange, test_key=test_key)
         market = await self._market(account_id, record.exchange, record.symbol)
+        ticker = await venue.ticker(record.symbol)
         if record.status == "active" or record.id in self._live:
             return record
         book = self.engine.cached_book(account_id)
         if book is not None and book.state == "locked":
             raise RtError("trading is locked by the kill switch", status=423, code="TRADING_LOCKED")
-        # Live before the next await: a second start arriving meanwhile finds it and places nothing.
+        # Live and started before the next await: a second start arriving meanwhile finds it and places nothing,
+        # and a tick arriving meanwhile sees the levels on_start has taken.
         record.status, record.stop_reason = "active", None
         instance = self._instance(record, market)
         self._live[record.id] = (record, instance)
+        wants = instance.on_start(ticker)
         await self._changed(record, "strategy.started")
-        await self._place(record, instance.on_start(await venue.ticker(record.symbol)))
+        await self._place(record, wants)
         return record
 
     async def stop_strategy(

@@ -255,3 +255,17 @@ async def test_a_sell_that_closed_an_older_lot_leaves_its_own_sell_to_the_lot_st
     await rig.close_position(left.id)  # the sell at 100 is now the one for this lot: it goes with it
     await running.move("95.01")
     await eventually(lambda: resting(rig, record.id) == [("buy", D(90))])
+
+
+async def test_a_tick_while_a_grid_starts_does_not_double_its_buys(rig: Rig, running: Running) -> None:
+    runner = running.runner
+    store_it = runner._changed
+
+    async def changed(record: Any, event: str) -> None:
+        rig.set_price("99.5")  # a tick lands while the start is being stored
+        await store_it(record, event)
+
+    runner._changed = changed  # type: ignore[method-assign]
+    record = await runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("99.5")
+    assert resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))]
