@@ -23,9 +23,9 @@ class MarketOut(BaseModel):
     base: str
     quote: str
     exchange: str
-    price_step: Decimal
-    amount_step: Decimal
-    min_amount: Decimal
+    price_step: Decimal = Field(description="Every price of an order must be a multiple of it (0: no step).")
+    amount_step: Decimal = Field(description="Every quantity must be a multiple of it (0: no step).")
+    min_amount: Decimal = Field(description="The smallest quantity the market takes.")
 
 
 class MarketList(BaseModel):

@@ -119,7 +119,11 @@ OPERATIONS = [
         command="order.place",
         idempotent=True,
         idempotency_field="client_order_id",
-        description="A market order fills at once; limit and stop orders rest until the price reaches them. "
+        description="A market order fills at once at the market. A limit order the market already reaches fills "
+        "at once at the market, never worse than its limit; otherwise it rests and fills at its limit price. A stop "
+        "rests until the price reaches `stop_price`, then fills at the market; a stop the market is already through "
+        "is refused (400). `quantity` and every price must be on the market's `amount_step` / `price_step` (see "
+        "`GET /v1/markets`); an off-step value is refused (400 naming the field and the step). "
         "A fill nets against the symbol's opposite positions (oldest first), the rest opens a position. "
         "`client_order_id` works as an Idempotency-Key.",
     ),
