@@ -269,3 +269,15 @@ async def test_a_tick_while_a_grid_starts_does_not_double_its_buys(rig: Rig, run
     record = await runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
     await running.move("99.5")
     assert resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))]
+
+
+async def test_close_all_takes_the_grids_sells_with_its_lots(rig: Rig, running: Running) -> None:
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("89.99")  # both buys fill; sells rest at 95 and 100
+    await eventually(lambda: resting(rig, record.id) == [("sell", D(95)), ("sell", D(100))])
+    report = await kill.execute(rig.engine, rig.account_id, "CLOSE_ALL")
+    assert (report["positions_closed"], report["strategies_halted"]) == (2, 0)
+    await eventually(lambda: resting(rig, record.id) == [])
+    assert (await running.runner.get(rig.account_id, record.id)).status == "active"
+    await running.move("99")  # still running: back in the range, every level below the price gets its buy
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
