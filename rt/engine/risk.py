@@ -203,14 +203,20 @@ def utilization(book: Book) -> dict[str, tuple[Decimal, Decimal | int, Decimal |
     loss = daily_loss(book)
     count = concurrent(book)
     return {
-        EXPOSURE: (exposed / env.max_exposure if env.max_exposure else Decimal(0), env.max_exposure, exposed),
-        DAILY_LOSS: (-loss / env.max_daily_loss if env.max_daily_loss else Decimal(0), env.max_daily_loss, loss),
-        CONCURRENT: (
-            Decimal(count) / env.max_concurrent_positions if env.max_concurrent_positions else Decimal(0),
-            env.max_concurrent_positions,
-            count,
-        ),
+        EXPOSURE: (_used(exposed, env.max_exposure), env.max_exposure, exposed),
+        DAILY_LOSS: (_used(-loss, env.max_daily_loss), env.max_daily_loss, loss),
+        CONCURRENT: (_used(Decimal(count), env.max_concurrent_positions), env.max_concurrent_positions, count),
     }
+
+
+def _used(current: Decimal, limit: Decimal | int) -> Decimal:
+    """current / limit; a limit stored before limits were bounded (1e-999999) that the quotient overflows is used up."""
+    if not limit:
+        return ZERO
+    try:
+        return current / limit
+    except ArithmeticError:
+        return Decimal(1)
 
 
 def status(book: Book) -> str:

@@ -24,8 +24,8 @@ async def test_a_failing_account_on_a_tick_cannot_stop_another_accounts_stop_los
     victim = rig.as_account((await rig.store.create_account("victim")).id)
     protected = await victim.position("long", "1", stop_loss="95")
     book = await rig.book()
-    # Bypasses the request validation that keeps such a limit out: its use raises decimal.Overflow.
-    book.envelope = Envelope(max_daily_loss=D("1e-999999"))
+    # Bypasses the request validation that keeps such a limit out: comparing its use raises InvalidOperation.
+    book.envelope = Envelope(max_daily_loss=D("NaN"))
 
     with caplog.at_level(logging.ERROR, logger="rt.engine"):
         rig.set_price("94")

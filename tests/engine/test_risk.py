@@ -393,3 +393,16 @@ async def test_the_status_counts_resting_notional_toward_exposure(rig: Rig) -> N
     assert report["current"]["total_exposure"] == D("0.0810")
     assert report["status"] == "warning"
     assert limit_events(await rig.history("risk"), "exposure_limit") == ["warning"]
+
+
+async def test_a_stored_limit_too_small_for_the_arithmetic_reads_as_breached_and_can_be_replaced(rig: Rig) -> None:
+    """A limit stored before limits were bounded (1e-999999) must not make the envelope, alerts or commands fail."""
+    await rig.position("long", "10")
+    rig.set_price("94")
+    book = await rig.book()
+    book.envelope = Envelope(max_daily_loss=D("1e-999999"))
+    report = risk.report(book, D(1))
+    assert report["status"] == "breached"
+    assert b"Infinity" not in wire.dumps(report)
+    await rig.limits(max_daily_loss="5000")  # the account's own commands (PUT /v1/risk/envelope) still work
+    assert risk.report(await rig.book(), D(1))["status"] == "ok"
