@@ -31,8 +31,8 @@ def spec_of(order: Order) -> OrderSpec:
 
 
 def _estimate(order: Order, ticker: Ticker) -> Decimal:
-    """The price Cerberus judges an order at: never below what it can fill at. A sell limit under the bid or a stop
-    already through the market fills at once at the market, so the market price counts when it is the larger."""
+    """The price Cerberus judges an order at: never below what it can fill at now. A sell limit under the bid fills at
+    once at the bid, so the market price counts when it is the larger; a stop sell, resting under the bid, too."""
     market = ticker.ask if order.side == "buy" else ticker.bid
     own = order.price if order.type == "limit" else order.stop_price if order.type == "stop" else None
     if own is None:
