@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
+import orjson
 import pytest
+import websockets
 
 from tests.e2e.server import Server, run_server
 from tests.e2e.test_trading_e2e import ENV, Trader, listed, new_trader, ok, problem
@@ -56,3 +60,29 @@ def test_a_grid_above_or_below_the_price_waits_and_one_the_steps_cannot_hold_is_
     body = problem(trader.http.post("/v1/strategies", json=grid(40000, 48000, 5, "0.00001")), 400, "BAD_REQUEST")
     assert [e["field"] for e in body["errors"]] == ["config.quantity_per_level"]
     assert ok(trader.http.get("/v1/strategies"))["total"] == 2  # nothing was kept of the refused ones
+
+
+def test_strategy_commands_on_the_socket_answer_with_the_full_performance(server: Server, trader: Trader) -> None:
+    created = ok(trader.http.post("/v1/strategies", json=grid(40000, 48000, 5, "0.001")), 201)["strategy"]
+    token = ok(trader.http.post("/v1/ws/token"))["token"]
+
+    async def stop() -> dict[str, Any]:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/v1/ws?token={token}") as ws:
+            await ws.send(orjson.dumps({"op": "strategy.stop", "id": "s1", "params": {"strategy_id": created["id"]}}))
+            while True:
+                message = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+                for item in message if isinstance(message, list) else [message]:
+                    if item.get("id") == "s1":
+                        return dict(item)
+
+    answer = asyncio.run(stop())
+    assert answer["type"] == "result", answer
+    strategy = answer["data"]["strategy"]
+    assert strategy["status"] == "stopped"
+    assert strategy["performance"] == {
+        "realized_pnl": 0,
+        "unrealized_pnl": 0,
+        "total_pnl": 0,
+        "win_rate": 0,
+        "trades": 0,
+    }
