@@ -6,6 +6,7 @@ engine functions (and Cerberus checks, with the strategy's own limits on top) as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -27,6 +28,16 @@ class Want:
     tag: str = ""
     # The position this order is for (a grid's sell is for the lot its buy opened): it goes when that lot goes.
     lot: str | None = None
+
+
+@dataclass(frozen=True)
+class Lot:
+    """An open position of the strategy, as it is handed back when the strategy starts again."""
+
+    id: str
+    side: Literal["long", "short"]
+    entry_price: Decimal
+    quantity: Decimal
 
 
 class RiskLimits(BaseModel):
@@ -66,7 +77,8 @@ class Strategy:
             )
         return rounded
 
-    def on_start(self, ticker: Ticker) -> list[Want]:
+    def on_start(self, ticker: Ticker, lots: Sequence[Lot] = ()) -> list[Want]:
+        """Started (again): `lots` are its positions still open from before (a stop leaves them open)."""
         return []
 
     def on_tick(self, ticker: Ticker) -> list[Want]:

@@ -7,6 +7,7 @@ outside the range it places nothing new and waits (see docs/trading.md, "Grid").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rt.errors import BadRequest
 from rt.exchanges import Market, Ticker
-from rt.strategies import Strategy, Want
+from rt.strategies import Lot, Strategy, Want
 
 # A refused buy is tried again after this long (a limit may have room again by then), not on every tick.
 RETRY_MS = 60_000
@@ -89,9 +90,23 @@ class Grid(Strategy):
             wants.append(self._buy(index))
         return wants
 
-    def on_start(self, ticker: Ticker) -> list[Want]:
+    def on_start(self, ticker: Ticker, lots: Sequence[Lot] = ()) -> list[Want]:
         self.state["slots"], self.state["refused"] = {}, {}
-        return self._arm(ticker)
+        return self._adopt(lots) + self._arm(ticker)
+
+    def _adopt(self, lots: Sequence[Lot]) -> list[Want]:
+        """Lots still held from before a stop get their sells back: a lot bought at or under level i is sold at
+        level i + 1 (the next free slot up when two lots meet in one)."""
+        wants = []
+        for lot in sorted(lots, key=lambda held: held.entry_price):
+            if lot.side != "long" or lot.quantity != self.qty:
+                continue
+            free = [
+                i for i, level in enumerate(self.levels[:-1]) if level >= lot.entry_price and str(i) not in self._slots
+            ]
+            if free:
+                wants.append(self._sell(free[0] + 1, lot.id))
+        return wants
 
     def on_tick(self, ticker: Ticker) -> list[Want]:
         return self._arm(ticker)

@@ -26,7 +26,7 @@ from rt.errors import BadRequest, NotFound, RtError
 from rt.exchanges import Exchange, Market, Ticker, market_of
 from rt.ids import new_id
 from rt.store import Store
-from rt.strategies import RiskLimits, Strategy, Want, types
+from rt.strategies import Lot, RiskLimits, Strategy, Want, types
 from rt.strategies.models import StrategyRecord
 from rt.wire import dumps
 
@@ -165,7 +165,8 @@ class Runner:
         record.status, record.stop_reason = "active", None
         instance = self._instance(record, market)
         self._live[record.id] = (record, instance)
-        wants = instance.on_start(ticker)
+        held = [p for p in book.open_positions() if p.strategy_id == record.id] if book is not None else []
+        wants = instance.on_start(ticker, [Lot(p.id, p.side, p.entry_price, p.quantity) for p in held])
         await self._changed(record, "strategy.started")
         await self._place(record, wants)
         return record

@@ -281,3 +281,20 @@ async def test_close_all_takes_the_grids_sells_with_its_lots(rig: Rig, running: 
     assert (await running.runner.get(rig.account_id, record.id)).status == "active"
     await running.move("99")  # still running: back in the range, every level below the price gets its buy
     await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
+
+
+async def test_a_grid_stopped_and_started_again_sells_the_lot_it_still_holds(rig: Rig, running: Running) -> None:
+    runner = running.runner
+    record = await runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("94.99")
+    await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
+    await runner.stop_strategy(rig.account_id, record.id)
+    assert resting(rig, record.id) == []
+    (lot,) = (await rig.book()).open_positions()  # a stop leaves the lot open
+
+    await runner.start_strategy(rig.account_id, record.id)
+    assert resting(rig, record.id) == [("buy", D(90)), ("sell", D(100))]
+    await running.move("100.01")  # its sell closes it, and its level is bought again
+    await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
+    (closed,) = await rig.stored_positions("closed")
+    assert (closed.id, closed.close_reason) == (lot.id, "order")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from rt.errors import BadRequest
 from rt.exchanges import Market, Ticker
-from rt.strategies import Want
+from rt.strategies import Lot, Want
 from rt.strategies.dca import DCA, DCAConfig
 from rt.strategies.grid import RETRY_MS, Grid, GridConfig
 
@@ -154,3 +154,12 @@ def test_grid_keeps_its_rounded_levels_for_a_restart_that_cannot_ask_the_market(
     first = Grid(config, state, market)
     again = Grid(config, state)  # the venue is still connecting
     assert (again.levels, again.qty) == (first.levels, D("0.123"))
+
+
+def test_grid_started_again_sells_the_lots_it_still_holds() -> None:
+    g = grid()
+    lots = [Lot("pos_b", "long", D("89.5"), D("0.5")), Lot("pos_a", "long", D(95), D("0.5"))]
+    wants = g.on_start(on("97"), lots)
+    assert [(w.side, w.price, w.lot) for w in wants] == [("sell", D(95), "pos_b"), ("sell", D(100), "pos_a")]
+    assert g.on_tick(on("97")) == []  # both slots below the price hold a lot: no buy there
+    assert buys(g.on_start(on("97"), [Lot("pos_c", "long", D(95), D(7))])) == [D(90), D(95)]  # not one of its lots
