@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal, Protocol
 
 from rt.errors import RtError
@@ -48,14 +48,18 @@ class Market:
         return _on_step(amount, self.amount_step)
 
 
+# Enough digits for any value over the finest step a venue gives (1e15 / 1e-30), so the division is exact.
+_STEPS = Context(prec=60)
+
+
 def _to_step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
     if step <= 0:  # the venue gives no step: any value goes
         return value
-    return (value / step).to_integral_value(rounding) * step
+    return _STEPS.multiply(_STEPS.divide(value, step).to_integral_value(rounding), step)
 
 
 def _on_step(value: Decimal, step: Decimal) -> bool:
-    return step <= 0 or value % step == 0
+    return step <= 0 or _STEPS.remainder(value, step) == 0
 
 
 @dataclass(frozen=True)

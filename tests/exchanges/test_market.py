@@ -35,3 +35,11 @@ def test_a_market_without_steps_takes_any_value() -> None:
     free = Market("X/USDT", "X", "USDT", Decimal(0), Decimal(0), Decimal(0))
     assert free.round_price(Decimal("1.23456789")) == Decimal("1.23456789")
     assert free.price_on_step(Decimal("1.23456789")) and free.amount_on_step(Decimal("0.000001"))
+
+
+def test_fine_steps_and_large_values_are_exact() -> None:
+    fine = Market("X/ETH", "X", "ETH", Decimal("1E-18"), Decimal("1E-18"), Decimal(0))
+    assert fine.price_on_step(Decimal("99999999999999.000000000000000001"))
+    assert not fine.price_on_step(Decimal("99999999999999.0000000000000000001"))
+    rounded = fine.round_price(Decimal("99999999999999.0000000000000000006"))
+    assert rounded == Decimal("99999999999999.000000000000000001")
