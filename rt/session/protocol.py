@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rt.auth import scopes
 from rt.errors import BadRequest, Forbidden, RtError
+from rt.payload import depth_error, too_deep
 
 # Close codes
 NORMAL = 1000
@@ -79,6 +80,8 @@ def parse(raw: str | bytes) -> Message:
     if not isinstance(data, dict):
         raise InvalidMessage("a message is a JSON object with an `op`")
     request_id = data.get("id") if isinstance(data.get("id"), str | int) else None
+    if too_deep(data):
+        raise InvalidMessage(depth_error("the message"), request_id)
     try:
         return Message.model_validate(data)
     except ValidationError as exc:
