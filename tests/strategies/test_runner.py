@@ -298,3 +298,22 @@ async def test_a_grid_stopped_and_started_again_sells_the_lot_it_still_holds(rig
     await eventually(lambda: resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))])
     (closed,) = await rig.stored_positions("closed")
     assert (closed.id, closed.close_reason) == (lot.id, "order")
+
+
+async def test_a_lot_stopped_out_while_the_runner_was_down_loses_its_sell_at_start(rig: Rig) -> None:
+    before = Running(rig)
+    runner = await before.start()
+    record = await runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {"stop_loss_pct": "0.02"})
+    await before.move("94.99")
+    await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
+    await before.stop()  # nothing hears the stop loss that follows
+    rig.set_price("92.5")
+    await rig.settle()
+    assert (await rig.book()).open_positions() == [] and ("sell", D(100)) in resting(rig, record.id)
+
+    after = Running(rig)
+    await after.start()
+    try:
+        assert resting(rig, record.id) == [("buy", D(90))]
+    finally:
+        await after.stop()
