@@ -48,9 +48,16 @@ class Runner:
 
     async def start(self) -> None:
         for record in await self.store.load_strategies():
-            if record.status == "active":
-                market = await self._market(record.account_id, record.exchange, record.symbol)
-                self._live[record.id] = (record, self._instance(record, market))
+            if record.status != "active":
+                continue
+            market = await self._market(record.account_id, record.exchange, record.symbol)
+            try:
+                instance = self._instance(record, market)
+            except RtError:
+                # The market's steps no longer hold its config: it keeps what it was started with.
+                log.warning("strategy config off the market's steps", extra={"strategy_id": record.id})
+                instance = self._instance(record, None)
+            self._live[record.id] = (record, instance)
 
     async def reconcile(self) -> None:
         """Orders of a strategy that filled or went away while the process was down: feed the fills to it now;

@@ -317,3 +317,22 @@ async def test_a_lot_stopped_out_while_the_runner_was_down_loses_its_sell_at_sta
         assert resting(rig, record.id) == [("buy", D(90))]
     finally:
         await after.stop()
+
+
+async def test_a_grid_whose_market_steps_changed_across_a_restart_keeps_its_levels(rig: Rig) -> None:
+    before = Running(rig)
+    runner = await before.start()
+    record = await runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await before.stop()
+    await rig.close()
+    # The market comes back at 1,000,000 with a price step of 100: every level of this grid would round to 100.
+    moved = await Rig.open(rig.path, rig.account_id, prices={SYMBOL: D("1000000"), "ETH/USDT": D(10)})
+    after = Running(moved)
+    try:
+        await after.start()
+        (live,) = after.runner.active()
+        assert live.id == record.id
+        assert after.runner._live[record.id][1].levels == [D(90), D(95), D(100), D(105), D(110)]  # type: ignore[attr-defined]
+    finally:
+        await after.stop()
+        await moved.close()
