@@ -5,18 +5,19 @@ The same table builds the Starlette routes and the OpenAPI document.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from rt import errors
+from rt import errors, payload
 from rt.api.idempotency import fingerprint
 from rt.api.problems import problem_response, request_id_of
 from rt.api.responses import JSON
@@ -29,6 +30,7 @@ from rt.runtime import Runtime
 log = logging.getLogger("rt.api")
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CLIENT_CLOSED_REQUEST = 499
 
 
 @dataclass
@@ -105,18 +107,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_body(model: type[BaseModel], raw: bytes, content_type: str | None) -> BaseModel:
+def parse_json(op: Operation, raw: bytes, content_type: str | None) -> Any:
+    """The body as JSON, read once and bounded (rt.payload): what the model validates and idempotency fingerprints.
+    A route without a body model takes any JSON body, or none."""
+    if op.body is None:
+        return payload.loads(raw) if raw.strip() else None
     if not raw.strip():
         raise BadRequest("a JSON object body is required", errors=[{"field": "body", "message": "missing"}])
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"send the body as application/json, not {media or 'no Content-Type'}")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}", errors=[{"field": "body", "message": str(exc)}]) from None
+    data = payload.loads(raw)
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", errors=[{"field": "body", "message": "not an object"}])
+    return data
+
+
+def parse_body(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -132,6 +139,8 @@ def parse_query(model: type[BaseModel], request: Request) -> BaseModel:
 
 def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
+        """Client address, the key (on the head alone: no body is read for a caller refused), the body and its
+        signature, parse, idempotency, call; errors become problems, a client gone mid-body gets nothing."""
         runtime: Runtime = request.app.state.runtime
         state = request.scope["state"]
         headers: dict[str, str] = {}
@@ -142,33 +151,29 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 runtime.trusted_proxies,
             )
             state["client_ip"] = ip
+            creds = Credentials(_api_key(request), ip, request.method, request.headers.get("x-rt-signature"))
+            verdict = await runtime.guard.authenticate(creds, op.scope) if op.scope is not None else None
+            if verdict is not None:
+                state["key_id"] = verdict.principal.key_id
+                headers = rate_headers(verdict.rate)
             raw = b""
             if op.body is not None or request.method in WRITE_METHODS:
                 raw = await read_body(request, runtime.settings.max_body_bytes)
-            principal = None
-            if op.scope is not None:
-                verdict = await runtime.guard.authenticate(
-                    Credentials(
-                        key=_api_key(request),
-                        ip=ip,
-                        method=request.method,
-                        signature=request.headers.get("x-rt-signature"),
-                        body=raw,
-                    ),
-                    op.scope,
-                )
-                principal = verdict.principal
-                state["key_id"] = principal.key_id
-                headers = rate_headers(verdict.rate)
-            body = parse_body(op.body, raw, request.headers.get("content-type")) if op.body else None
+            if verdict is not None:
+                await runtime.guard.verify_body(verdict, creds, raw)
+            data = parse_json(op, raw, request.headers.get("content-type"))
+            body = parse_body(op.body, data) if op.body else None
             query = parse_query(op.query, request) if op.query else None
+            principal = verdict.principal if verdict is not None else None
             call = Call(request, runtime, principal, body, query, ip)
             key = _idempotency_key(op, request, body) if op.idempotent else None
             if key is not None and principal is not None:
-                print_ = fingerprint(op.command or f"{op.method} {op.path}", _params(request, raw))
+                print_ = fingerprint(op.command or f"{op.method} {op.path}", _params(request, data))
                 response = await runtime.idempotency.run(principal.account_id, key, print_, lambda: _respond(op, call))
             else:
                 response = await _respond(op, call)
+        except ClientDisconnect:
+            return _Gone()
         except RtError as exc:
             response = problem_response(exc, request_id_of(request))
         except Exception:
@@ -190,6 +195,20 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     return run
 
 
+class _Gone(Response):
+    """The answer to a client that closed its connection before its body arrived. It reaches no one: the server
+    drops (or refuses with an OSError) what is sent on a closed connection. Sending it still tells the request's
+    log line and metrics what happened: 499, nginx's "client closed request", rather than a 500."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=CLIENT_CLOSED_REQUEST)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.start", "status": self.status_code, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+
 async def _respond(op: Operation, call: Call) -> Response:
     try:
         result = await op.handler(call)
@@ -198,12 +217,9 @@ async def _respond(op: Operation, call: Call) -> Response:
     return result if isinstance(result, Response) else JSON(result, status_code=op.status)
 
 
-def _params(request: Request, raw: bytes) -> dict[str, Any]:
+def _params(request: Request, data: Any) -> dict[str, Any]:
     """Path parameters and body fields together, as a WebSocket command's params hold them."""
-    try:
-        body = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}", errors=[{"field": "body", "message": str(exc)}]) from None
+    body = {} if data is None else data
     return {**request.path_params, **(body if isinstance(body, dict) else {"body": body})}
 
 

@@ -1,4 +1,5 @@
-"""The request guard: API key -> Principal, with lockout, allowlist, rate limit, body signature and scope checks."""
+"""The request guard: API key -> Principal, with lockout, allowlist, rate limit and scope checks on the request's
+head; then, once the body is read, its signature."""
 
 from __future__ import annotations
 
@@ -26,17 +27,19 @@ _CACHE_TTL = 1.0  # a key revoked by another process stops working within this
 
 @dataclass(frozen=True)
 class Credentials:
+    """What a request's head says: the key is checked before its body is read."""
+
     key: str | None
     ip: str
     method: str
     signature: str | None
-    body: bytes
 
 
 @dataclass
 class Verdict:
     principal: Principal
     rate: Decision
+    record: ApiKey
 
 
 def rate_headers(decision: Decision) -> dict[str, str]:
@@ -175,11 +178,6 @@ class Guard:
                 f"retry in {decision.retry_after:.1f}s",
                 headers=rate_headers(decision),
             )
-        if creds.signature is not None:
-            reason = verify_signature(creds.signature, self._box.open(record.sealed_signing_secret), creds.body)
-            if reason is not None:
-                error = Unauthorized(reason, code=errors.REQUEST_SIGNATURE_INVALID, headers=rate_headers(decision))
-                raise await self._fail(error, creds, record, counts=True)
         if scope not in record.scopes:
             raise await self._fail(
                 Forbidden(
@@ -206,7 +204,16 @@ class Guard:
                 test=record.test,
                 allow_ips=record.allow_ips,
             )
-        return Verdict(principal, decision)
+        return Verdict(principal, decision, record)
+
+    async def verify_body(self, verdict: Verdict, creds: Credentials, body: bytes) -> None:
+        """The X-RT-Signature of a body, once it is read (after the key, its allowlist, rate limit and scope)."""
+        if creds.signature is None:
+            return
+        reason = verify_signature(creds.signature, self._box.open(verdict.record.sealed_signing_secret), body)
+        if reason is not None:
+            error = Unauthorized(reason, code=errors.REQUEST_SIGNATURE_INVALID, headers=rate_headers(verdict.rate))
+            raise await self._fail(error, creds, verdict.record, counts=True)
 
 
 def _locked_out(seconds: float) -> RtError:
