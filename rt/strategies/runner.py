@@ -268,10 +268,15 @@ class Runner:
 
     def on_tick(self, exchange: str, ticker: Ticker) -> None:
         for record, instance in list(self._live.values()):
-            if record.exchange == exchange and record.symbol == ticker.symbol:
+            if record.exchange != exchange or record.symbol != ticker.symbol:
+                continue
+            try:
                 wants = instance.on_tick(ticker)
-                if wants:
-                    self._spawn(self._place(record, wants))
+            except Exception:
+                log.exception("strategy tick failed", extra={"strategy_id": record.id})
+                continue
+            if wants:
+                self._spawn(self._place(record, wants))
 
     async def run_clock(self) -> None:
         while True:

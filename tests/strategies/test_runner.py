@@ -336,3 +336,22 @@ async def test_a_grid_whose_market_steps_changed_across_a_restart_keeps_its_leve
     finally:
         await after.stop()
         await moved.close()
+
+
+async def test_one_strategy_failing_on_a_tick_does_not_keep_the_next_one_from_it(
+    rig: Rig, running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = running.runner
+    broken = await runner.deploy(rig.account_id, "a", "grid", "paper", SYMBOL, GRID, {})
+    rig.set_price("80")
+    working = await runner.deploy(rig.account_id, "b", "grid", "paper", SYMBOL, GRID, {})
+
+    def fail(ticker: Any) -> Any:
+        raise RuntimeError("boom")
+
+    first = next(iter(runner._live))
+    assert first == broken.id
+    runner._live[first][1].on_tick = fail  # type: ignore[method-assign]
+    await running.move("97")
+    await eventually(lambda: resting(rig, working.id) == [("buy", D(90)), ("buy", D(95))])
+    assert "strategy tick failed" in caplog.text
