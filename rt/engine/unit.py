@@ -39,7 +39,8 @@ class Unit:
     @staticmethod
     def current() -> Unit | None:
         """The unit this task writes in. A task it starts inherits the context but not the unit: it runs its
-        commands on its own, as any other writer."""
+        commands on its own, as any other writer, so it waits for the unit's end on an account the unit holds (the
+        unit's own task must never wait for such a task)."""
         unit = _current.get()
         return unit if unit is not None and unit._task is asyncio.current_task() else None
 
