@@ -22,31 +22,102 @@ from rt.store.models import Account, ApiKey, VenueRecord
 T = TypeVar("T")
 
 
+class CliError(click.ClickException):
+    """A failed command: `code` is stable (the API's error codes where there is one), the message says what to do."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Rt(click.Group):
+    """With `--json` anywhere on the line, an error is one JSON object on stderr: {"error": {"code", "message"}}."""
+
+    def main(  # type: ignore[override]
+        self, args: list[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or extra.get("standalone_mode") is False:
+            return super().main(argv, prog_name, **extra)
+        try:
+            result = super().main(argv, prog_name, **{**extra, "standalone_mode": False})
+        except click.ClickException as exc:
+            code = exc.code if isinstance(exc, CliError) else "USAGE"
+            click.echo(wire.dumps({"error": {"code": code, "message": exc.format_message()}}).decode(), err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo(wire.dumps({"error": {"code": "ABORTED", "message": "aborted"}}).decode(), err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 def _settings(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj
     return settings
 
 
-def _run(ctx: click.Context, work: Callable[[Runtime], Awaitable[T]]) -> T:
+def where(settings: Settings) -> str:
+    """The store a command works on, as a person would look for it."""
+    if settings.database_url:
+        scheme, _, rest = settings.database_url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+    return str(settings.data_path.resolve())
+
+
+def _run(ctx: click.Context, work: Callable[[Runtime], Awaitable[T]], *, reads: bool = False) -> T:
+    """Run `work` on the data dir. A command that only reads refuses a data dir that holds no store, rather than
+    create one there; a command that writes says when it starts a new one."""
+    settings = _settings(ctx)
+    fresh = not settings.database_url and not (settings.data_path / "rt.db").exists()
+    if fresh and reads:
+        raise CliError(
+            "NO_DATA_DIR",
+            f"no rt data dir at {where(settings)}: pass --data-dir or set RT_DATA_DIR to the one `rt serve` uses "
+            "(it is ./rt-data in the directory where the server started, unless RT_DATA_DIR says otherwise)",
+        )
+    if fresh:
+        click.echo(f"rt: starting a new data dir at {where(settings)}", err=True)
+
     async def main() -> T:
-        async with open_runtime(_settings(ctx)) as runtime:
+        async with open_runtime(settings) as runtime:
             return await work(runtime)
 
     try:
         return asyncio.run(main())
     except RtError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from None
+        raise CliError(exc.code, f"{exc.code}: {exc.detail}") from None
 
 
-def _emit(as_json: bool, payload: Any, table: str) -> None:
+def _emit(ctx: click.Context, as_json: bool, payload: Any, table: str, *, empty: str | None = None) -> None:
+    """Print the result; an empty list also says on stderr which data dir held nothing."""
     click.echo(wire.dumps(payload).decode() if as_json else table)
+    if empty is not None and not payload:
+        click.echo(f"rt: no {empty} in {where(_settings(ctx))}", err=True)
+
+
+def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--data-dir` and `--database-url` after the command too, as `rt serve --data-dir` takes them."""
+
+    def override(name: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+        def set_it(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+            if value is not None:
+                ctx.obj = _settings(ctx).replace(**{name: value})
+
+        return set_it
+
+    fn = click.option(
+        "--database-url", default=None, expose_value=False, callback=override("database_url"), help="Store URL."
+    )(fn)
+    return click.option(
+        "--data-dir", default=None, expose_value=False, callback=override("data_dir"), help="Data directory."
+    )(fn)
 
 
 def _when(value: Any) -> str:
     return wire.rfc3339(value) if value is not None else "-"
 
 
-@click.group()
+@click.group(cls=_Rt)
 @click.option(
     "--data-dir", envvar="RT_DATA_DIR", default="./rt-data", show_default=True, help="Data directory (RT_DATA_DIR)."
 )
@@ -58,7 +129,7 @@ def main(ctx: click.Context, data_dir: str, database_url: str) -> None:
     try:
         ctx.obj = Settings.from_env(data_dir=data_dir, database_url=database_url)
     except RtError as exc:
-        raise click.ClickException(exc.detail) from None
+        raise CliError(exc.code, exc.detail) from None
 
 
 def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -153,6 +224,7 @@ def _issued(issued: IssuedKey, as_json: bool, replaces: str | None = None) -> No
 
 
 @keys.command("create")
+@_store_options
 @click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
 @click.option("--scopes", "scope_spec", required=True, help="Preset (read-only, trade-only, full) or scope,scope.")
 @click.option("--tier", type=click.Choice(["starter", "pro", "pro_plus"]), required=True)
@@ -181,6 +253,7 @@ def keys_create(
 
 
 @keys.command("list")
+@_store_options
 @click.option("--account", "account", default=None, help="Account id or name (default: all).")
 @click.option("--active", is_flag=True, help="Only keys that are not revoked.")
 @click.option("--json", "as_json", is_flag=True)
@@ -193,18 +266,21 @@ def keys_list(ctx: click.Context, account: str | None, active: bool, as_json: bo
         account_id = (await _account(rt, account)).id if account else None
         return await rt.keys.list(account_id, include_revoked=not active)
 
-    records = _run(ctx, work)
+    records = _run(ctx, work, reads=True)
     _emit(
+        ctx,
         as_json,
         [key_json(k) for k in records],
         render(
             ["id", "prefix", "name", "tier", "scopes", "allow_ips", "state", "created", "last used"],
             [_key_row(k) for k in records],
         ),
+        empty="active keys" if active else "keys",
     )
 
 
 @keys.command("revoke")
+@_store_options
 @click.argument("key_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -213,10 +289,11 @@ def keys_revoke(ctx: click.Context, key_id: str, as_json: bool) -> None:
     from rt.api.keys import key_json
 
     record = _run(ctx, lambda rt: rt.keys.revoke(key_id, actor="cli"))
-    _emit(as_json, key_json(record), f"revoked {record.id} ({record.prefix}…) at {_when(record.revoked_at)}")
+    _emit(ctx, as_json, key_json(record), f"revoked {record.id} ({record.prefix}…) at {_when(record.revoked_at)}")
 
 
 @keys.command("rotate")
+@_store_options
 @click.argument("key_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -240,11 +317,12 @@ def _account_json(a: Account) -> dict[str, Any]:
 async def _account(rt: Runtime, id_or_name: str) -> Account:
     found = await rt.store.find_account(id_or_name)
     if found is None:
-        raise click.ClickException(f"no account {id_or_name!r} (see `rt accounts list`)")
+        raise CliError("NOT_FOUND", f"no account {id_or_name!r} in {where(rt.settings)} (see `rt accounts list`)")
     return found
 
 
 @accounts.command("create")
+@_store_options
 @click.argument("name")
 @click.option("--parent", default=None, help="Parent account id or name (makes a sub-account).")
 @click.option("--json", "as_json", is_flag=True)
@@ -252,22 +330,25 @@ async def _account(rt: Runtime, id_or_name: str) -> Account:
 def accounts_create(ctx: click.Context, name: str, parent: str | None, as_json: bool) -> None:
     """Create an account."""
     account = _run(ctx, lambda rt: rt.keys.create_account(name, parent, actor="cli"))
-    _emit(as_json, _account_json(account), f"created account {account.id} ({account.name})")
+    _emit(ctx, as_json, _account_json(account), f"created account {account.id} ({account.name})")
 
 
 @accounts.command("list")
+@_store_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def accounts_list(ctx: click.Context, as_json: bool) -> None:
     """List accounts."""
-    found = _run(ctx, lambda rt: rt.store.list_accounts())
+    found = _run(ctx, lambda rt: rt.store.list_accounts(), reads=True)
     _emit(
+        ctx,
         as_json,
         [_account_json(a) for a in found],
         render(
             ["id", "name", "parent", "created"],
             [[a.id, a.name, a.parent_id or "-", _when(a.created_at)] for a in found],
         ),
+        empty="accounts",
     )
 
 
@@ -290,6 +371,7 @@ def _venue_json(v: VenueRecord) -> dict[str, Any]:
 
 
 @venues.command("add")
+@_store_options
 @click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
 @click.option("--exchange", required=True, help="A ccxt exchange id: binance, kraken, coinbase, ...")
 @click.option(
@@ -322,7 +404,7 @@ def venues_add(
         try:
             await check_venue(exchange, sandbox=sandbox, url=url)
         except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise CliError("BAD_REQUEST", str(exc)) from None
         credentials = {"api_key": api_key, "secret": secret, "password": password}
         record = VenueRecord(
             account_id=found.id,
@@ -345,6 +427,7 @@ def venues_add(
     record, replaced = _run(ctx, work)
     verb = "replaced the credentials of" if replaced else "added"
     _emit(
+        ctx,
         as_json,
         {**_venue_json(record), "replaced": replaced},
         f"{verb} venue {record.exchange} for account {record.account_id}; restart `rt serve` to connect it",
@@ -352,6 +435,7 @@ def venues_add(
 
 
 @venues.command("list")
+@_store_options
 @click.option("--account", "account", default=None, help="Account id or name (default: all).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -362,8 +446,9 @@ def venues_list(ctx: click.Context, account: str | None, as_json: bool) -> None:
         account_id = (await _account(rt, account)).id if account else None
         return await rt.store.list_venues(account_id)
 
-    found = _run(ctx, work)
+    found = _run(ctx, work, reads=True)
     _emit(
+        ctx,
         as_json,
         [_venue_json(v) for v in found],
         render(
@@ -379,10 +464,12 @@ def venues_list(ctx: click.Context, account: str | None, as_json: bool) -> None:
                 for v in found
             ],
         ),
+        empty="venues",
     )
 
 
 @venues.command("remove")
+@_store_options
 @click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
 @click.option("--exchange", required=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -393,12 +480,13 @@ def venues_remove(ctx: click.Context, account: str, exchange: str, as_json: bool
     async def work(rt: Runtime) -> str:
         found = await _account(rt, account)
         if not await rt.store.delete_venue(found.id, exchange):
-            raise click.ClickException(f"account {found.name!r} has no venue {exchange!r} (see `rt venues list`)")
+            raise CliError("NOT_FOUND", f"account {found.name!r} has no venue {exchange!r} (see `rt venues list`)")
         await rt.audit.write("venue.removed", account_id=found.id, actor="cli", exchange=exchange)
         return found.id
 
     account_id = _run(ctx, work)
     _emit(
+        ctx,
         as_json,
         {"account_id": account_id, "exchange": exchange, "removed": True},
         f"removed venue {exchange} from account {account_id}",
@@ -406,8 +494,9 @@ def venues_remove(ctx: click.Context, account: str, exchange: str, as_json: bool
 
 
 @main.command()
+@_store_options
 @click.option("--account", "account", default=None, help="Account id or name (default: all).")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def audit(ctx: click.Context, account: str | None, limit: int, as_json: bool) -> None:
@@ -417,7 +506,7 @@ def audit(ctx: click.Context, account: str | None, limit: int, as_json: bool) ->
         account_id = (await _account(rt, account)).id if account else None
         return await rt.store.list_audit(account_id, limit)
 
-    entries = _run(ctx, work)
+    entries = _run(ctx, work, reads=True)
     payload = [
         {
             "id": e.id,
@@ -431,6 +520,7 @@ def audit(ctx: click.Context, account: str | None, limit: int, as_json: bool) ->
         for e in entries
     ]
     _emit(
+        ctx,
         as_json,
         payload,
         render(
@@ -447,39 +537,8 @@ def audit(ctx: click.Context, account: str | None, limit: int, as_json: bool) ->
                 for e in entries
             ],
         ),
+        empty="audit entries",
     )
-
-
-def _line(message: dict[str, Any]) -> str:
-    kind = message.get("type")
-    channel = message.get("channel", "")
-    if kind == "event":
-        data = message.get("data") or {}
-        fields = " ".join(
-            f"{k}={data[k]}"
-            for k in (
-                "symbol",
-                "side",
-                "quantity",
-                "status",
-                "bid",
-                "ask",
-                "last",
-                "realized_pnl",
-                "reason",
-                "level",
-                "check",
-            )
-            if k in data
-        )
-        return f"{channel:<16} #{message.get('seq', ''):<6} {message.get('event', ''):<24} {fields}"
-    if kind == "snapshot":
-        reset = " (reset)" if message.get("reset") else ""
-        return f"{channel:<16} snapshot at seq {message.get('seq')}{reset}"
-    if kind == "error":
-        error = message.get("error", {})
-        return f"error: {error.get('code')} {error.get('detail')}"
-    return f"{kind}: {channel}" if channel else str(kind)
 
 
 @main.command()
@@ -487,27 +546,33 @@ def _line(message: dict[str, Any]) -> str:
 @click.option("--url", envvar="RT_URL", default="http://127.0.0.1:8080", show_default=True, help="Server URL (RT_URL).")
 @click.option("--key", envvar="RT_KEY", required=True, help="API key with ws:connect (RT_KEY).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--count", type=int, default=0, help="Stop after this many events (0: run until interrupted).")
-def watch(channels: tuple[str, ...], url: str, key: str, as_json: bool, count: int) -> None:
-    """Stream channels to the terminal: positions, orders, risk, account, events, ticks:BTC/USDT ..."""
-    from rt.client import ApiError, Client
+@click.option("--count", type=click.IntRange(min=0), default=0, help="Stop after this many events (0: run on).")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Failed connection attempts in a row before giving up (0: never give up).",
+)
+def watch(channels: tuple[str, ...], url: str, key: str, as_json: bool, count: int, max_attempts: int) -> None:
+    """Stream channels to the terminal: positions, orders, strategies, risk, account, events, ticks:BTC/USDT ...
 
-    async def run() -> None:
-        seen = 0
-        async with Client(url, key) as client:
-            stream = client.stream(*channels)
-            async for message in stream:
-                click.echo(wire.dumps(message).decode() if as_json else _line(message))
-                if message.get("type") == "event":
-                    seen += 1
-                    if count and seen >= count:
-                        await stream.close()
-                        return
+    Progress and connection failures go to stderr; messages to stdout.
+    """
+    from rt._watch import WatchError, check_channels, check_url
+    from rt._watch import watch as run
+
+    def say(text: str) -> None:
+        click.echo(text, err=True)
 
     try:
-        asyncio.run(run())
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
+        check_channels(channels)
+        check_url(url)
+        asyncio.run(
+            run(url.rstrip("/"), key, channels, as_json=as_json, count=count, max_attempts=max_attempts, say=say)
+        )
+    except WatchError as exc:
+        raise CliError(exc.code, exc.message) from None
     except KeyboardInterrupt:
         pass
 

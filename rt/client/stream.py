@@ -8,7 +8,8 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -30,11 +31,33 @@ class StreamClosed(Exception):
         self.code = code
 
 
+@dataclass(frozen=True)
+class Retry:
+    """A failed connection attempt: which one in a row, why, and how long the stream waits before the next."""
+
+    attempt: int
+    reason: str
+    delay: float
+
+
+class StreamUnavailable(Exception):
+    """`max_attempts` connection attempts in a row failed; `reason` is the last failure."""
+
+    def __init__(self, attempts: int, reason: str) -> None:
+        super().__init__(f"gave up after {attempts} failed connection attempts: {reason}")
+        self.attempts = attempts
+        self.reason = reason
+
+
 class Stream:
     """Async iterator of server messages (dicts) on the given channels.
 
     `last_seq` holds the last sequence number seen per channel; after a reconnect each channel is subscribed with
     `since`, so the server replays what was missed (or sends a snapshot with `reset: true`).
+
+    A failed connection is retried with jittered exponential backoff up to `max_backoff` seconds; `on_retry` hears of
+    each failure. With `max_attempts`, that many failures in a row (no message received in between) end the
+    iteration with StreamUnavailable; without it the stream retries for as long as it is iterated.
     """
 
     def __init__(
@@ -45,6 +68,8 @@ class Stream:
         batch: bool = True,
         max_backoff: float = 10.0,
         include_heartbeats: bool = False,
+        max_attempts: int | None = None,
+        on_retry: Callable[[Retry], None] | None = None,
     ) -> None:
         self._client = client
         self.channels = list(channels)
@@ -57,10 +82,16 @@ class Stream:
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._closed = False
+        self._max_attempts = max_attempts
+        self._on_retry = on_retry
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL the stream connects to (each connection adds a fresh token)."""
+        return self._client.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/ws"
 
     def _url(self, token: str) -> str:
-        base = self._client.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        return f"{base}/v1/ws?token={token}" + ("" if self._batch else "&batch=0")
+        return f"{self.url}?token={token}" + ("" if self._batch else "&batch=0")
 
     async def _connect(self) -> None:
         token = await self._client.ws_token()
@@ -111,12 +142,14 @@ class Stream:
         from rt.client.rest import ApiError
 
         delay = 0.25
+        failures = 0
         while not self._closed:
+            reason = ""
             try:
                 if self._ws is None:
                     await self._connect()
                 async for frame in self._ws:
-                    delay = 0.25
+                    delay, failures = 0.25, 0
                     decoded = orjson.loads(frame)
                     for message in decoded if isinstance(decoded, list) else (decoded,):
                         if self._accept(message):
@@ -124,13 +157,16 @@ class Stream:
                 code = self._ws.close_code
                 if code in FATAL:
                     raise StreamClosed(code, self._ws.close_reason or "")
+                reason = f"the server closed the connection ({code} {self._ws.close_reason or ''}".rstrip() + ")"
             except (TimeoutError, OSError, httpx.TransportError, websockets.WebSocketException) as exc:
+                reason = self._reason(exc)
                 log.info("stream disconnected, reconnecting", extra={"error": type(exc).__name__})
             except ApiError as exc:
                 # A server restarting or overloaded answers the token request with 5xx or 429; a bad or revoked
                 # key will not get better by retrying.
                 if exc.status < 500 and exc.status != 429:
                     raise
+                reason = f"the token request failed: {exc}"
                 log.info("token request failed, reconnecting", extra={"status": exc.status})
             with contextlib.suppress(Exception):
                 if self._ws is not None:
@@ -138,11 +174,41 @@ class Stream:
             self._ws = None
             if self._closed:
                 return
+            failures += 1
+            if self._max_attempts is not None and failures >= self._max_attempts:
+                raise StreamUnavailable(failures, reason)
+            wait = min(delay + random.uniform(0, delay / 2), self._max_backoff)
+            if self._on_retry is not None:
+                self._on_retry(Retry(failures, reason, wait))
             self.reconnects += 1
-            await asyncio.sleep(delay + random.uniform(0, delay / 2))
+            await asyncio.sleep(wait)
             delay = min(delay * 2, self._max_backoff)
+
+    def _reason(self, exc: BaseException) -> str:
+        if isinstance(exc, httpx.ConnectError):
+            cause = _innermost(exc)
+            if isinstance(cause, ConnectionRefusedError):
+                return f"cannot connect to {self._client.base_url}: connection refused (is rt serve listening there?)"
+            return f"cannot connect to {self._client.base_url}: {_cause(cause)}"
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+            return f"no answer from {self._client.base_url} in time"
+        if isinstance(exc, websockets.InvalidStatus):
+            return f"the WebSocket handshake was refused with HTTP {exc.response.status_code}"
+        return f"{type(exc).__name__}: {_cause(exc)}"
 
     async def close(self) -> None:
         self._closed = True
         if self._ws is not None:
             await self._ws.close()
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """httpx says "All connection attempts failed" over the OSError that says why."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+def _cause(exc: BaseException) -> str:
+    inner = _innermost(exc)
+    return str(inner) or type(inner).__name__

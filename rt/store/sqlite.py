@@ -291,11 +291,14 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
 
     async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]:
         cols = "id, at, account_id, key_id, action, ip, detail"
+        # Newest by time, not by id: auth failures are buffered and land after key changes made later.
         if account_id is None:
-            rows = await self._all(f"SELECT {cols} FROM audit_log ORDER BY id DESC LIMIT ?", limit)
+            rows = await self._all(f"SELECT {cols} FROM audit_log ORDER BY at DESC, id DESC LIMIT ?", limit)
         else:
             rows = await self._all(
-                f"SELECT {cols} FROM audit_log WHERE account_id = ? ORDER BY id DESC LIMIT ?", account_id, limit
+                f"SELECT {cols} FROM audit_log WHERE account_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+                account_id,
+                limit,
             )
         return [
             AuditEntry(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.checks import KEY_RE, LeakCheck, assert_problem
-from tests.e2e.server import Server, cli, run_server
+from tests.e2e.server import Server, cli, free_port, run_server
 from tests.e2e.test_auth_e2e import READ_ONLY, get
 
 pytestmark = pytest.mark.e2e
@@ -202,3 +202,127 @@ def test_errors_exit_non_zero_with_a_readable_message_and_change_nothing(server:
         assert result.stdout == "", args
         assert "Error" in result.stderr and named in result.stderr, (args, result.stderr)
     assert state(server) == before
+
+
+def test_errors_under_json_are_one_json_object_on_stderr(server: Server) -> None:
+    cases = [(args, named, "NOT_FOUND" if "nope" in args else None) for args, named in CLI_ERRORS]
+    cases.append((["keys", "create", "--scopes", "full", "--tier", "gold"], "gold", "USAGE"))
+    for args, named, code in cases:
+        result = run(server, *args, "--json")
+        assert result.returncode != 0, args
+        assert result.stdout == "", args
+        error = json.loads(result.stderr)["error"]
+        assert set(error) == {"code", "message"}, (args, error)
+        assert named in error["message"], (args, error)
+        assert error["code"] and error["code"].upper() == error["code"], (args, error)
+        if code is not None:
+            assert error["code"] == code, (args, error)
+
+
+def test_keys_list_active_is_what_the_api_lists_as_active(server: Server, cli_key: dict[str, Any]) -> None:
+    rt(server, "keys", "revoke", cli_key["id"])
+    listed = rt_json(server, "keys", "list", "--account", "default", "--active")
+    assert cli_key["id"] not in {k["id"] for k in listed}
+    with server.client(server.key) as admin:
+        response = admin.get("/v1/keys", params={"active": "true", "limit": 500})
+    assert response.status_code == 200, response.text
+    assert sorted(k["id"] for k in response.json()["keys"]) == sorted(k["id"] for k in listed)
+    assert all(k["revoked_at"] is None for k in listed)
+
+
+def test_audit_is_newest_first_even_when_failures_are_written_late(server: Server, revoke_after: list[str]) -> None:
+    """Auth failures are buffered for up to half a second; a key created meanwhile is written at once."""
+    with server.client(server.key) as admin, server.client("rt_live_" + "0" * 32) as stranger:
+        for _ in range(3):
+            assert stranger.get("/v1/account").status_code == 401
+            made = admin.post("/v1/keys", json={"scopes": "read-only", "tier": "pro"})
+            assert made.status_code == 201, made.text
+            revoke_after.append(made.json()["id"])
+            admin.delete(f"/v1/keys/{made.json()['id']}")
+    time.sleep(1.2)  # past the next flush of the buffered failures
+    entries = rt_json(server, "audit", "--limit", "20")
+    times = [e["at"] for e in entries]
+    assert times == sorted(times, reverse=True), [(e["at"], e["action"]) for e in entries]
+    assert {"auth.failed", "key.created", "key.revoked"} <= {e["action"] for e in entries}
+    table = rt(server, "audit", "--limit", "20").splitlines()[1:]
+    assert [line.split()[0] for line in table] == times
+
+
+def test_data_dir_flag_after_the_command_and_what_a_missing_or_empty_dir_says(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    missing = elsewhere / "rt-data"
+
+    # A read on a data dir that is not there names it and creates nothing.
+    result = cli(missing, "keys", "list")
+    assert result.returncode != 0 and result.stdout == ""
+    assert str(missing.resolve()) in result.stderr and "RT_DATA_DIR" in result.stderr
+    assert not missing.exists()
+
+    # `--data-dir` after the command, as `rt serve --data-dir` takes it, wins over RT_DATA_DIR.
+    listed = json.loads(cli(missing, "keys", "list", "--json", "--data-dir", str(server.data_dir)).stdout)
+    assert server.key is not None and server.key[:12] in {k["prefix"] for k in listed}
+
+    # A write starts a new data dir and says where; a list that finds nothing there says where it looked.
+    made = cli(missing, "accounts", "create", "desk")
+    assert made.returncode == 0, made.stderr
+    assert f"new data dir at {missing.resolve()}" in made.stderr
+    empty = cli(missing, "keys", "list", "--json")
+    assert empty.returncode == 0 and json.loads(empty.stdout) == []
+    assert f"no keys in {missing.resolve()}" in empty.stderr
+    quiet = cli(missing, "accounts", "list", "--json")
+    assert [a["name"] for a in json.loads(quiet.stdout)] == ["desk"] and quiet.stderr == ""
+
+
+def test_watch_an_unknown_channel_exits_non_zero_with_the_channels(server: Server) -> None:
+    assert server.key is not None
+    for extra in ([], ["--json"]):
+        result = run(server, "watch", "positions", "bogus", "--key", server.key, "--url", server.url, *extra)
+        assert result.returncode != 0 and result.stdout == ""
+        for channel in ("bogus", "positions", "orders", "risk", "ticks:<SYMBOL>"):
+            assert channel in result.stderr, result.stderr
+        assert "connecting" not in result.stderr
+
+
+def test_watch_a_wrong_port_says_what_it_tries_and_why_and_gives_up(server: Server) -> None:
+    assert server.key is not None
+    nothing = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run(server, "watch", "positions", "--key", server.key, "--url", nothing, "--max-attempts", "3")
+    assert time.monotonic() - started < 30
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"rt watch: connecting to {nothing}"), lines
+    failures = [line for line in lines if "failed: cannot connect to" in line]
+    assert [f.split(" failed")[0] for f in failures] == ["rt watch: attempt 1 of 3", "rt watch: attempt 2 of 3"]
+    assert all("connection refused" in f and "retrying in" in f for f in failures), failures
+    assert "gave up after 3 failed connection attempts" in lines[-1], lines
+
+    # RT_URL is where it connects when --url is not given.
+    by_env = cli(
+        server.data_dir, "watch", "positions", "--max-attempts", "1", env={"RT_URL": nothing, "RT_KEY": server.key}
+    )
+    assert by_env.returncode != 0 and f"connecting to {nothing}" in by_env.stderr
+    assert "gave up after 1 failed connection attempts" in by_env.stderr
+
+
+def test_watch_streams_a_live_channel_and_stops_after_count(server: Server) -> None:
+    assert server.key is not None
+    result = run(server, "watch", "ticks:BTC/USDT", "--key", server.key, "--url", server.url, "--count", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    events = [m for m in messages if m["type"] == "event"]
+    assert len(events) == 2 and all(m["channel"] == "ticks:BTC/USDT" for m in events)
+    assert f"connecting to {server.url}" in result.stderr
+
+
+def test_watch_a_channel_the_key_may_not_read_exits_non_zero(
+    server: Server, leaks: LeakCheck, revoke_after: list[str]
+) -> None:
+    made = leaks.issued(rt_json(server, "keys", "create", "--scopes", "trade-only", "--tier", "pro"))
+    revoke_after.append(made["id"])
+    result = run(server, "watch", "positions", "--key", made["key"], "--url", server.url, "--json")
+    assert result.returncode != 0
+    error = json.loads(result.stderr.splitlines()[-1])["error"]
+    assert error["code"] == "INSUFFICIENT_SCOPE" and "positions" in error["message"]

@@ -1,0 +1,105 @@
+"""`rt watch`: stream channels to the terminal, saying on stderr what it connects to and why a connection fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from rt import wire
+from rt.client import ApiError, Client
+from rt.client.stream import Retry, StreamClosed, StreamUnavailable
+from rt.errors import RtError
+from rt.session.protocol import channel_scope
+
+MAX_BACKOFF = 5.0
+_FIELDS = ("symbol", "side", "quantity", "status", "bid", "ask", "last", "realized_pnl", "reason", "level", "check")
+
+
+class WatchError(Exception):
+    """Why `rt watch` stops with a non-zero exit: a stable `code` and what to tell the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_channels(channels: tuple[str, ...]) -> None:
+    for channel in channels:
+        try:
+            channel_scope(channel)
+        except RtError as exc:
+            raise WatchError("UNKNOWN_CHANNEL", exc.detail) from None
+
+
+def check_url(url: str) -> None:
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+        raise WatchError("BAD_URL", f"--url (RT_URL) is the server's base URL, like http://127.0.0.1:8080, not {url!r}")
+
+
+def line(message: dict[str, Any]) -> str:
+    kind = message.get("type")
+    channel = message.get("channel", "")
+    if kind == "event":
+        data = message.get("data") or {}
+        fields = " ".join(f"{k}={data[k]}" for k in _FIELDS if k in data)
+        return f"{channel:<16} #{message.get('seq', ''):<6} {message.get('event', ''):<24} {fields}"
+    if kind == "snapshot":
+        reset = " (reset)" if message.get("reset") else ""
+        return f"{channel:<16} snapshot at seq {message.get('seq')}{reset}"
+    if kind == "error":
+        error = message.get("error", {})
+        return f"error: {error.get('code')} {error.get('detail')}"
+    return f"{kind}: {channel}" if channel else str(kind)
+
+
+def _refused(message: dict[str, Any]) -> WatchError | None:
+    """A subscription the server refused (scope, unknown symbol ...): watching it would print nothing forever."""
+    request_id = str(message.get("id") or "")
+    if message.get("type") != "error" or not request_id.startswith("sub-"):
+        return None
+    error = message.get("error") or {}
+    channel = request_id.removeprefix("sub-")
+    return WatchError(str(error.get("code", "REFUSED")), f"the server refused {channel}: {error.get('detail', '')}")
+
+
+async def watch(
+    url: str,
+    key: str,
+    channels: tuple[str, ...],
+    *,
+    as_json: bool,
+    count: int,
+    max_attempts: int,
+    say: Callable[[str], None],
+) -> None:
+    """Print each message; stop after `count` events, or raise WatchError."""
+
+    def retrying(retry: Retry) -> None:
+        of = f" of {max_attempts}" if max_attempts else ""
+        say(f"rt watch: attempt {retry.attempt}{of} failed: {retry.reason}; retrying in {retry.delay:.1f} s")
+
+    seen = 0
+    async with Client(url, key) as client:
+        stream = client.stream(*channels, max_attempts=max_attempts or None, on_retry=retrying, max_backoff=MAX_BACKOFF)
+        say(f"rt watch: connecting to {url} ({stream.url}) for {', '.join(channels)} ...")
+        try:
+            async for message in stream:
+                click.echo(wire.dumps(message).decode() if as_json else line(message))
+                refused = _refused(message)
+                if refused is not None:
+                    raise refused
+                if message.get("type") == "event":
+                    seen += 1
+                    if count and seen >= count:
+                        return
+        except StreamUnavailable as exc:
+            raise WatchError("UNAVAILABLE", str(exc)) from None
+        except StreamClosed as exc:
+            raise WatchError("CLOSED", str(exc)) from None
+        except ApiError as exc:
+            raise WatchError(exc.code, f"{exc.status} {exc.code}: {exc.detail}") from None
+        finally:
+            await stream.close()

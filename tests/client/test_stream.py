@@ -1,0 +1,35 @@
+"""rt/client/stream: a stream that cannot connect says why on each attempt and, when bounded, gives up."""
+
+from __future__ import annotations
+
+import pytest
+
+from rt.client import Client
+from rt.client.stream import Retry, StreamUnavailable
+from tests.e2e.server import free_port
+
+
+async def test_a_bounded_stream_reports_each_failure_and_gives_up() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    heard: list[Retry] = []
+    async with Client(url, "rt_live_" + "0" * 32) as client:
+        stream = client.stream("orders", max_attempts=3, max_backoff=0.05, on_retry=heard.append)
+        assert stream.url == url.replace("http://", "ws://") + "/v1/ws"
+        with pytest.raises(StreamUnavailable) as raised:
+            async for _ in stream:
+                pytest.fail("nothing listens there")
+    assert raised.value.attempts == 3
+    assert [r.attempt for r in heard] == [1, 2]
+    for reason in [r.reason for r in heard] + [raised.value.reason]:
+        assert reason == f"cannot connect to {url}: connection refused (is rt serve listening there?)"
+    assert all(0 < r.delay <= 0.05 for r in heard)
+    assert stream.reconnects == 2
+
+
+async def test_an_unresolvable_host_is_named_in_the_reason() -> None:
+    async with Client("http://rt-host.invalid:8080", "rt_live_" + "0" * 32) as client:
+        with pytest.raises(StreamUnavailable) as raised:
+            async for _ in client.stream("orders", max_attempts=1):
+                pytest.fail("no such host")
+    assert raised.value.reason.startswith("cannot connect to http://rt-host.invalid:8080: ")
+    assert "connection refused" not in raised.value.reason
