@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -17,9 +17,15 @@ from rt.store.models import ApiKey
 
 TIERS = Literal["starter", "pro", "pro_plus"]
 
+# What scopes.resolve accepts, for the document; resolve itself gives the 400 that names the field.
+_NAMES = [*scopes.PRESETS, *scopes.ALL]
+_ONE = "(?:" + "|".join(_NAMES) + ")"  # names hold only [a-z:_-], which need no escape
+ScopeName = Annotated[str, Field(json_schema_extra={"enum": _NAMES})]
+ScopeList = Annotated[str, Field(json_schema_extra={"pattern": rf"^[\s,]*{_ONE}(?:\s*,[\s,]*{_ONE})*[\s,]*$"})]
+
 
 class KeyCreate(Strict):
-    scopes: str | list[str] = Field(
+    scopes: ScopeList | Annotated[list[ScopeName], Field(min_length=1)] = Field(
         description="A preset (`read-only`, `trade-only`, `full`), a comma-separated string or a list of scopes."
     )
     tier: TIERS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,3 +63,18 @@ def test_the_document_declares_active_as_a_boolean_query_parameter() -> None:
     params = {p["name"]: p for p in document["paths"]["/v1/keys"]["get"]["parameters"]}
     assert params["active"]["in"] == "query" and params["active"]["required"] is False
     assert params["active"]["schema"]["type"] == "boolean"
+
+
+def test_the_document_lists_the_scope_names_post_keys_accepts() -> None:
+    from rt.auth import scopes
+
+    document = create_app(Settings()).state.openapi
+    branches = document["components"]["schemas"]["KeyCreate"]["properties"]["scopes"]["anyOf"]
+    as_list = next(b for b in branches if b.get("type") == "array")
+    assert as_list["items"]["enum"] == [*scopes.PRESETS, *scopes.ALL] and as_list["minItems"] == 1
+    pattern = re.compile(next(b for b in branches if b.get("type") == "string")["pattern"])
+    for spec in ("full", "read-only", "orders:read, ws:connect", "trade-only,keys:manage"):
+        assert pattern.search(spec), spec
+        scopes.resolve(spec)
+    for spec in ("", "admin", "full read-only", "orders:read;ws:connect"):
+        assert not pattern.search(spec), spec
