@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rt import __version__
+from rt.api.openapi import WireSchema
 from rt.bus import EVENTS, EVENTS_CHANNEL, channel_of
 from rt.engine.requests import EmergencyKill, OrderRequest, PositionRequest
 from rt.session import commands, protocol
@@ -99,7 +100,7 @@ def build() -> dict[str, Any]:
     }
     for op, scope in protocol.COMMAND_SCOPES.items():
         model = _PARAMS.get(op)
-        params = model.model_json_schema() if model else {"type": "object"}
+        params = model.model_json_schema(schema_generator=WireSchema) if model else {"type": "object"}
         messages[f"command.{op}"] = {
             "summary": f"Command {op} (scope {scope})",
             "payload": _obj(["op", "id", "params"], op={"const": op}, id=_ID, params=params),
