@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from rt.bus import EVENTS_CHANNEL, Delivery, Event
 from rt.store import Store
@@ -40,10 +42,27 @@ return seqs
 
 _GLOBAL_MAXLEN = 100_000  # what an instance may fall behind by before it misses events
 _READ_BLOCK_MS = 5_000
+_READ_SLACK_S = 5.0  # how much longer than a blocking read the reader waits for Redis's answer
 
 
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 5.0
+
+
+def _block_ms(client: aioredis.Redis) -> int:
+    """A blocking read shorter than the connection's read timeout, if the URL sets one: an idle stream is not a lost
+    connection."""
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if timeout is None:
+        return _READ_BLOCK_MS
+    return max(1, min(_READ_BLOCK_MS, int(float(timeout) * 1000 / 2)))
+
+
+def _raise_if_cancelled() -> None:
+    """A cancellation redis-py swallowed (or turned into an error) still ends the subscription."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _event_json(event: Event) -> bytes:
@@ -96,14 +115,21 @@ class RedisBus:
         last_id: bytes | None = None
         delay = _RETRY_FIRST
         while True:
-            client: aioredis.Redis = aioredis.Redis.from_url(self._url, client_name=self._topic)
+            # No read timeout or retries inside redis-py: this loop bounds each read and resumes from last_id
+            # itself. redis-py times a write with asyncio.wait_for, which on Python 3.11 can swallow a cancellation.
+            client: aioredis.Redis = aioredis.Redis.from_url(
+                self._url, client_name=self._topic, socket_timeout=None, retry=Retry(NoBackoff(), 0)
+            )
+            block_ms = _block_ms(client)
             try:
                 if last_id is None:
                     newest: Any = await client.xrevrange(self._topic, count=1)
                     last_id = newest[0][0] if newest else b"0-0"
                 delay = _RETRY_FIRST
                 while True:
-                    reply: Any = await client.xread({self._topic: last_id}, block=_READ_BLOCK_MS, count=1000)
+                    async with asyncio.timeout(block_ms / 1000 + _READ_SLACK_S):
+                        reply: Any = await client.xread({self._topic: last_id}, block=block_ms, count=1000)
+                    _raise_if_cancelled()
                     for _, entries in reply or ():
                         for entry_id, fields in entries:
                             last_id = entry_id
@@ -114,6 +140,7 @@ class RedisBus:
                                 continue
                             yield delivery
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                _raise_if_cancelled()
                 log.warning("bus connection lost, resuming", extra={"error": str(exc), "retry_in": delay})
             finally:
                 with contextlib.suppress(Exception):
