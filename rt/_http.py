@@ -35,7 +35,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True  # between messages or inside a request line and headers
-        self._head_bytes = 0
+        self._url_bytes = 0
+        self._header_bytes = 0  # url and headers parsed so far
+        self._header_count = 0
+        self._read_bytes = 0  # bytes read while the head stayed open, parsed or not
         self._message_ended = False
         self._draining = False
 
@@ -54,9 +57,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # The head is still open after this chunk. When the chunk began inside it and no message ended within it,
         # every byte of it belongs to the head; otherwise it is not counted (pipelining: off by one read at most).
         if chunk_in_head and not self._message_ended:
-            self._head_bytes += len(data)
+            self._read_bytes += len(data)
         try:
-            self._check_head(self._head_bytes, len(self.headers))
+            self._check_head(max(self._read_bytes, self._header_bytes))
         except _Refused as refused:
             self._answer(refused)
 
@@ -82,34 +85,36 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._url_bytes = self._header_bytes = self._header_count = 0
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        self._check_head(self._head_size(), len(self.headers))
+        self._url_bytes += len(url)
+        self._header_bytes += len(url)
+        self._check_head(self._header_bytes)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)
-        self._check_head(self._head_size(), len(self.headers))
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        self._check_head(self._header_bytes)
 
     def on_headers_complete(self) -> None:
-        self._check_head(self._head_size(), len(self.headers))
+        self._check_head(self._header_bytes)
         self._in_head = False
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
-        self._head_bytes = 0
+        self._read_bytes = 0
         self._message_ended = True
 
-    def _head_size(self) -> int:
-        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-
-    def _check_head(self, size: int, count: int) -> None:
+    def _check_head(self, size: int) -> None:
         refused: _Refused | None = None
-        if len(self.url) > MAX_REQUEST_LINE:
+        if self._url_bytes > MAX_REQUEST_LINE:
             refused = _Refused(414, f"the request line is longer than {MAX_REQUEST_LINE} bytes")
-        elif count > MAX_HEADERS:
+        elif self._header_count > MAX_HEADERS:
             refused = _Refused(431, f"a request may carry at most {MAX_HEADERS} headers")
         elif size > MAX_HEAD_BYTES:
             refused = _Refused(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
