@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rt.engine.requests import Amount
 from rt.errors import BadRequest
 from rt.exchanges import Market, Ticker
 
@@ -43,9 +44,9 @@ class Lot:
 class RiskLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_position_size: Decimal | None = Field(None, gt=0, description="Notional of one order of this strategy.")
-    max_daily_loss: Decimal | None = Field(None, gt=0, description="This strategy's realized loss today.")
-    stop_loss_pct: Decimal | None = Field(None, gt=0, lt=1, description="Stop loss of each position it opens.")
+    max_position_size: Amount | None = Field(None, description="Notional of one order of this strategy.")
+    max_daily_loss: Amount | None = Field(None, description="This strategy's realized loss today.")
+    stop_loss_pct: Amount | None = Field(None, lt=1, description="Stop loss of each position it opens.")
 
 
 class Strategy:

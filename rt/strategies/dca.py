@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rt.engine.requests import Amount
 from rt.exchanges import Market, Ticker
 from rt.strategies import Strategy, Want
 
@@ -14,10 +14,10 @@ from rt.strategies import Strategy, Want
 class DCAConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantity: Decimal = Field(gt=0)
+    quantity: Amount
     interval_s: int = Field(ge=1, le=86_400 * 30)
     max_orders: int = Field(10, ge=1, le=10_000)
-    max_price: Decimal | None = Field(None, gt=0, description="Skip a buy while the ask is above this.")
+    max_price: Amount | None = Field(None, description="Skip a buy while the ask is above this.")
 
 
 class DCA(Strategy):

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rt.engine.requests import Amount
 from rt.errors import BadRequest
 from rt.exchanges import Market, Ticker
 from rt.strategies import Lot, Strategy, Want
@@ -25,8 +26,8 @@ class GridConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grid_levels: int = Field(ge=2, le=200)
-    price_range: tuple[Decimal, Decimal] = Field(description="[low, high]")
-    quantity_per_level: Decimal = Field(gt=0)
+    price_range: tuple[Amount, Amount] = Field(description="[low, high]")
+    quantity_per_level: Amount
 
     @model_validator(mode="after")
     def _range(self) -> GridConfig:

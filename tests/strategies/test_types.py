@@ -163,3 +163,33 @@ def test_grid_started_again_sells_the_lots_it_still_holds() -> None:
     assert [(w.side, w.price, w.lot) for w in wants] == [("sell", D(95), "pos_b"), ("sell", D(100), "pos_a")]
     assert g.on_tick(on("97")) == []  # both slots below the price hold a lot: no buy there
     assert buys(g.on_start(on("97"), [Lot("pos_c", "long", D(95), D(7))])) == [D(90), D(95)]  # not one of its lots
+
+
+UNBOUNDED = ["1e-999999", "1e999999", "NaN", "Infinity", "-1"]
+
+
+@pytest.mark.parametrize("value", UNBOUNDED)
+@pytest.mark.parametrize(
+    "model, config, field",
+    [
+        (GridConfig, {"grid_levels": 5, "price_range": [90, 110], "quantity_per_level": 1}, "quantity_per_level"),
+        (GridConfig, {"grid_levels": 5, "price_range": [90, 110], "quantity_per_level": 1}, "price_range"),
+        (DCAConfig, {"quantity": 1, "interval_s": 60}, "quantity"),
+        (DCAConfig, {"quantity": 1, "interval_s": 60}, "max_price"),
+    ],
+)
+def test_strategy_money_is_bounded_like_every_other_amount(
+    model: type[GridConfig | DCAConfig], config: dict[str, object], field: str, value: str
+) -> None:
+    bad = {**config, field: [value, 110] if field == "price_range" else value}
+    with pytest.raises(ValidationError):
+        model.model_validate(bad)
+
+
+@pytest.mark.parametrize("field", ["max_position_size", "max_daily_loss"])
+@pytest.mark.parametrize("value", UNBOUNDED)
+def test_a_strategys_own_limits_are_bounded(field: str, value: str) -> None:
+    from rt.strategies import RiskLimits
+
+    with pytest.raises(ValidationError):
+        RiskLimits.model_validate({field: value})
