@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rt.engine import ledger, risk
 from rt.engine.engine import Engine
 from rt.errors import BadRequest
 from rt.exchanges.feed import MarketFeed
 from rt.session.protocol import TICKS
-from rt.strategies.models import StrategyRecord
+
+if TYPE_CHECKING:
+    from rt.strategies.runner import Runner
 
 
 def _positions(engine: Engine, account_id: str) -> list[dict[str, Any]]:
@@ -32,7 +33,7 @@ async def _account(engine: Engine, account_id: str) -> dict[str, Any]:
 
 
 async def snapshot(
-    engine: Engine, feed: MarketFeed, account_id: str, channel: str, strategies: Iterable[StrategyRecord] = ()
+    engine: Engine, feed: MarketFeed, account_id: str, channel: str, runner: Runner | None = None
 ) -> Any:
     """The channel's current state for this account; call it under the account's writer lock for a consistent seq."""
     if channel == "positions":
@@ -40,7 +41,9 @@ async def snapshot(
     if channel == "orders":
         return {"orders": _orders(engine, account_id)}
     if channel == "strategies":
-        return {"strategies": [r.as_json() for r in strategies if r.account_id == account_id]}
+        # The account's running strategies as GET /v1/strategies/{id} shows them, live performance included.
+        running = [r for r in runner.active() if r.account_id == account_id] if runner is not None else []
+        return {"strategies": [r.as_json(await runner.performance(r)) for r in running if runner is not None]}
     if channel == "risk":
         return await _risk(engine, account_id)
     if channel == "account":

@@ -111,7 +111,7 @@ class Sessions:
                     last = max([last, *(d.seq for d in history)])
             data = None
             if missed is None:
-                data = await snapshot(runtime.engine, runtime.feed, account_id, channel, runtime.runner.active())
+                data = await snapshot(runtime.engine, runtime.feed, account_id, channel, runtime.runner)
             self._open(session, channel, request_id, last, since, missed, data)
 
     def _open(

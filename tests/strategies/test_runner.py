@@ -355,3 +355,19 @@ async def test_one_strategy_failing_on_a_tick_does_not_keep_the_next_one_from_it
     await running.move("97")
     await eventually(lambda: resting(rig, working.id) == [("buy", D(90)), ("buy", D(95))])
     assert "strategy tick failed" in caplog.text
+
+
+async def test_the_strategies_channel_snapshot_shows_live_performance(rig: Rig, running: Running) -> None:
+    from rt.channels import snapshot
+
+    record = await running.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await running.move("94.99")  # the 95 buy fills and rests a sell at 100
+    await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
+    await running.move("98")
+    data = await snapshot(rig.engine, rig.feed, rig.account_id, "strategies", running.runner)
+    (shown,) = data["strategies"]
+    assert shown["id"] == record.id
+    assert shown["performance"] == await running.runner.performance(record)
+    assert shown["performance"]["unrealized_pnl"] == D(98) - D(95)
+    other = await snapshot(rig.engine, rig.feed, "acct_someone_else", "strategies", running.runner)
+    assert other == {"strategies": []}
