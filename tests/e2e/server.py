@@ -57,7 +57,7 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subpro
 def run_server(data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> Iterator[Server]:
     """Start `rt serve`, wait for /v1/health, yield, then stop it with SIGTERM."""
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stdout_path = data_dir.parent / f"stdout-{port}.txt"
     log_path = data_dir.parent / f"stderr-{port}.txt"
     full_env = {**os.environ, "RT_DATA_DIR": str(data_dir), "RT_PORT": str(port), "RT_HOST": "127.0.0.1", **(env or {})}
