@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 MAX_PRICE = Decimal("1e15")  # far above any real price or size; keeps the money math inside Decimal's range
 # Finer than any venue's step; a venue's own steps are checked when an order meets its market.
@@ -13,7 +14,27 @@ MAX_PLACES = 12
 
 # Every price, quantity and money limit a client sends: finite, > 0, < MAX_PRICE, at most MAX_PLACES places.
 # Products and quotients of two of these stay far inside Decimal's exponent range, so no tick can overflow.
-Amount = Annotated[Decimal, Field(gt=0, lt=MAX_PRICE, decimal_places=MAX_PLACES, allow_inf_nan=False)]
+# A number given as a string is plain ASCII decimal text, as the OpenAPI pattern says: Python would also read "1_0" as
+# 10, " 1", or digits of other scripts, which no client means. NaN and infinities go on to the finite check's message.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?i:nan|inf|infinity)")
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _text(pattern: re.Pattern[str], what: str) -> BeforeValidator:
+    def plain(value: object) -> object:
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            raise ValueError(f"must be {what} written with ASCII digits only (no spaces, separators or other digits)")
+        return value
+
+    return BeforeValidator(plain)
+
+
+Amount = Annotated[
+    Decimal,
+    Field(gt=0, lt=MAX_PRICE, decimal_places=MAX_PLACES, allow_inf_nan=False),
+    _text(_DECIMAL_TEXT, "a decimal number"),  # after the bounds, so they stay in the JSON schema
+]
+Count = Annotated[int, _text(_INTEGER_TEXT, "a whole number")]
 
 
 class _Request(BaseModel):
@@ -75,7 +96,7 @@ class EnvelopeIn(_Request):
     max_position_size: Amount = Field(description="Notional of one position.")
     max_exposure: Amount = Field(description="(Open + resting notional) / equity, a fraction.")
     max_daily_loss: Amount = Field(description="A positive amount: the day's loss may not reach it.")
-    max_concurrent_positions: int = Field(gt=0, le=100_000)
+    max_concurrent_positions: Count = Field(gt=0, le=100_000)
     trading_state: Literal["active", "reducing"] | None = Field(
         None, description="Set `reducing` to accept only orders that shrink exposure; `active` to lift it."
     )

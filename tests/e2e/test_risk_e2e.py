@@ -30,7 +30,7 @@ STILL = {
     "RT_LOCKOUT_THRESHOLD": "100000",
 }
 ENVELOPE = {"max_position_size": 1000, "max_exposure": 0.5, "max_daily_loss": 500, "max_concurrent_positions": 2}
-UNBOUNDED = ["1e-999999", "1e999999", "NaN", "Infinity", -5, 0, "0.0000000000001"]
+UNBOUNDED = ["1e-999999", "1e999999", "NaN", "Infinity", -5, 0, "0.0000000000001", "1_0", " 5", "\u0665", "5\n"]
 
 
 def new_key(server: Server) -> str:

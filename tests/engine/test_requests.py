@@ -65,3 +65,35 @@ def test_a_money_field_takes_ordinary_values(model: type[BaseModel], base: dict[
 def test_money_fields_stay_numbers_in_the_json_schema() -> None:
     schema = EnvelopeIn.model_json_schema()["properties"]["max_daily_loss"]
     assert {"type": "number", "exclusiveMinimum": 0.0, "exclusiveMaximum": 1e15} in schema["anyOf"]
+
+
+# Python's Decimal reads all of these; a client never means them, and the document's pattern refuses them.
+NOT_PLAIN = ["1_0", "5_000", " 1", "1 ", "5\n", "\u0661", "\uff15\uff10", "0x10", "1,5", ""]
+
+
+@pytest.mark.parametrize(("model", "base", "name"), FIELDS, ids=[f"{m.__name__}.{n}" for m, _, n in FIELDS])
+@pytest.mark.parametrize("value", NOT_PLAIN, ids=repr)
+def test_a_money_string_is_plain_ascii_decimal_text(
+    model: type[BaseModel], base: dict[str, Any], name: str, value: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate({**base, name: value})
+    assert [e["loc"] for e in caught.value.errors()] == [(name,)]
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", "5.", ".5", "+2", "1e3", "2.5E-3"])
+def test_every_money_string_the_document_allows_is_taken(value: str) -> None:
+    import re
+
+    from rt.api.openapi import WireSchema
+
+    schema = EnvelopeIn.model_json_schema(schema_generator=WireSchema)["properties"]["max_daily_loss"]
+    (text,) = [branch for branch in schema["anyOf"] if branch.get("type") == "string"]
+    assert re.fullmatch(text["pattern"], value)
+    assert EnvelopeIn.model_validate({**ENVELOPE, "max_daily_loss": value}).max_daily_loss == Decimal(value)
+
+
+@pytest.mark.parametrize("value", ["5_000", " 5", "\uff15"])
+def test_a_count_is_plain_text_too(value: str) -> None:
+    with pytest.raises(ValidationError):
+        EnvelopeIn.model_validate({**ENVELOPE, "max_concurrent_positions": value})
