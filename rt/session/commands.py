@@ -160,5 +160,15 @@ def idempotency_key(op: str, params: dict[str, Any]) -> str | None:
     return None
 
 
+def answer_status(op: str, result: dict[str, Any]) -> int:
+    """The status the command's REST twin answers with (rt/api/orders.py, positions.py). It is kept with the
+    idempotent answer, so a REST retry of a command the socket ran first replays it as the route would."""
+    if op == "order.place":
+        return 201
+    if op == "position.open":
+        return 201 if result["position"]["status"] == "open" else 202
+    return 200
+
+
 def encode(result: dict[str, Any]) -> bytes:
     return dumps(result)

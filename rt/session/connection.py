@@ -296,7 +296,7 @@ class Session:
                     self.principal.account_id,
                     key,
                     fingerprint(op, params),
-                    lambda: self._as_pair(handler, params),
+                    lambda: self._as_pair(op, handler, params),
                 )
                 if status >= 400:
                     self._send_error_body(message.id, body)
@@ -322,9 +322,10 @@ class Session:
             error = RtError("the server failed to run this command")
             self.send(protocol.error_frame(error, message.id))
 
-    async def _as_pair(self, handler: commands.Command, params: dict[str, Any]) -> tuple[int, bytes]:
+    async def _as_pair(self, op: str, handler: commands.Command, params: dict[str, Any]) -> tuple[int, bytes]:
         try:
-            return 200, commands.encode(await handler(self, params))
+            result = await handler(self, params)
+            return commands.answer_status(op, result), commands.encode(result)
         except RtError as exc:
             return exc.status, dumps(exc.problem())
 
