@@ -373,11 +373,18 @@ class Runner:
     async def _place(self, record: StrategyRecord, wants: list[Want]) -> None:
         venue = self.engine.venues.get(record.account_id, record.exchange)
         live = self._live.get(record.id)
+        # Cerberus refused a buy this large: a larger one in the same batch would be refused too (every check grows
+        # with the notional or ignores it), so it is marked refused without storing another rejected order.
+        refused_at: Decimal | None = None
         for want in wants:
             price = want.price
             if price is None:
                 ticker = await venue.ticker(record.symbol)
                 price = ticker.ask if want.side == "buy" else ticker.bid
+            if want.side == "buy" and refused_at is not None and price * want.quantity >= refused_at:
+                if live is not None:
+                    live[1].on_refused(want, int(time.time() * 1000))
+                continue
             stop_loss = self.stop_loss_for(record.id, want.side, price)
             if stop_loss is not None and live is not None:
                 stop_loss = live[1].price(stop_loss)
@@ -397,6 +404,9 @@ class Runner:
                 order = await trading.place_order(self.engine, record.account_id, request)
             except RtError as exc:
                 log.info("strategy order refused", extra={"strategy_id": record.id, "code": exc.code})
+                if want.side == "buy" and exc.status in (422, 423):
+                    notional = price * want.quantity
+                    refused_at = notional if refused_at is None else min(refused_at, notional)
                 if live is not None:
                     live[1].on_refused(want, int(time.time() * 1000))
                 continue

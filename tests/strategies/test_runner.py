@@ -371,3 +371,15 @@ async def test_the_strategies_channel_snapshot_shows_live_performance(rig: Rig, 
     assert shown["performance"]["unrealized_pnl"] == D(98) - D(95)
     other = await snapshot(rig.engine, rig.feed, "acct_someone_else", "strategies", running.runner)
     assert other == {"strategies": []}
+
+
+async def test_a_grid_over_the_envelope_stores_one_refusal_not_one_per_level(rig: Rig, running: Running) -> None:
+    await rig.limits(max_concurrent_positions=2)
+    wide = {"grid_levels": 21, "price_range": [80, 120], "quantity_per_level": 1}
+    record = await running.runner.deploy(rig.account_id, "wide", "grid", "paper", SYMBOL, wide, {})
+    # Ten levels sit below 100: two rest, the third is refused and the seven above it are not even tried, since
+    # Cerberus would refuse each (same limits, a larger notional); all eight are retried later.
+    assert resting(rig, record.id) == [("buy", D(80)), ("buy", D(82))]
+    rejected = [d.event.data for d in await rig.history("orders") if d.event.event == "order.rejected"]
+    assert [r["reject_reason"].split(":")[0] for r in rejected] == ["concurrent_positions"]
+    assert sorted(record.state["refused"], key=int) == [str(i) for i in range(2, 10)]
