@@ -91,6 +91,11 @@ class Strategy:
     def on_clock(self, now: float, ticker: Ticker) -> list[Want]:
         return []
 
+    @property
+    def finished(self) -> bool:
+        """It has done all it was deployed for: the runner stops it (stop_reason `completed`)."""
+        return False
+
     def on_refused(self, want: Want, now_ms: int) -> None:
         """An order it wanted was refused (Cerberus, the venue)."""
 

@@ -40,3 +40,9 @@ class DCA(Strategy):
         self.state["buys"] = done + 1
         self.state["next_at"] = now + config.interval_s
         return [Want("buy", self.qty, tag=f"dca:{done + 1}")]
+
+    @property
+    def finished(self) -> bool:
+        config = self.config
+        assert isinstance(config, DCAConfig)
+        return int(self.state.get("buys", 0)) >= config.max_orders

@@ -281,17 +281,23 @@ class Runner:
     async def run_clock(self) -> None:
         while True:
             await asyncio.sleep(CLOCK_S)
-            now = time.time()
-            for record, instance in list(self._live.values()):
-                try:
-                    venue = self.engine.venues.get(record.account_id, record.exchange)
-                    wants = instance.on_clock(now, await venue.ticker(record.symbol))
-                    if wants:
-                        await self._place(record, wants)
-                except RtError:
-                    continue
-                except Exception:
-                    log.exception("strategy clock failed", extra={"strategy_id": record.id})
+            await self.clock(time.time())
+
+    async def clock(self, now: float) -> None:
+        """One round of the clock: each live strategy places what it wants now; one that has done all it was
+        deployed for (a DCA after its last buy) stops with stop_reason `completed`."""
+        for record, instance in list(self._live.values()):
+            try:
+                venue = self.engine.venues.get(record.account_id, record.exchange)
+                wants = instance.on_clock(now, await venue.ticker(record.symbol))
+                if wants:
+                    await self._place(record, wants)
+                if instance.finished:
+                    await self.stop_strategy(record.account_id, record.id, "completed")
+            except RtError:
+                continue
+            except Exception:
+                log.exception("strategy clock failed", extra={"strategy_id": record.id})
 
     async def run_fills(self) -> None:
         """Fills and closed positions of strategy orders, from the bus."""

@@ -383,3 +383,17 @@ async def test_a_grid_over_the_envelope_stores_one_refusal_not_one_per_level(rig
     rejected = [d.event.data for d in await rig.history("orders") if d.event.event == "order.rejected"]
     assert [r["reject_reason"].split(":")[0] for r in rejected] == ["concurrent_positions"]
     assert sorted(record.state["refused"], key=int) == [str(i) for i in range(2, 10)]
+
+
+async def test_a_dca_that_made_its_last_buy_stops_as_completed(rig: Rig, running: Running) -> None:
+    dca = {"quantity": 1, "interval_s": 60, "max_orders": 2}
+    record = await running.runner.deploy(rig.account_id, "dca", "dca", "paper", SYMBOL, dca, {})
+    await running.runner.clock(1_000.0)
+    assert (await running.runner.get(rig.account_id, record.id)).status == "active"  # one of two buys made
+    await running.runner.clock(1_030.0)  # not due yet
+    await running.runner.clock(1_060.0)  # the last buy
+    stopped = await running.runner.get(rig.account_id, record.id)
+    assert (stopped.status, stopped.stop_reason) == ("stopped", "completed")
+    assert len([p for p in (await rig.book()).open_positions() if p.strategy_id == record.id]) == 2
+    names = [d.event.event for d in await rig.history("strategies")]
+    assert names == ["strategy.started", "strategy.stopped"]
