@@ -49,20 +49,26 @@ def line(message: dict[str, Any]) -> str:
     if kind == "snapshot":
         reset = " (reset)" if message.get("reset") else ""
         return f"{channel:<16} snapshot at seq {message.get('seq')}{reset}"
-    if kind == "error":
-        error = message.get("error", {})
-        return f"error: {error.get('code')} {error.get('detail')}"
     return f"{kind}: {channel}" if channel else str(kind)
 
 
-def _refused(message: dict[str, Any]) -> WatchError | None:
-    """A subscription the server refused (scope, unknown symbol ...): watching it would print nothing forever."""
-    request_id = str(message.get("id") or "")
-    if message.get("type") != "error" or not request_id.startswith("sub-"):
-        return None
+def server_error(message: dict[str, Any]) -> tuple[WatchError, bool]:
+    """An error frame as the CLI's error, and whether it refuses one of our subscriptions (scope, unknown symbol
+    ...): watching a refused channel would print nothing forever, so that one ends the watch."""
     error = message.get("error") or {}
-    channel = request_id.removeprefix("sub-")
-    return WatchError(str(error.get("code", "REFUSED")), f"the server refused {channel}: {error.get('detail', '')}")
+    code, detail = str(error.get("code") or "ERROR"), str(error.get("detail") or "")
+    request_id = str(message.get("id") or "")
+    if request_id.startswith("sub-"):
+        channel = request_id.removeprefix("sub-")
+        return WatchError(code, f"the server refused {channel} ({code}): {detail}"), True
+    return WatchError(code, f"the server says {code}: {detail}"), False
+
+
+def notice(error: WatchError, *, as_json: bool) -> str:
+    """A server error that does not end the watch, for stderr in the CLI's error format."""
+    if as_json:
+        return wire.dumps({"error": {"code": error.code, "message": error.message}}).decode()
+    return f"rt watch: {error.message}"
 
 
 async def watch(
@@ -75,7 +81,8 @@ async def watch(
     max_attempts: int,
     say: Callable[[str], None],
 ) -> None:
-    """Print each message; stop after `count` events, or raise WatchError."""
+    """Print each message on stdout and server errors through `say`; stop after `count` events, or raise
+    WatchError."""
 
     def retrying(retry: Retry) -> None:
         of = f" of {max_attempts}" if max_attempts else ""
@@ -87,10 +94,14 @@ async def watch(
         say(f"rt watch: connecting to {url} ({stream.url}) for {', '.join(channels)} ...")
         try:
             async for message in stream:
+                # stdout is the stream only: `rt watch ... | jq` never sees an error frame.
+                if message.get("type") == "error":
+                    error, refused = server_error(message)
+                    if refused:
+                        raise error
+                    say(notice(error, as_json=as_json))
+                    continue
                 click.echo(wire.dumps(message).decode() if as_json else line(message))
-                refused = _refused(message)
-                if refused is not None:
-                    raise refused
                 if message.get("type") == "event":
                     seen += 1
                     if count and seen >= count:

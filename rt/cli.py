@@ -220,7 +220,7 @@ def _issued(issued: IssuedKey, as_json: bool, replaces: str | None = None) -> No
     click.echo(f"tier / scopes:   {record.tier} / {_scope_label(record.scopes)}")
     click.echo(f"API key:         {issued.key}")
     click.echo(f"signing secret:  {issued.signing_secret}")
-    click.echo("Store both now: they are not shown again.")
+    click.echo("Store both now: they are not shown again.", err=True)
 
 
 @keys.command("create")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -326,3 +328,69 @@ def test_watch_a_channel_the_key_may_not_read_exits_non_zero(
     assert result.returncode != 0
     error = json.loads(result.stderr.splitlines()[-1])["error"]
     assert error["code"] == "INSUFFICIENT_SCOPE" and "positions" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "code"),
+    [("positions", "INSUFFICIENT_SCOPE"), ("ticks:NOPE/USDT", "BAD_REQUEST")],
+    ids=["refused-scope", "unknown-symbol"],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_watch_a_refused_subscription_writes_the_error_to_stderr_and_nothing_to_stdout(
+    server: Server, leaks: LeakCheck, revoke_after: list[str], channel: str, code: str | None, as_json: bool
+) -> None:
+    """stdout is the stream only, so `rt watch ... > file` (or `| jq`) never holds an error."""
+    made = leaks.issued(rt_json(server, "keys", "create", "--scopes", "market:read,ws:connect", "--tier", "pro"))
+    revoke_after.append(made["id"])
+    extra = ["--json"] if as_json else []
+    result = run(server, "watch", channel, "--key", made["key"], "--url", server.url, "--count", "1", *extra)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout == "", result.stdout
+    last = result.stderr.splitlines()[-1]
+    if as_json:
+        error = json.loads(last)["error"]
+        assert set(error) == {"code", "message"}, error
+        assert channel in error["message"], error
+        assert error["code"] == (code or error["code"]) and error["code"].isupper(), error
+        assert '"type"' not in result.stderr, "the CLI's error format, not the server's frame"
+    else:
+        assert last.startswith("Error: ") and channel in last, result.stderr
+        assert code is None or code in last, result.stderr
+
+
+def test_watch_whose_key_is_revoked_says_so_on_stderr_and_exits_non_zero(
+    server: Server, leaks: LeakCheck, revoke_after: list[str]
+) -> None:
+    made = leaks.issued(rt_json(server, "keys", "create", "--scopes", "read-only", "--tier", "pro"))
+    revoke_after.append(made["id"])
+    args = ["watch", "ticks:BTC/USDT", "--key", made["key"], "--url", server.url, "--json", "--max-attempts", "2"]
+    env = {**os.environ, "RT_DATA_DIR": str(server.data_dir)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "rt", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as watching:
+        try:
+            assert watching.stdout is not None
+            first = json.loads(watching.stdout.readline())
+            assert first["channel"] == "ticks:BTC/USDT", first
+            rt(server, "keys", "revoke", made["id"])
+            out, err = watching.communicate(timeout=30)
+        finally:
+            if watching.poll() is None:
+                watching.kill()
+    assert watching.returncode == 1, err
+    assert all(json.loads(line)["type"] in ("event", "snapshot") for line in out.splitlines()), out
+    assert "API_KEY_REVOKED" in err and "Traceback" not in err, err
+    assert json.loads(err.splitlines()[-1])["error"]["code"] == "API_KEY_REVOKED", err
+
+
+def test_keys_create_prints_the_key_on_stdout_and_the_reminder_on_stderr(
+    server: Server, leaks: LeakCheck, revoke_after: list[str]
+) -> None:
+    result = run(server, "keys", "create", "--scopes", "read-only", "--tier", "pro")
+    assert result.returncode == 0, result.stderr
+    made_id, made_key = ISSUED_ID.search(result.stdout), KEY_RE.search(result.stdout)
+    made_secret = ISSUED_SECRET.search(result.stdout)
+    assert made_id and made_key and made_secret, result.stdout
+    revoke_after.append(made_id.group(1))
+    leaks.secrets.update((made_key.group(0), made_secret.group(1)))
+    assert "not shown again" not in result.stdout and "not shown again" in result.stderr
