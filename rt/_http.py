@@ -1,7 +1,10 @@
-"""uvicorn's httptools protocol with bounds on a request's head, refused as problem+json before the app sees it.
+"""uvicorn's httptools protocol with bounds on a request's head, in size and in time, refused as problem+json before
+the app sees it.
 
 httptools itself has no bound: it grows a header by concatenation for as long as the client sends, so one client's
-endless header held the event loop for seconds while everyone else waited."""
+endless header held the event loop for seconds while everyone else waited. Nor does uvicorn time a head: its
+keep-alive timer stops at a request's first byte and is never started on a new connection, so a client sending one
+header line a second, or nothing at all, held its connection for as long as it liked."""
 
 from __future__ import annotations
 
@@ -32,8 +35,12 @@ class _Refused(Exception):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    head_timeout_s: float = 0.0  # set by with_head_deadline(); 0 means no deadline
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_begun = False  # a request line has started and its head is not complete
         self._in_head = True  # between messages or inside a request line and headers
         self._url_bytes = 0
         self._header_bytes = 0  # url and headers parsed so far
@@ -41,6 +48,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._read_bytes = 0  # bytes read while the head stayed open, parsed or not
         self._message_ended = False
         self._draining = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_deadline()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._draining:
@@ -85,6 +100,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._head_begun = True
         self._url_bytes = self._header_bytes = self._header_count = 0
 
     def on_url(self, url: bytes) -> None:
@@ -101,7 +117,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._check_head(self._header_bytes)
-        self._in_head = False
+        self._in_head = self._head_begun = False
+        self._stop_head_deadline()  # also before a WebSocket upgrade, after which this protocol is not called again
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -109,6 +126,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._read_bytes = 0
         self._message_ended = True
+        if self.cycle is not None and self.cycle.response_complete and not self.pipeline:
+            self._start_head_deadline()  # answered before its body was read: the next head starts now
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Pipelined requests still to answer have their heads; the deadline waits for the last response.
+        if not self.transport.is_closing() and self.cycle.response_complete and self._in_head:
+            self._start_head_deadline()
+
+    def _start_head_deadline(self) -> None:
+        """From a new connection, or the end of a response, until the next request's head is complete.
+
+        Between requests uvicorn's keep-alive timer also runs and closes an idle connection: whichever is shorter
+        closes it. The keep-alive timer stops at the next request's first byte; this one goes on to the end of the
+        head, as nginx's client_header_timeout does."""
+        self._stop_head_deadline()
+        if self.head_timeout_s > 0:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _stop_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self._draining or not self._in_head:
+            return
+        if self._head_begun:
+            self._answer(_Refused(408, f"the request line and headers did not arrive within {self.head_timeout_s:g} s"))
+            return
+        log.info("idle connection closed", extra={"reason": "no request within the head deadline", "ip": self._ip()})
+        self.transport.close()
 
     def _check_head(self, size: int) -> None:
         refused: _Refused | None = None
@@ -122,6 +172,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise refused
 
     def _answer(self, refused: _Refused) -> None:
+        self._stop_head_deadline()
         request_id = f"req_{secrets.token_hex(10)}"
         error = RtError(refused.detail, status=refused.status, code=BAD_REQUEST)
         body = dumps(error.problem(request_id))
@@ -148,3 +199,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _ip(self) -> str | None:
         return self.client[0] if self.client else None
+
+
+def with_head_deadline(seconds: float) -> type[BoundedHttpToolsProtocol]:
+    """The protocol uvicorn builds for each connection, giving a request `seconds` to send its head (0: forever)."""
+
+    class Protocol(BoundedHttpToolsProtocol):
+        head_timeout_s = float(seconds)
+
+    return Protocol

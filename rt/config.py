@@ -81,6 +81,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("lockout_window", "RT_LOCKOUT_WINDOW", 300, int, "Seconds over which auth failures are counted."),
     Option("lockout_seconds", "RT_LOCKOUT_SECONDS", 900, int, "How long a locked-out IP stays locked out."),
     Option("max_body_bytes", "RT_MAX_BODY_BYTES", 1_048_576, int, "Largest request body accepted (413 above)."),
+    Option(
+        "header_timeout_s",
+        "RT_HEADER_TIMEOUT_S",
+        20,
+        int,
+        "Seconds a connection has to send a request line and headers (408, or closed if silent; 0: no limit).",
+    ),
     Option("log_level", "RT_LOG_LEVEL", "info", str, "debug, info, warning or error."),
     Option("paper_symbols", "RT_PAPER_SYMBOLS", (), _list, "Paper symbols and start prices, e.g. `BTC/USDT=65000`."),
     Option("paper_seed", "RT_PAPER_SEED", -1, int, "Seed of the simulated market's random walk (-1: random)."),
@@ -120,6 +127,7 @@ class Settings:
     lockout_window: int = 300
     lockout_seconds: int = 900
     max_body_bytes: int = 1_048_576
+    header_timeout_s: int = 20
     log_level: str = "info"
     paper_symbols: tuple[str, ...] = ()
     paper_seed: int = -1

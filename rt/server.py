@@ -11,7 +11,7 @@ import stat
 import uvicorn
 from starlette.applications import Starlette
 
-from rt._http import BoundedHttpToolsProtocol
+from rt._http import with_head_deadline
 from rt.config import Settings
 
 log = logging.getLogger("rt.server")
@@ -67,7 +67,7 @@ def serve(app: Starlette, settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http=BoundedHttpToolsProtocol,
+        http=with_head_deadline(settings.header_timeout_s),
         proxy_headers=False,  # X-Forwarded-For is believed only from RT_TRUSTED_PROXIES, by rt itself
         access_log=False,  # it would print query strings, which may hold WebSocket tokens
         log_config=None,

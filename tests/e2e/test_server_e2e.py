@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets.sync.client
 
 from tests.e2e.checks import PROBLEM_JSON, LeakCheck, assert_problem
 from tests.e2e.server import Server, run_server
@@ -221,3 +222,104 @@ def test_the_readme_shows_everything_the_first_start_prints(server: Server) -> N
     for line, documented in zip(printed, shown, strict=True):
         pattern = ".+".join(re.escape(part) for part in documented.split("…"))
         assert re.fullmatch(pattern, line), (line, documented)
+
+
+HEAD_DEADLINE_S = 1.0
+MARKER = "hushmarker7f3"  # in each slow head's path and header values: the log line must not repeat any of it
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory, leaks: LeakCheck) -> Iterator[Server]:
+    env = {"RT_HEADER_TIMEOUT_S": str(int(HEAD_DEADLINE_S))}
+    with run_server(tmp_path_factory.mktemp("strict") / "data", env) as started:
+        yield leaks.watch(started)
+
+
+def drip(sock: socket.socket, first: bytes, lines: int = 20, every: float = 0.25) -> None:
+    """Slowloris: a request line, then one header line every `every` seconds, never the blank line."""
+    try:
+        sock.sendall(first)
+        for i in range(lines):
+            time.sleep(every)
+            sock.sendall(b"X-%s-%d: %s\r\n" % (MARKER.encode(), i, MARKER.encode()))
+    except OSError:
+        pass
+
+
+def assert_timed_out(status: int, headers: dict[str, str], body: bytes) -> None:
+    assert status == 408, body
+    assert headers["content-type"].startswith(PROBLEM_JSON)
+    assert headers["connection"] == "close"
+    problem = json.loads(body)
+    assert problem["status"] == 408 and problem["code"] == "BAD_REQUEST" and problem["title"] == "Request Timeout"
+    assert problem["detail"] and problem["instance"] == headers["x-request-id"]
+
+
+def test_a_slow_head_is_answered_408_and_closed_while_others_are_served(strict: Server) -> None:
+    socks = [connect(strict) for _ in range(10)]
+    started = time.monotonic()
+    first = b"GET /v1/health?" + MARKER.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+    senders = [threading.Thread(target=drip, args=(sock, first), daemon=True) for sock in socks]
+    for sender in senders:
+        sender.start()
+    try:
+        times = health_is_fast(strict)
+        for sock in socks:
+            response = read_response(sock)
+            assert HEAD_DEADLINE_S * 0.9 < time.monotonic() - started < HEAD_DEADLINE_S + 3
+            assert_timed_out(*response)
+            assert closed_by_server(sock)
+        for sender in senders:
+            sender.join(10)
+            assert not sender.is_alive()
+    finally:
+        for sock in socks:
+            sock.close()
+    assert max(times) < 1.0, times
+    lines = [line for line in strict.logs().splitlines() if '"status":408' in line]
+    assert len(lines) == len(socks), lines
+    assert not any(MARKER in line for line in strict.logs().splitlines())
+
+
+def test_a_silent_connection_is_closed_without_an_answer(strict: Server) -> None:
+    with connect(strict) as sock:
+        started = time.monotonic()
+        assert sock.recv(65536) == b""
+        assert HEAD_DEADLINE_S * 0.9 < time.monotonic() - started < HEAD_DEADLINE_S + 3
+    with connect(strict) as sock:
+        sock.sendall(b"\r\n")  # line breaks before a request are allowed and do not start one
+        assert sock.recv(65536) == b""
+
+
+def test_a_keep_alive_client_with_short_pauses_keeps_its_connection(strict: Server) -> None:
+    with connect(strict) as sock:
+        for _ in range(4):  # 4 pauses of 0.6 s: longer than the deadline in all, shorter each
+            time.sleep(HEAD_DEADLINE_S * 0.6)
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = read_response(sock)
+            assert status == 200 and headers.get("connection") != "close"
+        # Once a next head has begun, uvicorn's keep-alive timer is off: the deadline still counts from the response.
+        drip(sock, b"GET /v1/health HTTP/1.1\r\n", lines=2, every=0.1)
+        started = time.monotonic()
+        assert_timed_out(*read_response(sock))
+        assert time.monotonic() - started < HEAD_DEADLINE_S + 3
+        assert closed_by_server(sock)
+    with connect(strict) as sock:
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 200
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # idle after a response: closed by the deadline, before uvicorn's 5 s
+        assert time.monotonic() - started < HEAD_DEADLINE_S + 2
+
+
+def test_a_websocket_outlives_the_head_deadline(strict: Server) -> None:
+    with strict.client(strict.key) as http:
+        token = http.post("/v1/ws/token").json()["token"]
+    url = strict.url.replace("http://", "ws://", 1) + f"/v1/ws?token={token}"
+    with websockets.sync.client.connect(url, open_timeout=10) as ws:
+        for ping_id in ("a", "b"):
+            time.sleep(HEAD_DEADLINE_S * 2)
+            ws.send(json.dumps({"op": "ping", "id": ping_id}))
+            while (message := json.loads(ws.recv(timeout=5)))["type"] != "pong":
+                pass
+            assert message["id"] == ping_id
