@@ -52,16 +52,20 @@ def line(message: dict[str, Any]) -> str:
     return f"{kind}: {channel}" if channel else str(kind)
 
 
+_KEY_GONE = frozenset({"API_KEY_REVOKED", "API_KEY_INVALID"})
+
+
 def server_error(message: dict[str, Any]) -> tuple[WatchError, bool]:
-    """An error frame as the CLI's error, and whether it refuses one of our subscriptions (scope, unknown symbol
-    ...): watching a refused channel would print nothing forever, so that one ends the watch."""
+    """An error frame as the CLI's error, and whether it ends the watch: a refused subscription (scope, unknown
+    symbol ...) would print nothing forever."""
     error = message.get("error") or {}
     code, detail = str(error.get("code") or "ERROR"), str(error.get("detail") or "")
     request_id = str(message.get("id") or "")
     if request_id.startswith("sub-"):
         channel = request_id.removeprefix("sub-")
         return WatchError(code, f"the server refused {channel} ({code}): {detail}"), True
-    return WatchError(code, f"the server says {code}: {detail}"), False
+    # A revoked or unknown key would only be refused again on every reconnect: that ends the watch too.
+    return WatchError(code, f"the server says {code}: {detail}"), code in _KEY_GONE
 
 
 def notice(error: WatchError, *, as_json: bool) -> str:
