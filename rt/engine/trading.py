@@ -257,12 +257,14 @@ async def close_position(engine: Engine, account_id: str, position_id: str, reas
 
 
 async def _open_position_of(engine: Engine, changes: Changes, position_id: str) -> Position:
+    """The open position from the book, which holds every live one. The store only tells a finished position from
+    a missing one: its copy may predate a close that just committed, and acting on it would trade the close again."""
     position = changes.book.positions.get(position_id)
     if position is None:
         stored = await engine.store.get_position(changes.book.account_id, position_id)
         if stored is None:
             raise NotFound(f"no position {position_id}")
-        position = stored
+        raise PositionNotOpen(f"position {position_id} is no longer open")
     if position.status != "open":
         raise PositionNotOpen(f"position {position_id} is {position.status}")
     return position

@@ -69,40 +69,40 @@ class StrategyTables:
             )
 
     async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None:
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             f"SELECT {_COLS} FROM strategies WHERE id = ? AND account_id = ?", (strategy_id, account_id)
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         return _record(row) if row else None
 
     async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]:
-        async with self._reader.execute("SELECT COUNT(*) FROM strategies WHERE account_id = ?", (account_id,)) as cur:
-            total = (await cur.fetchone() or (0,))[0]
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
+            "SELECT COUNT(*) FROM strategies WHERE account_id = ?", (account_id,)
+        )
+        total = (next(iter(rows), None) or (0,))[0]
+        rows = await self._reader.execute_fetchall(
             f"SELECT {_COLS} FROM strategies WHERE account_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             (account_id, limit, offset),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [_record(r) for r in rows], int(total)
 
     async def load_strategies(self) -> list[StrategyRecord]:
-        async with self._reader.execute(f"SELECT {_COLS} FROM strategies WHERE status = 'active'") as cur:
-            return [_record(r) for r in await cur.fetchall()]
+        rows = await self._reader.execute_fetchall(f"SELECT {_COLS} FROM strategies WHERE status = 'active'")
+        return [_record(r) for r in rows]
 
     async def strategy_performance(self, strategy_id: str) -> dict[str, Any]:
         """From the strategy's own positions: realized_pnl (closed and partly closed, net of fees), unrealized_pnl of
         the open ones at their last stored price (the runner puts the live mark in), total_pnl, win_rate (share of
         its closed positions that made money) and trades (its filled orders)."""
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             "SELECT status, realized_pnl, quantity, entry_price, current_price, side FROM positions "
             "WHERE strategy_id = ? AND status IN ('open', 'closed')",
             (strategy_id,),
-        ) as cur:
-            rows = await cur.fetchall()
-        async with self._reader.execute(
+        )
+        counted = await self._reader.execute_fetchall(
             "SELECT COUNT(*) FROM orders WHERE strategy_id = ? AND status = 'filled'", (strategy_id,)
-        ) as cur:
-            trades = (await cur.fetchone() or (0,))[0]
+        )
+        trades = (next(iter(counted), None) or (0,))[0]
         realized, unrealized, closed, wins = Decimal(0), Decimal(0), 0, 0
         for status, pnl, qty, entry, current, side in rows:
             realized += Decimal(pnl)

@@ -129,20 +129,20 @@ class TradingTables:
 
     async def load_books(self) -> list[Book]:
         """Every book with its open positions and resting orders."""
-        async with self._reader.execute("SELECT * FROM books") as cur:
-            books = {row[0]: _book(row) for row in await cur.fetchall()}
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall("SELECT * FROM books")
+        books = {row[0]: _book(row) for row in rows}
+        rows = await self._reader.execute_fetchall(
             f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending')"
-        ) as cur:
-            for row in await cur.fetchall():
-                position = from_row(Position, row)
-                if position.account_id in books:
-                    books[position.account_id].positions[position.id] = position
-        async with self._reader.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'") as cur:
-            for row in await cur.fetchall():
-                order = from_row(Order, row)
-                if order.account_id in books:
-                    books[order.account_id].orders[order.id] = order
+        )
+        for row in rows:
+            position = from_row(Position, row)
+            if position.account_id in books:
+                books[position.account_id].positions[position.id] = position
+        rows = await self._reader.execute_fetchall(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'")
+        for row in rows:
+            order = from_row(Order, row)
+            if order.account_id in books:
+                books[order.account_id].orders[order.id] = order
         return list(books.values())
 
     async def _page(
@@ -158,20 +158,19 @@ class TradingTables:
     ) -> tuple[list[T], int]:
         cols = ", ".join(columns(cls))
         where, args = _filters(account_id, status, exchange, symbol)
-        async with self._reader.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", args) as cur:
-            total = (await cur.fetchone() or (0,))[0]
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(f"SELECT COUNT(*) FROM {table} WHERE {where}", args)
+        total = (next(iter(rows), None) or (0,))[0]
+        rows = await self._reader.execute_fetchall(
             f"SELECT {cols} FROM {table} WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             [*args, limit, offset],
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [from_row(cls, r) for r in rows], int(total)
 
     async def _by_id(self, cls: type[T], table: str, account_id: str, item_id: str) -> T | None:
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             f"SELECT {', '.join(columns(cls))} FROM {table} WHERE id = ? AND account_id = ?", (item_id, account_id)
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         return from_row(cls, row) if row else None
 
     async def list_positions(
@@ -204,27 +203,26 @@ class TradingTables:
 
     async def event_counts(self) -> dict[tuple[str, str], int]:
         """(account, event name) -> how many are stored."""
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             "SELECT account_id, event, COUNT(*) FROM events GROUP BY account_id, event"
-        ) as cur:
-            return {(row[0], row[1]): int(row[2]) for row in await cur.fetchall()}
+        )
+        return {(row[0], row[1]): int(row[2]) for row in rows}
 
     async def recent_events(self, limit: int) -> list[Event]:
         """The last `limit` events of every account, oldest first, in the order they were stored."""
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             "SELECT id, account_id, event, data, ts_us FROM ("
             "  SELECT rowid AS r, *, ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY rowid DESC) AS n FROM events"
             ") WHERE n <= ? ORDER BY r",
             (limit,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             "SELECT fingerprint, status, body FROM idempotency WHERE account_id = ? AND key = ?", (account_id, key)
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         return StoredResponse(row[0], int(row[1]), bytes(row[2])) if row else None
 
     async def expire_responses(self, older_than_ms: int) -> None:

@@ -51,10 +51,10 @@ class VenueTables:
 
     async def list_venues(self, account_id: str | None = None) -> list[VenueRecord]:
         where, args = ("WHERE account_id = ?", (account_id,)) if account_id else ("", ())
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             f"SELECT {_COLUMNS} FROM venues {where} ORDER BY account_id, exchange", args
-        ) as cur:
-            return [_venue(row) for row in await cur.fetchall()]
+        )
+        return [_venue(row) for row in rows]
 
     async def delete_venue(self, account_id: str, exchange: str) -> bool:
         async with self._write:

@@ -159,16 +159,17 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
         await self._db.close()
 
     async def ping(self) -> None:
-        async with self._reader.execute("SELECT 1") as cur:
-            await cur.fetchone()
+        await self._reader.execute_fetchall("SELECT 1")
 
+    # Every read runs its statement to the end in one call (execute_fetchall): a statement left open across an await
+    # would hold the reader's snapshot, and reads queued behind it would miss writes that had already committed.
     async def _one(self, sql: str, *args: Any) -> Any:
-        async with self._reader.execute(sql, args) as cur:
-            return await cur.fetchone()
+        rows = await self._reader.execute_fetchall(sql, args)
+        return next(iter(rows), None)
 
     async def _all(self, sql: str, *args: Any) -> list[Any]:
-        async with self._reader.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        rows = await self._reader.execute_fetchall(sql, args)
+        return list(rows)
 
     # accounts
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import pytest
 
 from rt.engine import trading
+from rt.engine.models import Position
 from rt.engine.requests import PositionUpdate
 from rt.errors import BadRequest, NotFound
 from tests.engine.conftest import FEE, START, SYMBOL, Rig, RigFactory
@@ -265,6 +267,33 @@ async def test_updating_or_closing_a_closed_position(rig: Rig) -> None:
         )
     with pytest.raises(NotFound):
         await rig.close_position("pos_missing")
+
+
+async def test_a_closed_position_read_stale_from_the_store_is_never_traded_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The book holds every live position: a stored copy that still says open (a read that saw the store before the
+    close committed) must not be closed again, nor written back by an update."""
+    position = await rig.position("long", "1")
+    stale = dataclasses.replace(position, status="open")  # as it was before the close
+    await rig.close_position(position.id)
+    balance = (await rig.book()).balance
+
+    async def stale_read(account_id: str, position_id: str) -> Position | None:
+        return dataclasses.replace(stale)
+
+    monkeypatch.setattr(rig.store, "get_position", stale_read)
+    with pytest.raises(trading.PositionNotOpen):
+        await rig.close_position(position.id)
+    with pytest.raises(trading.PositionNotOpen):
+        await trading.update_position(
+            rig.engine, rig.account_id, position.id, PositionUpdate.model_validate({"stop_loss": 1})
+        )
+    monkeypatch.undo()
+    assert (await rig.book()).balance == balance
+    (stored,) = await rig.stored_positions("closed")
+    assert stored.id == position.id
+    assert sorted(o.side for o in await rig.stored_orders("filled")) == ["buy", "sell"]  # no second close
 
 
 async def test_a_limit_entry_is_pending_until_it_fills(rig: Rig) -> None:
