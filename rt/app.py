@@ -13,7 +13,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, strategies, system, ws
-from rt.api.metrics_middleware import RequestMetrics
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
 from rt.api.routing import Operation, routes
@@ -57,7 +56,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.runtime = runtime
             yield
 
-    middleware = [Middleware(SessionRoute), Middleware(RequestContext), Middleware(RequestMetrics)]
+    middleware = [Middleware(SessionRoute), Middleware(RequestContext)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

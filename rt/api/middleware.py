@@ -1,4 +1,5 @@
-"""Request context as pure ASGI middleware: X-Request-ID on every response, and one structured log line per request."""
+"""Request context as pure ASGI middleware: X-Request-ID on every response, one structured log line per request
+and its latency series (rt.api.metrics_middleware)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import secrets
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rt.api import metrics_middleware
 
 log = logging.getLogger("rt.http")
 
@@ -45,13 +48,15 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            metrics_middleware.observe(scope, status, seconds)
             log.info(
                 "request",
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                     "request_id": request_id,
                     "key_id": state.get("key_id"),
                     "ip": state.get("client_ip"),
