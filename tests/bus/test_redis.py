@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -46,47 +47,48 @@ async def reading(url: str, prefix: str) -> AsyncIterator[tuple[RedisBus, asynci
     assert task.cancelled()
 
 
+async def readers(admin: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
+    return [c for c in await admin.client_list() if c.get("name") == f"{prefix}:bus"]
+
+
 async def reader_ids(admin: aioredis.Redis, prefix: str) -> list[str]:
-    clients = await admin.client_list()
-    return [str(c["id"]) for c in clients if c.get("name") == f"{prefix}:bus"]
+    return [str(c["id"]) for c in await readers(admin, prefix)]
 
 
 async def until_reader(admin: aioredis.Redis, prefix: str) -> None:
-    for _ in range(200):
-        if await reader_ids(admin, prefix):
-            await asyncio.sleep(0.1)  # its first XREAD is issued right after it connects
-            return
+    """Until the reading connection has issued its first XREAD: from then on it sees every publish."""
+    deadline = time.monotonic() + 5
+    while not any(c.get("cmd") == "xread" for c in await readers(admin, prefix)):
+        assert time.monotonic() < deadline, "the bus never issued its first read"
         await asyncio.sleep(0.02)
-    raise AssertionError("the bus never opened its reading connection")
 
 
 def losses(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "rt.bus.redis" and r.getMessage() == LOST]
 
 
+async def quiet_then_delivers(caplog: pytest.LogCaptureFixture, url: str, prefix: str, idle_s: float, n: int) -> None:
+    """Idle for idle_s without a lost connection logged, then an event published is delivered."""
+    caplog.set_level(logging.INFO, logger="rt.bus.redis")
+    async with reading(url, prefix) as (bus, received):
+        await asyncio.sleep(idle_s)
+        assert losses(caplog) == []
+        await bus.publish([Event("acct_idle", "order.filled", {"n": n})])
+        delivery = await asyncio.wait_for(received.get(), 5)
+    assert delivery.event.data == {"n": n}
+
+
 async def test_an_idle_bus_is_silent_for_several_read_periods(
     caplog: pytest.LogCaptureFixture, redis_prefix: str
 ) -> None:
-    caplog.set_level(logging.INFO, logger="rt.bus.redis")
-    async with reading(await need_redis(), redis_prefix) as (bus, received):
-        await asyncio.sleep(11)  # more than two of the 5 s blocking reads, on redis-py's default read timeout
-        assert losses(caplog) == []
-        await bus.publish([Event("acct_idle", "order.filled", {"n": 1})])
-        delivery = await asyncio.wait_for(received.get(), 5)
-    assert delivery.event.data == {"n": 1}
+    # More than two of the 5 s blocking reads, on redis-py's default read timeout.
+    await quiet_then_delivers(caplog, await need_redis(), redis_prefix, 11, 1)
 
 
 async def test_a_short_read_timeout_in_the_url_is_respected(
     caplog: pytest.LogCaptureFixture, redis_prefix: str
 ) -> None:
-    caplog.set_level(logging.INFO, logger="rt.bus.redis")
-    url = (await need_redis()) + "?socket_timeout=0.5"
-    async with reading(url, redis_prefix) as (bus, received):
-        await asyncio.sleep(2)
-        assert losses(caplog) == []
-        await bus.publish([Event("acct_idle", "order.filled", {"n": 2})])
-        delivery = await asyncio.wait_for(received.get(), 5)
-    assert delivery.event.data == {"n": 2}
+    await quiet_then_delivers(caplog, (await need_redis()) + "?socket_timeout=0.5", redis_prefix, 2, 2)
 
 
 async def test_a_killed_connection_is_logged_once_and_nothing_is_lost(
