@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import aiosqlite
 import orjson
 
+from rt.store._sqlite_base import Connections
 from rt.strategies.models import StrategyRecord
 
 _COLS = (
@@ -54,11 +53,7 @@ def _record(row: Any) -> StrategyRecord:
     )
 
 
-class StrategyTables:
-    _db: aiosqlite.Connection
-    _reader: aiosqlite.Connection
-    _write: asyncio.Lock
-
+class StrategyTables(Connections):
     async def save_strategy(self, record: StrategyRecord) -> None:
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _COLS.split(",")[1:])
         async with self._write:
@@ -69,40 +64,37 @@ class StrategyTables:
             )
 
     async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None:
-        rows = await self._reader.execute_fetchall(
-            f"SELECT {_COLS} FROM strategies WHERE id = ? AND account_id = ?", (strategy_id, account_id)
+        row = await self._one(
+            f"SELECT {_COLS} FROM strategies WHERE id = ? AND account_id = ?", strategy_id, account_id
         )
-        row = next(iter(rows), None)
         return _record(row) if row else None
 
     async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]:
-        rows = await self._reader.execute_fetchall(
-            "SELECT COUNT(*) FROM strategies WHERE account_id = ?", (account_id,)
-        )
-        total = (next(iter(rows), None) or (0,))[0]
-        rows = await self._reader.execute_fetchall(
+        total = await self._count("SELECT COUNT(*) FROM strategies WHERE account_id = ?", account_id)
+        rows = await self._all(
             f"SELECT {_COLS} FROM strategies WHERE account_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            (account_id, limit, offset),
+            account_id,
+            limit,
+            offset,
         )
-        return [_record(r) for r in rows], int(total)
+        return [_record(r) for r in rows], total
 
     async def load_strategies(self) -> list[StrategyRecord]:
-        rows = await self._reader.execute_fetchall(f"SELECT {_COLS} FROM strategies WHERE status = 'active'")
+        rows = await self._all(f"SELECT {_COLS} FROM strategies WHERE status = 'active'")
         return [_record(r) for r in rows]
 
     async def strategy_performance(self, strategy_id: str) -> dict[str, Any]:
         """From the strategy's own positions: realized_pnl (closed and partly closed, net of fees), unrealized_pnl of
         the open ones at their last stored price (the runner puts the live mark in), total_pnl, win_rate (share of
         its closed positions that made money) and trades (its filled orders)."""
-        rows = await self._reader.execute_fetchall(
+        rows = await self._all(
             "SELECT status, realized_pnl, quantity, entry_price, current_price, side FROM positions "
             "WHERE strategy_id = ? AND status IN ('open', 'closed')",
-            (strategy_id,),
+            strategy_id,
         )
-        counted = await self._reader.execute_fetchall(
-            "SELECT COUNT(*) FROM orders WHERE strategy_id = ? AND status = 'filled'", (strategy_id,)
+        trades = await self._count(
+            "SELECT COUNT(*) FROM orders WHERE strategy_id = ? AND status = 'filled'", strategy_id
         )
-        trades = (next(iter(counted), None) or (0,))[0]
         realized, unrealized, closed, wins = Decimal(0), Decimal(0), 0, 0
         for status, pnl, qty, entry, current, side in rows:
             realized += Decimal(pnl)
@@ -117,5 +109,5 @@ class StrategyTables:
             "unrealized_pnl": unrealized,
             "total_pnl": realized + unrealized,
             "win_rate": round(wins / closed, 4) if closed else 0,
-            "trades": int(trades),
+            "trades": trades,
         }

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import aiosqlite
 import orjson
 
-from rt import metrics
 from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
 from rt.store._rows import columns, from_row, state_json, to_row
+from rt.store._sqlite_base import Connections
 from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.wire import dumps
 
@@ -97,48 +95,35 @@ def _filters(
     return " AND ".join(where), args
 
 
-class TradingTables:
-    _db: aiosqlite.Connection
-    _reader: aiosqlite.Connection
-    _write: asyncio.Lock
-
+class TradingTables(Connections):
     async def save(self, batch: TradeBatch) -> None:
         db = self._db
         events = [(e.id, e.account_id, e.event, dumps(e.data).decode(), e.ts_us) for e in batch.events]
         # The engine serializes per account only: two accounts' commits share this one connection.
-        async with self._write:
-            await db.execute("BEGIN")
-            try:
-                if batch.books:
-                    await db.executemany(_UPSERT_BOOK, [_book_row(b) for b in batch.books])
-                if batch.positions:
-                    await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
-                if batch.orders:
-                    await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
-                if events:
-                    await db.executemany(
-                        "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)", events
-                    )
-                if batch.responses:
-                    await db.executemany(_INSERT_RESPONSE, [_response_row(r) for r in batch.responses])
-                with metrics.COMMIT_SECONDS.time():
-                    await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        async with self._transaction("BEGIN"):
+            if batch.books:
+                await db.executemany(_UPSERT_BOOK, [_book_row(b) for b in batch.books])
+            if batch.positions:
+                await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
+            if batch.orders:
+                await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
+            if events:
+                await db.executemany(
+                    "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)", events
+                )
+            if batch.responses:
+                await db.executemany(_INSERT_RESPONSE, [_response_row(r) for r in batch.responses])
 
     async def load_books(self) -> list[Book]:
         """Every book with its open positions and resting orders."""
-        rows = await self._reader.execute_fetchall("SELECT * FROM books")
+        rows = await self._all("SELECT * FROM books")
         books = {row[0]: _book(row) for row in rows}
-        rows = await self._reader.execute_fetchall(
-            f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending')"
-        )
+        rows = await self._all(f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending')")
         for row in rows:
             position = from_row(Position, row)
             if position.account_id in books:
                 books[position.account_id].positions[position.id] = position
-        rows = await self._reader.execute_fetchall(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'")
+        rows = await self._all(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'")
         for row in rows:
             order = from_row(Order, row)
             if order.account_id in books:
@@ -158,19 +143,19 @@ class TradingTables:
     ) -> tuple[list[T], int]:
         cols = ", ".join(columns(cls))
         where, args = _filters(account_id, status, exchange, symbol)
-        rows = await self._reader.execute_fetchall(f"SELECT COUNT(*) FROM {table} WHERE {where}", args)
-        total = (next(iter(rows), None) or (0,))[0]
-        rows = await self._reader.execute_fetchall(
+        total = await self._count(f"SELECT COUNT(*) FROM {table} WHERE {where}", *args)
+        rows = await self._all(
             f"SELECT {cols} FROM {table} WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            [*args, limit, offset],
+            *args,
+            limit,
+            offset,
         )
-        return [from_row(cls, r) for r in rows], int(total)
+        return [from_row(cls, r) for r in rows], total
 
     async def _by_id(self, cls: type[T], table: str, account_id: str, item_id: str) -> T | None:
-        rows = await self._reader.execute_fetchall(
-            f"SELECT {', '.join(columns(cls))} FROM {table} WHERE id = ? AND account_id = ?", (item_id, account_id)
+        row = await self._one(
+            f"SELECT {', '.join(columns(cls))} FROM {table} WHERE id = ? AND account_id = ?", item_id, account_id
         )
-        row = next(iter(rows), None)
         return from_row(cls, row) if row else None
 
     async def list_positions(
@@ -203,26 +188,23 @@ class TradingTables:
 
     async def event_counts(self) -> dict[tuple[str, str], int]:
         """(account, event name) -> how many are stored."""
-        rows = await self._reader.execute_fetchall(
-            "SELECT account_id, event, COUNT(*) FROM events GROUP BY account_id, event"
-        )
+        rows = await self._all("SELECT account_id, event, COUNT(*) FROM events GROUP BY account_id, event")
         return {(row[0], row[1]): int(row[2]) for row in rows}
 
     async def recent_events(self, limit: int) -> list[Event]:
         """The last `limit` events of every account, oldest first, in the order they were stored."""
-        rows = await self._reader.execute_fetchall(
+        rows = await self._all(
             "SELECT id, account_id, event, data, ts_us FROM ("
             "  SELECT rowid AS r, *, ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY rowid DESC) AS n FROM events"
             ") WHERE n <= ? ORDER BY r",
-            (limit,),
+            limit,
         )
         return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
-        rows = await self._reader.execute_fetchall(
-            "SELECT fingerprint, status, body FROM idempotency WHERE account_id = ? AND key = ?", (account_id, key)
+        row = await self._one(
+            "SELECT fingerprint, status, body FROM idempotency WHERE account_id = ? AND key = ?", account_id, key
         )
-        row = next(iter(rows), None)
         return StoredResponse(row[0], int(row[1]), bytes(row[2])) if row else None
 
     async def expire_responses(self, older_than_ms: int) -> None:

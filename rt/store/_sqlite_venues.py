@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
 import orjson
 
+from rt.store._sqlite_base import Connections
 from rt.store.models import VenueRecord
 
 _COLUMNS = "account_id, exchange, credentials, options, created_at"
@@ -24,11 +23,7 @@ def _venue(row: Any) -> VenueRecord:
     )
 
 
-class VenueTables:
-    _db: aiosqlite.Connection
-    _reader: aiosqlite.Connection
-    _write: asyncio.Lock
-
+class VenueTables(Connections):
     async def put_venue(self, venue: VenueRecord) -> bool:
         """Insert, or replace the credentials and options of the same (account, exchange). True when it replaced."""
         async with self._write:
@@ -51,9 +46,7 @@ class VenueTables:
 
     async def list_venues(self, account_id: str | None = None) -> list[VenueRecord]:
         where, args = ("WHERE account_id = ?", (account_id,)) if account_id else ("", ())
-        rows = await self._reader.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM venues {where} ORDER BY account_id, exchange", args
-        )
+        rows = await self._all(f"SELECT {_COLUMNS} FROM venues {where} ORDER BY account_id, exchange", *args)
         return [_venue(row) for row in rows]
 
     async def delete_venue(self, account_id: str, exchange: str) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from rt import metrics
 from rt.ids import new_id
 from rt.store import AccountExists, KeyLimitReached
 from rt.store._sqlite_strategies import StrategyTables
@@ -109,18 +108,6 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
         await store._migrate()
         return store
 
-    @asynccontextmanager
-    async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
-        async with self._write:
-            await self._db.execute(begin)
-            try:
-                yield
-                with metrics.COMMIT_SECONDS.time():
-                    await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-
     async def _migrate(self) -> None:
         # BEGIN IMMEDIATE: a CLI and a server opening a new data dir together migrate it once.
         async with self._transaction():
@@ -160,16 +147,6 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables):
 
     async def ping(self) -> None:
         await self._reader.execute_fetchall("SELECT 1")
-
-    # Every read runs its statement to the end in one call (execute_fetchall): a statement left open across an await
-    # would hold the reader's snapshot, and reads queued behind it would miss writes that had already committed.
-    async def _one(self, sql: str, *args: Any) -> Any:
-        rows = await self._reader.execute_fetchall(sql, args)
-        return next(iter(rows), None)
-
-    async def _all(self, sql: str, *args: Any) -> list[Any]:
-        rows = await self._reader.execute_fetchall(sql, args)
-        return list(rows)
 
     # accounts
 
