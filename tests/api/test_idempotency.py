@@ -16,27 +16,13 @@ import orjson
 import pytest
 
 from rt.app import create_app
-from rt.config import Settings
 from rt.runtime import Runtime
 from rt.store.models import TradeBatch
+from tests.crash import Died, die_after_commit, settings
 
 ORDER = {"exchange": "paper", "symbol": "ETH/USDT", "side": "buy", "type": "limit", "quantity": 0.01, "price": 1000}
 # Far over the default max_position_size: Cerberus refuses it (422) and the rejected order is stored.
 TOO_BIG = {"exchange": "paper", "symbol": "ETH/USDT", "side": "buy", "type": "market", "quantity": 20}
-
-
-class Died(BaseException):
-    """The process ends here: nothing after this line of the request runs."""
-
-
-def settings(data_dir: Path) -> Settings:
-    return Settings(
-        data_dir=str(data_dir),
-        bootstrap=False,
-        paper_symbols=("ETH/USDT=3500",),
-        paper_tick_ms=0,
-        tier_limits=("pro_plus=100000/100000",),
-    )
 
 
 @contextlib.asynccontextmanager
@@ -51,22 +37,6 @@ async def serving(data_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Runt
 async def full_key(runtime: Runtime) -> str:
     account = await runtime.keys.create_account("crash")
     return (await runtime.keys.create(account.id, "full", "pro_plus")).key
-
-
-def die_after_commit(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[TradeBatch]:
-    """From now on the store's trading commit succeeds and then the process dies."""
-    store = runtime.store
-    real = store.save
-    committed: list[TradeBatch] = []
-
-    async def save_then_die(batch: TradeBatch) -> None:
-        await real(batch)
-        committed.append(batch)
-        if batch.orders:
-            raise Died
-
-    monkeypatch.setattr(store, "save", save_then_die)
-    return committed
 
 
 async def orders_of(http: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:

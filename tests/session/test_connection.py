@@ -15,17 +15,12 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from rt.auth.principal import Principal
-from rt.config import Settings
 from rt.runtime import Runtime, open_runtime
 from rt.session.connection import Session
 from rt.session.protocol import Message
-from rt.store.models import TradeBatch
+from tests.crash import Died, die_after_commit, settings
 
 RESTING = {"exchange": "paper", "symbol": "ETH/USDT", "side": "buy", "type": "limit", "quantity": 0.01, "price": 1000}
-
-
-class Died(BaseException):
-    """The process ends here."""
 
 
 class FakeSocket:
@@ -44,16 +39,6 @@ class FakeSocket:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         return None
-
-
-def settings(data_dir: Path) -> Settings:
-    return Settings(
-        data_dir=str(data_dir),
-        bootstrap=False,
-        paper_symbols=("ETH/USDT=3500",),
-        paper_tick_ms=0,
-        tier_limits=("pro_plus=100000/100000",),
-    )
 
 
 @contextlib.asynccontextmanager
@@ -85,18 +70,6 @@ async def read_all(session: Session) -> list[dict[str, Any]]:
         await session._reader()
     await session.finish_commands(10)
     return sent(session)
-
-
-def die_after_commit(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = runtime.store
-    real = store.save
-
-    async def save_then_die(batch: TradeBatch) -> None:
-        await real(batch)
-        if batch.orders:
-            raise Died
-
-    monkeypatch.setattr(store, "save", save_then_die)
 
 
 # idempotent commands across a crash
