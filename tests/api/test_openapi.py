@@ -223,20 +223,24 @@ def _decimals(model: type[BaseModel]) -> Iterator[tuple[type[BaseModel], str]]:
                 stack.extend(typing.get_args(kind))
 
 
-def _branches(prop: dict[str, Any]) -> list[dict[str, Any]]:
-    return prop.get("anyOf", [prop])
+def _money(document: dict[str, Any], part: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """`Model.field` and its documented branches for every Decimal of the operations' `part` (body or response)."""
+    schemas = document["components"]["schemas"]
+    for op in OPERATIONS:
+        model_of = getattr(op, part)
+        if model_of is None:
+            continue
+        for model, name in _decimals(model_of):
+            prop = schemas[model.__name__]["properties"][name]
+            yield f"{model.__name__}.{name}", prop.get("anyOf", [prop])
 
 
 def test_money_in_responses_is_a_json_number_as_rt_sends_it(document: dict[str, Any]) -> None:
-    schemas = document["components"]["schemas"]
     seen = 0
-    for op in OPERATIONS:
-        if op.response is None:
-            continue
-        for model, name in _decimals(op.response):
-            types_ = {b.get("type") for b in _branches(schemas[model.__name__]["properties"][name])}
-            assert "number" in types_ and types_ <= {"number", "null"}, f"{model.__name__}.{name}: {types_}"
-            seen += 1
+    for field, branches in _money(document, "response"):
+        types_ = {b.get("type") for b in branches}
+        assert "number" in types_ and types_ <= {"number", "null"}, f"{field}: {types_}"
+        seen += 1
     assert seen > 20, "no response money found: the check would look at nothing"
 
 
@@ -245,24 +249,19 @@ NOT_NUMERIC = ["", "abc", "NaN", "Infinity", "1,5", "0x10", "1.5.5", " 1"]
 
 
 def test_request_money_is_a_number_or_a_numeric_string_the_pattern_describes(document: dict[str, Any]) -> None:
-    schemas = document["components"]["schemas"]
     seen = 0
-    for op in OPERATIONS:
-        if op.body is None:
-            continue
-        for model, name in _decimals(op.body):
-            branches = _branches(schemas[model.__name__]["properties"][name])
-            numbers = [b for b in branches if b.get("type") == "number"]
-            strings = [b for b in branches if b.get("type") == "string"]
-            assert numbers and strings, f"{model.__name__}.{name}"
-            assert numbers[0].get("exclusiveMinimum") == 0, f"{model.__name__}.{name} has no lower bound"
-            assert "exclusiveMaximum" in numbers[0] or "maximum" in numbers[0], f"{model.__name__}.{name} is unbounded"
-            pattern = re.compile(strings[0]["pattern"])
-            for text in NUMERIC:
-                assert pattern.search(text), f"{model.__name__}.{name}: {text!r}"
-            for text in NOT_NUMERIC:
-                assert not pattern.search(text), f"{model.__name__}.{name} documents {text!r} as a decimal"
-            seen += 1
+    for field, branches in _money(document, "body"):
+        numbers = [b for b in branches if b.get("type") == "number"]
+        strings = [b for b in branches if b.get("type") == "string"]
+        assert numbers and strings, field
+        assert numbers[0].get("exclusiveMinimum") == 0, f"{field} has no lower bound"
+        assert "exclusiveMaximum" in numbers[0] or "maximum" in numbers[0], f"{field} is unbounded"
+        pattern = re.compile(strings[0]["pattern"])
+        for text in NUMERIC:
+            assert pattern.search(text), f"{field}: {text!r}"
+        for text in NOT_NUMERIC:
+            assert not pattern.search(text), f"{field} documents {text!r} as a decimal"
+        seen += 1
     assert seen > 10, "no request money found: the check would look at nothing"
 
 
