@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,6 +16,7 @@ from rt import wire
 from rt.bus import Bus, Delivery, Event, open_bus
 from tests.conftest import need_redis
 
+PROBE = "acct_probe"
 AT = datetime(2026, 3, 4, 5, 6, 7, 891234, tzinfo=UTC)
 
 
@@ -50,17 +52,31 @@ async def bus(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterato
             await client.aclose()
 
 
-async def first_delivery(bus: Bus) -> Delivery:
-    async for delivery in bus.subscribe():
-        return delivery
-    raise AssertionError("the bus ended")
+async def first_delivery(bus: Bus) -> asyncio.Task[Delivery]:
+    """A task that returns the first delivery other than a probe, once its subscription reads from the head of the
+    stream: a probe published after it came through."""
+    probed = asyncio.Event()
+
+    async def read() -> Delivery:
+        async for delivery in bus.subscribe():
+            if delivery.event.account_id != PROBE:
+                return delivery
+            probed.set()
+        raise AssertionError("the bus ended")
+
+    reader = asyncio.create_task(read())
+    async with asyncio.timeout(5):
+        while not probed.is_set():
+            await bus.publish([Event(PROBE, "order.filled", {})])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probed.wait(), 0.05)
+    return reader
 
 
 async def test_an_event_through_the_bus_keeps_its_data_bytes(bus: Bus) -> None:
     live = Event("acct_a", "position.opened", position_data())
     live_bytes = wire.dumps(live.data)
-    reader = asyncio.create_task(first_delivery(bus))
-    await asyncio.sleep(0.2)  # the reader has found the head of the stream
+    reader = await first_delivery(bus)
     (own, _) = await bus.publish([live])
 
     fanned_out = await asyncio.wait_for(reader, 5)
