@@ -182,26 +182,27 @@ def daily_loss(book: Book) -> Decimal:
     return pnl if pnl < 0 else ZERO
 
 
-def exposure(book: Book) -> Decimal | None:
-    """What max_exposure limits: (open + resting notional) / equity, four places; None without equity."""
+def exposure(book: Book, resting_notional: Decimal) -> Decimal | None:
+    """What max_exposure limits: (open + resting notional, see pending) / equity, four places; None without equity."""
     eq = ledger.equity(book)
     if eq <= 0:
         return None
-    return rounded((ledger.exposure_notional(book) + pending(book)[0]) / eq)
+    return rounded((ledger.exposure_notional(book) + resting_notional) / eq)
 
 
-def concurrent(book: Book) -> int:
-    """What max_concurrent_positions limits: open positions and resting orders that would open one."""
-    return len(book.open_positions()) + pending(book)[1]
+def concurrent(book: Book, resting_count: int) -> int:
+    """What max_concurrent_positions limits: open positions and resting orders that would open one (see pending)."""
+    return len(book.open_positions()) + resting_count
 
 
 def utilization(book: Book) -> dict[str, tuple[Decimal, Decimal | int, Decimal | int]]:
     """check -> (used fraction, limit, current) for the limits that warn at 80%; current as Cerberus counts it."""
     env = book.envelope
-    ratio = exposure(book)
+    resting_notional, resting_count = pending(book)
+    ratio = exposure(book, resting_notional)
     exposed = ratio if ratio is not None else ZERO
     loss = daily_loss(book)
-    count = concurrent(book)
+    count = concurrent(book, resting_count)
     return {
         EXPOSURE: (_used(exposed, env.max_exposure), env.max_exposure, exposed),
         DAILY_LOSS: (_used(-loss, env.max_daily_loss), env.max_daily_loss, loss),
@@ -241,16 +242,16 @@ def rounded(value: Decimal) -> Decimal:
 def report(book: Book, leverage: Decimal) -> dict[str, Any]:
     """The envelope, its use and the status: GET /v1/risk/envelope and the `risk` channel's snapshot."""
     eq = ledger.equity(book)
-    pending_notional, _ = pending(book)
+    pending_notional, pending_count = pending(book)
     return {
         "envelope": book.envelope.as_json(),
         "current": {
-            "total_exposure": exposure(book),
+            "total_exposure": exposure(book, pending_notional),
             "exposure_notional": ledger.exposure_notional(book),
             "pending_notional": pending_notional,
             "daily_loss": daily_loss(book),
             "daily_pnl": ledger.daily_pnl(book),
-            "active_positions": concurrent(book),
+            "active_positions": concurrent(book, pending_count),
             "open_positions": len(book.open_positions()),
             "available_capital": eq - ledger.margin_used(book, leverage),
         },
