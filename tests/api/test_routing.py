@@ -17,7 +17,8 @@ from starlette.types import Message
 
 from rt.app import create_app
 from rt.runtime import Runtime
-from tests.api.test_idempotency import full_key, settings
+from tests.api.test_idempotency import full_key
+from tests.crash import settings
 
 INVALID_KEY = "rt_live_" + "A" * 32
 DEEP = '"<deep>"'
