@@ -41,9 +41,11 @@ async def snapshot(
     if channel == "orders":
         return {"orders": _orders(engine, account_id)}
     if channel == "strategies":
+        if runner is None:
+            return {"strategies": []}
         # The account's running strategies as GET /v1/strategies/{id} shows them, live performance included.
-        running = [r for r in runner.active() if r.account_id == account_id] if runner is not None else []
-        return {"strategies": [r.as_json(await runner.performance(r)) for r in running if runner is not None]}
+        running = [r for r in runner.active() if r.account_id == account_id]
+        return {"strategies": [r.as_json(await runner.performance(r)) for r in running]}
     if channel == "risk":
         return await _risk(engine, account_id)
     if channel == "account":
