@@ -3,10 +3,6 @@ and the account holds one order, over REST and over the WebSocket."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,48 +13,25 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.e2e.server import KEY_LINE, Server, free_port, run_server
+from tests.e2e.server import Server, run_server
 
 pytestmark = pytest.mark.e2e
 
 ENV = {"RT_PAPER_TICK_MS": "0", "RT_PAPER_SYMBOLS": "ETH/USDT=3500"}
 ORDER = {"exchange": "paper", "symbol": "ETH/USDT", "side": "buy", "type": "limit", "quantity": 0.01, "price": 1000}
+# The real server, killed right after its first trade commit; importable as tests.e2e.* from the repository root.
+CRASHING = ("-m", "tests.e2e.crashing_server")
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def crash_once(data_dir: Path, send: Callable[[str, str], Any]) -> str:
     """Start the server that dies after its first trade commit, send the request, see it die; return the key."""
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    out = data_dir.parent / "crash-stdout.txt"
-    env = {**os.environ, **ENV, "RT_DATA_DIR": str(data_dir), "RT_PORT": str(port), "RT_HOST": "127.0.0.1"}
-    with open(out, "w") as stdout, open(data_dir.parent / "crash-stderr.txt", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.crashing_server"], stdout=stdout, stderr=stderr, env=env, cwd=ROOT
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (data_dir.parent / "crash-stderr.txt").read_text()[-2000:]
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the crashing server did not start"
-            time.sleep(0.05)
-        match = KEY_LINE.search(out.read_text())
-        assert match
-        key = match.group(1)
+    with run_server(data_dir, {**ENV, "PYTHONPATH": str(ROOT)}, program=CRASHING) as server:
+        assert server.key
         with pytest.raises((httpx.HTTPError, ConnectionClosed)):
-            send(url, key)
-        assert process.wait(10) == -9, "the server did not die after the commit"
-        return key
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+            send(server.url, server.key)
+        assert server.process.wait(10) == -9, "the server did not die after the commit"
+        return server.key
 
 
 def rest_order(url: str, key: str) -> httpx.Response:
