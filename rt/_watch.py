@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from rt import wire
+from rt.cli import CliError, error_json
 from rt.client import ApiError, Client
 from rt.client.stream import Retry, StreamClosed, StreamUnavailable
 from rt.errors import RtError
@@ -17,26 +18,17 @@ MAX_BACKOFF = 5.0
 _FIELDS = ("symbol", "side", "quantity", "status", "bid", "ask", "last", "realized_pnl", "reason", "level", "check")
 
 
-class WatchError(Exception):
-    """Why `rt watch` stops with a non-zero exit: a stable `code` and what to tell the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def check_channels(channels: tuple[str, ...]) -> None:
     for channel in channels:
         try:
             channel_scope(channel)
         except RtError as exc:
-            raise WatchError("UNKNOWN_CHANNEL", exc.detail) from None
+            raise CliError("UNKNOWN_CHANNEL", exc.detail) from None
 
 
 def check_url(url: str) -> None:
     if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
-        raise WatchError("BAD_URL", f"--url (RT_URL) is the server's base URL, like http://127.0.0.1:8080, not {url!r}")
+        raise CliError("BAD_URL", f"--url (RT_URL) is the server's base URL, like http://127.0.0.1:8080, not {url!r}")
 
 
 def line(message: dict[str, Any]) -> str:
@@ -55,7 +47,7 @@ def line(message: dict[str, Any]) -> str:
 _KEY_GONE = frozenset({"API_KEY_REVOKED", "API_KEY_INVALID"})
 
 
-def server_error(message: dict[str, Any]) -> tuple[WatchError, bool]:
+def server_error(message: dict[str, Any]) -> tuple[CliError, bool]:
     """An error frame as the CLI's error, and whether it ends the watch: a refused subscription (scope, unknown
     symbol ...) would print nothing forever."""
     error = message.get("error") or {}
@@ -63,15 +55,15 @@ def server_error(message: dict[str, Any]) -> tuple[WatchError, bool]:
     request_id = str(message.get("id") or "")
     if request_id.startswith("sub-"):
         channel = request_id.removeprefix("sub-")
-        return WatchError(code, f"the server refused {channel} ({code}): {detail}"), True
+        return CliError(code, f"the server refused {channel} ({code}): {detail}"), True
     # A revoked or unknown key would only be refused again on every reconnect: that ends the watch too.
-    return WatchError(code, f"the server says {code}: {detail}"), code in _KEY_GONE
+    return CliError(code, f"the server says {code}: {detail}"), code in _KEY_GONE
 
 
-def notice(error: WatchError, *, as_json: bool) -> str:
+def notice(error: CliError, *, as_json: bool) -> str:
     """A server error that does not end the watch, for stderr in the CLI's error format."""
     if as_json:
-        return wire.dumps({"error": {"code": error.code, "message": error.message}}).decode()
+        return error_json(error.code, error.message)
     return f"rt watch: {error.message}"
 
 
@@ -85,8 +77,7 @@ async def watch(
     max_attempts: int,
     say: Callable[[str], None],
 ) -> None:
-    """Print each message on stdout and server errors through `say`; stop after `count` events, or raise
-    WatchError."""
+    """Print each message on stdout and server errors through `say`; stop after `count` events, or raise CliError."""
 
     def retrying(retry: Retry) -> None:
         of = f" of {max_attempts}" if max_attempts else ""
@@ -111,10 +102,10 @@ async def watch(
                     if count and seen >= count:
                         return
         except StreamUnavailable as exc:
-            raise WatchError("UNAVAILABLE", str(exc)) from None
+            raise CliError("UNAVAILABLE", str(exc)) from None
         except StreamClosed as exc:
-            raise WatchError("CLOSED", str(exc)) from None
+            raise CliError("CLOSED", str(exc)) from None
         except ApiError as exc:
-            raise WatchError(exc.code, f"{exc.status} {exc.code}: {exc.detail}") from None
+            raise CliError(exc.code, f"{exc.status} {exc.code}: {exc.detail}") from None
         finally:
             await stream.close()

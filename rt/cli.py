@@ -30,6 +30,10 @@ class CliError(click.ClickException):
         self.code = code
 
 
+def error_json(code: str, message: str) -> str:
+    return wire.dumps({"error": {"code": code, "message": message}}).decode()
+
+
 class _Rt(click.Group):
     """With `--json` anywhere on the line, an error is one JSON object on stderr: {"error": {"code", "message"}}."""
 
@@ -43,10 +47,10 @@ class _Rt(click.Group):
             result = super().main(argv, prog_name, **{**extra, "standalone_mode": False})
         except click.ClickException as exc:
             code = exc.code if isinstance(exc, CliError) else "USAGE"
-            click.echo(wire.dumps({"error": {"code": code, "message": exc.format_message()}}).decode(), err=True)
+            click.echo(error_json(code, exc.format_message()), err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
-            click.echo(wire.dumps({"error": {"code": "ABORTED", "message": "aborted"}}).decode(), err=True)
+            click.echo(error_json("ABORTED", "aborted"), err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -559,7 +563,7 @@ def watch(channels: tuple[str, ...], url: str, key: str, as_json: bool, count: i
 
     Progress and connection failures go to stderr; messages to stdout.
     """
-    from rt._watch import WatchError, check_channels, check_url
+    from rt._watch import check_channels, check_url
     from rt._watch import watch as run
 
     def say(text: str) -> None:
@@ -571,8 +575,6 @@ def watch(channels: tuple[str, ...], url: str, key: str, as_json: bool, count: i
         asyncio.run(
             run(url.rstrip("/"), key, channels, as_json=as_json, count=count, max_attempts=max_attempts, say=say)
         )
-    except WatchError as exc:
-        raise CliError(exc.code, exc.message) from None
     except KeyboardInterrupt:
         pass
 
