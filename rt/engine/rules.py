@@ -56,11 +56,12 @@ def _quantity_errors(market: Market, quantity: Decimal) -> list[dict[str, Any]]:
 def check_trigger(side: Side, stop_price: Decimal, ticker: Ticker) -> None:
     """A stop the market is already through would fill at once, as a market order: venues refuse it, and so does rt.
     A stop buy must be above the ask, a stop sell below the bid: the prices that trigger them."""
+    if not ticker.triggers(side, stop_price):
+        return
     buy = side == "buy"
     market, where = (ticker.ask, "ask") if buy else (ticker.bid, "bid")
-    if stop_price <= market if buy else stop_price >= market:
-        message = f"must be {'above' if buy else 'below'} the market ({where} {market}) for a stop {side}"
-        raise BadRequest(
-            f"a stop {side} at {stop_price} would trigger at once: the {where} is {market}",
-            errors=[{"field": "stop_price", "message": message}],
-        )
+    message = f"must be {'above' if buy else 'below'} the market ({where} {market}) for a stop {side}"
+    raise BadRequest(
+        f"a stop {side} at {stop_price} would trigger at once: the {where} is {market}",
+        errors=[{"field": "stop_price", "message": message}],
+    )

@@ -74,6 +74,10 @@ class Ticker:
     def mid(self) -> Decimal:
         return (self.bid + self.ask) / 2
 
+    def triggers(self, side: Side, stop_price: Decimal) -> bool:
+        """A stop buy triggers when the ask reaches its stop price, a stop sell when the bid does."""
+        return self.ask >= stop_price if side == "buy" else self.bid <= stop_price
+
 
 @dataclass(frozen=True)
 class OrderSpec:

@@ -166,6 +166,5 @@ class PaperExchange:
 
 
 def _triggered(spec: OrderSpec, ticker: Ticker) -> bool:
-    """A stop buy triggers when the ask reaches its stop price, a stop sell when the bid does."""
     assert spec.stop_price is not None
-    return ticker.ask >= spec.stop_price if spec.side == "buy" else ticker.bid <= spec.stop_price
+    return ticker.triggers(spec.side, spec.stop_price)
