@@ -161,15 +161,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _check_head(self, size: int) -> None:
-        refused: _Refused | None = None
         if self._url_bytes > MAX_REQUEST_LINE:
-            refused = _Refused(414, f"the request line is longer than {MAX_REQUEST_LINE} bytes")
-        elif self._header_count > MAX_HEADERS:
-            refused = _Refused(431, f"a request may carry at most {MAX_HEADERS} headers")
-        elif size > MAX_HEAD_BYTES:
-            refused = _Refused(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
-        if refused is not None:
-            raise refused
+            raise _Refused(414, f"the request line is longer than {MAX_REQUEST_LINE} bytes")
+        if self._header_count > MAX_HEADERS:
+            raise _Refused(431, f"a request may carry at most {MAX_HEADERS} headers")
+        if size > MAX_HEAD_BYTES:
+            raise _Refused(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
 
     def _answer(self, refused: _Refused) -> None:
         self._stop_head_deadline()
