@@ -44,9 +44,6 @@ class Unit:
         unit = _current.get()
         return unit if unit is not None and unit._task is asyncio.current_task() else None
 
-    def holds(self, account_id: str) -> bool:
-        return account_id in self._locks
-
     async def hold(self, account_id: str, lock: asyncio.Lock) -> None:
         """Take an account's writer lock until the unit ends."""
         if account_id not in self._locks:
