@@ -379,6 +379,11 @@ class Runner:
     async def _place(self, record: StrategyRecord, wants: list[Want]) -> None:
         venue = self.engine.venues.get(record.account_id, record.exchange)
         live = self._live.get(record.id)
+
+        def refused(want: Want) -> None:
+            if live is not None:
+                live[1].on_refused(want, int(time.time() * 1000))
+
         # Cerberus refused a buy this large: a larger one in the same batch would be refused too (every check grows
         # with the notional or ignores it), so it is marked refused without storing another rejected order.
         refused_at: Decimal | None = None
@@ -388,8 +393,7 @@ class Runner:
                 ticker = await venue.ticker(record.symbol)
                 price = ticker.ask if want.side == "buy" else ticker.bid
             if want.side == "buy" and refused_at is not None and price * want.quantity >= refused_at:
-                if live is not None:
-                    live[1].on_refused(want, int(time.time() * 1000))
+                refused(want)
                 continue
             stop_loss = self.stop_loss_for(record.id, want.side, price)
             if stop_loss is not None and live is not None:
@@ -413,8 +417,7 @@ class Runner:
                 if want.side == "buy" and exc.status in (422, 423):
                     notional = price * want.quantity
                     refused_at = notional if refused_at is None else min(refused_at, notional)
-                if live is not None:
-                    live[1].on_refused(want, int(time.time() * 1000))
+                refused(want)
                 continue
             if order.status == "open" and record.id not in self._live:
                 # Stopped while this order was on its way: it is nobody's now.
@@ -437,8 +440,8 @@ class Runner:
                     )
                     if follow:
                         await self._place(record, follow)
-            elif live is not None:
-                live[1].on_refused(want, int(time.time() * 1000))
+            else:
+                refused(want)
         await self.store.save_strategy(record)
 
 
