@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -46,11 +47,9 @@ class RuntimeCollector:
         yield CounterMetricFamily(
             "rt_ws_slow_consumer_closes", "Sessions closed with 4008.", value=sessions.slow_consumer_closes
         )
-        buckets: list[tuple[str, float]] = []
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS_MS, sessions.latency_counts, strict=False):
-            cumulative += count
-            buckets.append((str(bound), cumulative))
+        # The sessions count per bucket; the exposition counts up to each bound.
+        below = accumulate(sessions.latency_counts)
+        buckets: list[tuple[str, float]] = [(str(b), n) for b, n in zip(LATENCY_BUCKETS_MS, below, strict=False)]
         buckets.append(("+Inf", sessions.commands))
         yield HistogramMetricFamily(
             "rt_ws_command_latency_ms",
