@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rt.errors import BadRequest
-from rt.exchanges import Exchange, Market, Side, Ticker, market_of
+from rt.exchanges import Exchange, Market, Side, Ticker
 
 ORDER_PRICES = ("price", "stop_price", "stop_loss", "take_profit")
 POSITION_PRICES = ("entry_price", "stop_loss", "take_profit")
@@ -27,7 +27,7 @@ async def check_steps(
 ) -> None:
     """Off-step input is refused, never rounded (that would trade what was not asked for); every field off its step
     is named. An unknown symbol passes here and fails at the ticker."""
-    market = await market_of(venue, symbol)
+    market = await venue.market(symbol)
     if market is None:
         return
     errors = [] if quantity is None else _quantity_errors(market, quantity)

@@ -117,6 +117,9 @@ class Exchange(Protocol):
     @property
     def connected(self) -> bool: ...
     async def markets(self) -> list[Market]: ...
+    async def market(self, symbol: str) -> Market | None:
+        """The market for `symbol`, or None when the venue lists no such (active) market."""
+
     async def ticker(self, symbol: str) -> Ticker:
         """Raises ExchangeUnavailable when the venue cannot be reached, BadRequest for an unknown symbol."""
 
@@ -127,11 +130,6 @@ class Exchange(Protocol):
     async def balances(self) -> dict[str, Decimal]: ...
     def on_fill(self, handler: FillHandler) -> None: ...
     def on_tick(self, handler: TickHandler) -> None: ...
-
-
-async def market_of(venue: Exchange, symbol: str) -> Market | None:
-    """The venue's market for `symbol`, or None when it has no such market."""
-    return next((m for m in await venue.markets() if m.symbol == symbol), None)
 
 
 __all__ = [
@@ -145,5 +143,4 @@ __all__ = [
     "TickHandler",
     "Ticker",
     "VenueOrder",
-    "market_of",
 ]

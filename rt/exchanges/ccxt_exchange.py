@@ -201,6 +201,11 @@ class CcxtExchange:
         self._require()
         return [self._market(m) for _, m in sorted(self._client.markets.items()) if m.get("active") is not False]
 
+    async def market(self, symbol: str) -> Market | None:
+        self._require()
+        raw = self._client.markets.get(symbol)
+        return self._market(raw) if raw is not None and raw.get("active") is not False else None
+
     async def ticker(self, symbol: str) -> Ticker:
         self._known(symbol)
         raw = await self._call(self._client.fetch_ticker, symbol)

@@ -61,6 +61,9 @@ class PaperExchange:
     async def markets(self) -> list[Market]:
         return list(self._feed.markets.values())
 
+    async def market(self, symbol: str) -> Market | None:
+        return self._feed.markets.get(symbol)
+
     async def ticker(self, symbol: str) -> Ticker:
         ticker = self._feed.ticker(symbol)
         if ticker is None:

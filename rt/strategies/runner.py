@@ -23,7 +23,7 @@ from rt.engine.ledger import today
 from rt.engine.requests import OrderRequest
 from rt.engine.risk import Check
 from rt.errors import BadRequest, NotFound, RtError
-from rt.exchanges import Exchange, Market, Ticker, market_of
+from rt.exchanges import Exchange, Market, Ticker
 from rt.ids import new_id
 from rt.store import Store
 from rt.strategies import Lot, RiskLimits, Strategy, Want, types
@@ -93,7 +93,7 @@ class Runner:
     async def _market(self, account_id: str, exchange: str, symbol: str) -> Market | None:
         """The symbol's steps, when the venue can tell now (a venue still connecting cannot)."""
         try:
-            return await market_of(self.engine.venues.get(account_id, exchange), symbol)
+            return await self.engine.venues.get(account_id, exchange).market(symbol)
         except Exception:
             log.warning("no market steps for a strategy", extra={"exchange": exchange, "symbol": symbol})
             return None
@@ -131,7 +131,7 @@ class Runner:
         limits = _validate(RiskLimits, risk_limits, "risk_limits")
         venue = self.engine.venues.get(account_id, exchange, test_key=test_key)
         ticker = await venue.ticker(symbol)
-        market = await market_of(venue, ticker.symbol)
+        market = await venue.market(ticker.symbol)
         known[kind](parsed, {}, market)  # a config the market's steps cannot hold is refused here (400)
         record = StrategyRecord(
             id=new_id("strat"),
