@@ -87,6 +87,13 @@ async def test_markets_come_from_the_venue(make: Factory) -> None:
     assert btc.min_amount == Decimal("0.00001")
 
 
+async def test_one_market_is_looked_up_by_symbol(make: Factory) -> None:
+    venue = await make()
+    listed = {m.symbol: m for m in await venue.markets()}
+    assert await venue.market(BTC) == listed[BTC]
+    assert await venue.market("NOPE/USDT") is None
+
+
 async def test_ticker_is_the_venues_quote(make: Factory, fake: FakeBinance) -> None:
     venue = await make()
     quote = await venue.ticker(BTC)
