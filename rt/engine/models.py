@@ -167,6 +167,8 @@ class Book:
     positions: dict[str, Position] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
     alerts: dict[str, str] = field(default_factory=dict)
+    # Counts the account's stored writes: an instance whose copy is behind the store's reloads it before writing.
+    version: int = 0
 
     def open_positions(self) -> list[Position]:
         return [p for p in self.positions.values() if p.status == "open"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rt.errors import RtError
@@ -30,6 +32,23 @@ class KeyLimitReached(RtError):
 
 class AccountExists(RtError):
     status, code = 409, "ACCOUNT_EXISTS"
+
+
+class Writing(Protocol):
+    """One write of the trading core in one transaction. An account it locks stays locked until the transaction ends,
+    for every process on the store; the transaction commits when its block ends cleanly and rolls back otherwise."""
+
+    async def lock(self, account_id: str) -> int | None:
+        """Take the account's write lock (PostgreSQL: a transaction-scoped advisory lock, held by every instance
+        alike). Returns the version of the account's stored book (-1 when none is stored), or None when this store
+        has one writing process only, so the caller's own copy of the book is the truth."""
+
+    async def load_book(self, account_id: str) -> Book | None:
+        """The account's book as committed, with its open and pending positions and open orders."""
+
+    async def get_response(self, account_id: str, key: str) -> StoredResponse | None: ...
+    async def save(self, batch: TradeBatch) -> None:
+        """As Store.save, inside this transaction."""
 
 
 class Store(Protocol):
@@ -74,6 +93,19 @@ class Store(Protocol):
 
     async def load_books(self) -> list[Book]:
         """Every account's book with its open and pending positions and its open orders."""
+
+    async def load_book(self, account_id: str) -> Book | None:
+        """One account's book, as load_books() has it; None when none is stored."""
+
+    async def create_book(self, book: Book) -> None:
+        """Store a new account's first book; when one is stored already (another instance made it) nothing changes."""
+
+    def writing(self) -> AbstractAsyncContextManager[Writing]:
+        """A write transaction of the trading core (see Writing)."""
+
+    async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
+        """(position id, price): move each position that is still open to the price it was marked to. Touches no
+        other column, so a mark can never undo a write."""
 
     async def list_positions(
         self,
@@ -129,7 +161,11 @@ async def open_store(url: str) -> Store:
         from rt.store.sqlite import SQLiteStore
 
         return await SQLiteStore.open(url.removeprefix("sqlite:///"))
-    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path")
+    if url.startswith(("postgresql://", "postgres://")):
+        from rt.store.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
+    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql://...")
 
 
-__all__ = ["AccountExists", "KeyLimitReached", "Store", "open_store"]
+__all__ = ["AccountExists", "KeyLimitReached", "Store", "Writing", "open_store"]
