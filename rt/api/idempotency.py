@@ -11,17 +11,18 @@ import asyncio
 import hashlib
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.responses import Response
 
 from rt.engine.unit import atomic
 from rt.errors import IDEMPOTENCY_CONFLICT, Conflict
-from rt.store import Store
 from rt.store.models import IdempotencyRecord, StoredResponse
+
+if TYPE_CHECKING:
+    from rt.engine.engine import Engine
 
 log = logging.getLogger("rt.idempotency")
 
@@ -36,24 +37,20 @@ def fingerprint(command: str, params: dict[str, Any]) -> str:
 
 
 class Idempotency:
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def _lock(self, account_id: str, key: str) -> asyncio.Lock:
-        lock = self._locks.get((account_id, key))
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[(account_id, key)] = lock
-        return lock
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._store = engine.store
 
     async def once(
         self, account_id: str, key: str, print_: str, produce: Callable[[], Awaitable[tuple[int, bytes]]]
     ) -> tuple[int, bytes, bool]:
         """(status, body, replayed): the stored answer for this key, or produce() run once and kept."""
-        store = self._store
-        async with self._lock(account_id, key):
-            stored = await store.get_response(account_id, key)
+        # The account's writer lock (held by every process on the store alike) is taken before the key is looked up:
+        # the same key sent to several instances at once runs once, and the others find its answer. The answer
+        # commits with what the write changed: a crash leaves both or neither, never a trade whose retry trades again.
+        async with atomic(self._store) as unit:
+            await self._engine.hold(account_id)
+            stored = await (await unit.writing()).get_response(account_id, key)
             if stored is not None:
                 if stored.fingerprint != print_:
                     raise Conflict(
@@ -61,13 +58,10 @@ class Idempotency:
                         code=IDEMPOTENCY_CONFLICT,
                     )
                 return stored.status, stored.body, True
-            # The answer commits with what the write changed: a crash leaves both or neither, never a trade whose
-            # retry trades again.
-            async with atomic(store) as unit:
-                status, body = await produce()
-                if status in _KEPT:
-                    unit.keep(IdempotencyRecord(account_id, key, StoredResponse(print_, status, body)))
-            return status, body, False
+            status, body = await produce()
+            if status in _KEPT:
+                unit.keep(IdempotencyRecord(account_id, key, StoredResponse(print_, status, body)))
+        return status, body, False
 
     async def run(self, account_id: str, key: str, print_: str, produce: Callable[[], Awaitable[Response]]) -> Response:
         """once() for a REST route."""

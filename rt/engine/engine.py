@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from rt.bus import Bus, Event
 from rt.engine import ledger, risk
 from rt.engine.models import Book, Envelope, Order, Position
-from rt.engine.unit import Unit
+from rt.engine.unit import Unit, atomic
 from rt.exchanges import Exchange, Fill, Ticker
 from rt.exchanges.registry import Venues
 from rt.store import Store
@@ -23,6 +24,8 @@ from rt.store.models import TradeBatch
 log = logging.getLogger("rt.engine")
 
 T = TypeVar("T")
+
+_OWN_EVENTS = 100_000
 
 
 @dataclass
@@ -75,6 +78,12 @@ class Engine:
         self._marked: dict[str, dict[str, Position]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._after_mark: dict[str, list[Callable[[Ticker], None]]] = {}
+        # Ids of the events this engine published, so following the bus tells its own writes from other processes'.
+        self._own: OrderedDict[str, None] = OrderedDict()
+        self._stale: set[str] = set()
+        # Whether this process does each tick's protective work (stop loss, take profit) and stores the marks: true
+        # alone, and on the one instance that holds the market when several share a store.
+        self.protects = True
         # Set by the strategy runner: (account, strategy, added notional, adds exposure) -> Cerberus checks.
         self.strategy_checks: Callable[[str, str, Decimal, bool], list[risk.Check]] | None = None
         # Set by the strategy runner: stop every strategy of an account (Charon), returning how many.
@@ -84,15 +93,7 @@ class Engine:
 
     async def start(self) -> None:
         for book in await self.store.load_books():
-            self._books[book.account_id] = book
-            for order in book.orders.values():
-                if order.status == "open" and order.venue_order_id:
-                    self._by_venue_order[order.venue_order_id] = (book.account_id, order.id)
-                    adopt = getattr(self.venues.paper, "adopt", None)
-                    if order.exchange == "paper" and adopt is not None:
-                        from rt.engine.trading import spec_of
-
-                        adopt(order.venue_order_id, spec_of(order))
+            self._swap(book.account_id, book)
         self._flusher = asyncio.create_task(self._flush_marks_forever(), name="mark-flush")
         for venue in self.venues.all():
             self.listen(venue)
@@ -156,12 +157,97 @@ class Engine:
         """The account's book; a new account starts with the configured paper balance."""
         book = self._books.get(account_id)
         if book is None:
-            cfg = self.config
-            book = Book(account_id, cfg.starting_balance, cfg.currency, envelope=Envelope(**vars(cfg.envelope)))
-            ledger.roll_day(book)
-            self._books[account_id] = book
-            await self.store.save(TradeBatch(books=[book]))
+            stored = await self.store.load_book(account_id)
+            if stored is None:
+                await self.store.create_book(self._new_book(account_id))
+                stored = await self.store.load_book(account_id)
+                assert stored is not None
+            # Another coroutine may have loaded it meanwhile: keep the one in use.
+            book = self._books.get(account_id) or self._swap(account_id, stored)
         return book
+
+    def _new_book(self, account_id: str) -> Book:
+        cfg = self.config
+        book = Book(account_id, cfg.starting_balance, cfg.currency, envelope=Envelope(**vars(cfg.envelope)))
+        ledger.roll_day(book)
+        return book
+
+    async def hold(self, account_id: str) -> Book:
+        """Make this task's unit the account's only writer (in every process on the store) and return its book, as
+        stored: a copy that fell behind another process's writes is reloaded first."""
+        unit = Unit.current()
+        assert unit is not None, "hold() runs inside a unit"
+        if unit.holds(account_id):
+            return self._books[account_id]
+        version = await unit.hold(account_id, self.lock(account_id))
+        book = self._books.get(account_id)
+        if version is None:  # the store has one writing process, this one: its books are the truth
+            return book or await self.book(account_id)
+        if book is not None and book.version == version:
+            return book
+        stored = await (await unit.writing()).load_book(account_id) if version >= 0 else None
+        if stored is None:
+            stored = self._new_book(account_id)
+            stored.version = -1  # stored with the first write, as version 0
+        return self._swap(account_id, stored)
+
+    def _swap(self, account_id: str, stored: Book) -> Book:
+        """Put a book read from the store in place of this process's copy."""
+        previous = self._books.pop(account_id, None)
+        if previous is not None:
+            for order in previous.orders.values():
+                self.untrack(order)
+            for position in stored.positions.values():
+                mine = previous.positions.get(position.id)
+                if mine is not None and position.status == "open" and mine.status == "open":
+                    # Marked here since the store last heard of the price.
+                    position.current_price = mine.current_price
+        self._books[account_id] = stored
+        for order in stored.orders.values():
+            self.track(order)
+            self._adopt(order)
+        return stored
+
+    def _adopt(self, order: Order) -> None:
+        if order.status == "open" and order.venue_order_id and order.exchange == "paper":
+            adopt = getattr(self.venues.paper, "adopt", None)
+            if adopt is not None:
+                from rt.engine.trading import spec_of
+
+                adopt(order.venue_order_id, spec_of(order))
+
+    async def refresh(self, account_id: str) -> None:
+        """Reload an account's book when the store has a later version (another process wrote it)."""
+        async with self.lock(account_id):
+            stored = await self.store.load_book(account_id)
+            book = self._books.get(account_id)
+            if stored is not None and (book is None or stored.version != book.version):
+                self._swap(account_id, stored)
+
+    async def refresh_all(self) -> None:
+        """Reload every book the store has a later version of (an instance taking over the market's tick work)."""
+        for stored in await self.store.load_books():
+            async with self.lock(stored.account_id):
+                book = self._books.get(stored.account_id)
+                if book is None or book.version != stored.version:
+                    self._swap(stored.account_id, stored)
+
+    async def follow(self) -> None:
+        """Keep this process's books in step with the writes of other processes on the same store: an event this
+        engine did not publish means its account changed elsewhere."""
+        async for delivery in self.bus.subscribe():
+            event = delivery.event
+            if event.id in self._own or event.account_id in self._stale:
+                continue
+            self._stale.add(event.account_id)
+            self.spawn(self._follow_up(event.account_id), f"refresh-{event.account_id}")
+
+    async def _follow_up(self, account_id: str) -> None:
+        self._stale.discard(account_id)  # an event from now on asks for another look
+        try:
+            await self.refresh(account_id)
+        except Exception:
+            log.exception("refreshing a book failed", extra={"account_id": account_id})
 
     def track(self, order: Order) -> None:
         if order.venue_order_id and order.status == "open":
@@ -180,43 +266,26 @@ class Engine:
         """Run one command as the account's only writer, then store and publish what it changed.
 
         Inside a unit (rt.engine.unit: an idempotent write) the account stays locked and its changes are stored and
-        published with the write's answer, when the unit ends.
+        published with the write's answer, when the unit ends; otherwise the command is a unit of its own.
         """
-        unit = Unit.current()
-        lock = self.lock(account_id)
-        if unit is not None:
-            await unit.hold(account_id, lock)
-        else:
-            await lock.acquire()
-        try:
-            book = await self.book(account_id)
-            changes = Changes(book)
+        async with atomic(self.store) as unit:
+            changes = Changes(await self.hold(account_id))
             try:
                 return await command(changes)
             finally:
-                try:
-                    await self.commit(changes, unit)
-                except BaseException:
-                    # Nothing of this command reached the store: the book goes back to what the store holds.
-                    await self._reload(account_id)
-                    raise
-        finally:
-            if unit is None:
-                lock.release()
+                self.commit(changes, unit)
 
     async def _reload(self, account_id: str) -> None:
-        stored = {book.account_id: book for book in await self.store.load_books()}.get(account_id)
-        previous = self._books.pop(account_id, None)
-        if previous is not None:
-            for order in previous.orders.values():
-                self.untrack(order)
+        stored = await self.store.load_book(account_id)
         if stored is not None:
-            self._books[account_id] = stored
-            for order in stored.orders.values():
-                self.track(order)
+            self._swap(account_id, stored)
+        else:
+            previous = self._books.pop(account_id, None)
+            for order in previous.orders.values() if previous is not None else ():
+                self.untrack(order)
 
-    async def commit(self, changes: Changes, unit: Unit | None = None) -> None:
-        """Store and publish a command's changes; in a unit, hand them to it to store with the write's answer."""
+    def commit(self, changes: Changes, unit: Unit) -> None:
+        """Hand a command's changes to its unit, which stores them with the write's answer and then publishes them."""
         book = changes.book
         if changes.positions or changes.orders or changes.book_changed:
             self._alerts(changes)
@@ -225,6 +294,8 @@ class Engine:
         if changes.positions or changes.orders:
             changes.book_changed = True
             changes.event("account.updated", ledger.summary(book, self.config.leverage))
+        if changes.book_changed:
+            book.version += 1
         marked = [p for p in self._marked.pop(book.account_id, {}).values() if p.id not in changes.positions]
         batch = TradeBatch(
             books=[book] if changes.book_changed else [],
@@ -233,17 +304,17 @@ class Engine:
             events=changes.events,
         )
         events = changes.events
+        for event in events:
+            self._own[event.id] = None
+        while len(self._own) > _OWN_EVENTS:
+            self._own.popitem(last=False)
 
         async def publish() -> None:
             if events:
                 await self.bus.publish(events)
 
-        if unit is not None:
-            account_id = book.account_id
-            unit.defer(batch, publish, lambda: self._reload(account_id))
-        else:
-            await self.store.save(batch)
-            await publish()
+        account_id = book.account_id
+        unit.defer(batch, publish, lambda: self._reload(account_id))
         # The book holds what is live; finished positions and orders are in the store only.
         for position in changes.positions.values():
             if position.status in ("closed", "rejected", "canceled"):
@@ -302,40 +373,34 @@ class Engine:
             if position.current_price != ticker.last:
                 position.current_price = ticker.last
                 self._marked.setdefault(book.account_id, {})[position.id] = position
+            if not self.protects:
+                continue
             exit_price = ticker.bid if position.side == "long" else ticker.ask
             reason = _crossed(position, exit_price)
             if reason and position.id not in self._closing:
                 self._closing.add(position.id)
                 due.append((book.account_id, position.id, reason))
-        if moved and book.account_id not in self._alerting and self._alerts_differ(book):
+        if moved and self.protects and book.account_id not in self._alerting and self._alerts_differ(book):
             self._alerting.add(book.account_id)
             self.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
 
     async def flush_marks(self) -> None:
-        """Store the marks of open positions in one write, for every account not inside a command (a command's
-        commit stores its account's marks itself)."""
-        accounts = [a for a in self._marked if not self.lock(a).locked()]
-        if not accounts:
+        """Store the prices open positions were marked to, in one write that touches nothing else (a command's
+        commit stores its account's marks itself). Only the process that does the tick work stores them."""
+        if not self._marked:
             return
-        async with contextlib.AsyncExitStack() as held:
-            for account_id in accounts:
-                await held.enter_async_context(self.lock(account_id))
-            taken = {a: self._marked.pop(a, {}) for a in accounts}
-            positions = [
-                p
-                for a, marked in taken.items()
-                if (book := self._books.get(a)) is not None
-                for p in marked.values()
-                if p.status == "open" and book.positions.get(p.id) is p
-            ]
-            if not positions:
-                return
-            try:
-                await self.store.save(TradeBatch(positions=positions))
-            except Exception:
-                log.exception("storing marks failed; kept for the next write")
-                for a, marked in taken.items():
-                    self._marked[a] = {**marked, **self._marked.get(a, {})}
+        taken, self._marked = self._marked, {}
+        if not self.protects:
+            return
+        marks = [(p.id, p.current_price) for marked in taken.values() for p in marked.values() if p.status == "open"]
+        if not marks:
+            return
+        try:
+            await self.store.save_marks(marks)
+        except Exception:
+            log.exception("storing marks failed; kept for the next write")
+            for a, marked in taken.items():
+                self._marked[a] = {**marked, **self._marked.get(a, {})}
 
     async def _flush_marks_forever(self) -> None:
         while True:

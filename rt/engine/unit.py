@@ -1,8 +1,10 @@
 """One commit for a whole write: what its engine commands changed and the first answer to its idempotency key.
 
-A retry after a crash must find the answer whenever the trade is stored. Inside `atomic()` the engine keeps each
-account a command wrote locked and hands its changes to the unit instead of storing them; when the write has its
-answer, the unit stores everything in one transaction, publishes the events and unlocks the accounts.
+A retry after a crash must find the answer whenever the trade is stored. Every engine command runs in a unit (its
+own, or the `atomic()` one of the write it is part of). The unit opens one write transaction of the store, keeps each
+account it touches locked (in this process, and through the store for every other process on it) and collects the
+changes; when the write has its answer, it stores everything in that transaction, commits, publishes the events and
+unlocks the accounts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rt.store.models import IdempotencyRecord, TradeBatch
 
 if TYPE_CHECKING:
-    from rt.store import Store
+    from rt.store import Store, Writing
 
 Step = Callable[[], Awaitable[None]]
 
@@ -35,6 +37,8 @@ class Unit:
         self._responses: list[IdempotencyRecord] = []
         self._after: list[Step] = []
         self._undo: list[Step] = []
+        self._transaction: contextlib.AsyncExitStack | None = None
+        self._writing: Writing | None = None
 
     @staticmethod
     def current() -> Unit | None:
@@ -44,11 +48,25 @@ class Unit:
         unit = _current.get()
         return unit if unit is not None and unit._task is asyncio.current_task() else None
 
-    async def hold(self, account_id: str, lock: asyncio.Lock) -> None:
-        """Take an account's writer lock until the unit ends."""
-        if account_id not in self._locks:
-            await lock.acquire()
-            self._locks[account_id] = lock
+    def holds(self, account_id: str) -> bool:
+        return account_id in self._locks
+
+    async def hold(self, account_id: str, lock: asyncio.Lock) -> int | None:
+        """Take an account's writer lock until the unit ends: this process's, then the store's. Returns the stored
+        version of the account's book (see Writing.lock). Only for an account the unit does not hold yet."""
+        assert account_id not in self._locks
+        await lock.acquire()
+        self._locks[account_id] = lock
+        writing = await self.writing()
+        return await writing.lock(account_id)
+
+    async def writing(self) -> Writing:
+        """The unit's write transaction, begun on first use."""
+        if self._writing is None:
+            stack = contextlib.AsyncExitStack()
+            self._writing = await stack.enter_async_context(self._store.writing())
+            self._transaction = stack
+        return self._writing
 
     def defer(self, batch: TradeBatch, after: Step, undo: Step) -> None:
         """A command's changes; `after` runs once they are stored (publish), `undo` if storing them fails."""
@@ -71,17 +89,23 @@ class Unit:
             events=self._events,
             responses=self._responses,
         )
-        if not (batch.books or batch.positions or batch.orders or batch.events or batch.responses):
-            return
         try:
-            await self._store.save(batch)
-            for after in self._after:
-                await after()
-        except BaseException:
+            if batch.books or batch.positions or batch.orders or batch.events or batch.responses:
+                await (self._writing or self._store).save(batch)
+            if self._transaction is not None:
+                transaction, self._transaction = self._transaction, None
+                await transaction.aclose()  # commits
+        except BaseException as exc:
+            if self._transaction is not None:
+                transaction, self._transaction = self._transaction, None
+                with contextlib.suppress(Exception):
+                    await transaction.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back
             for undo in self._undo:
                 with contextlib.suppress(Exception):
                     await undo()
             raise
+        for after in self._after:
+            await after()
 
     def _release(self) -> None:
         for lock in self._locks.values():

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -15,6 +16,9 @@ from rt.store._rows import columns, from_row, state_json, to_row
 from rt.store._sqlite_base import Connections
 from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.wire import dumps
+
+if TYPE_CHECKING:
+    from rt.store import Writing
 
 T = TypeVar("T")
 
@@ -30,13 +34,14 @@ def _upsert(table: str, cols: Sequence[str]) -> str:
 
 _UPSERT_POSITION = _upsert("positions", _POSITION_COLS)
 _UPSERT_ORDER = _upsert("orders", _ORDER_COLS)
-_UPSERT_BOOK = (
-    "INSERT INTO books (account_id, balance, currency, state, envelope, day, day_realized, realized_total, alerts, "
-    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET "
-    "balance = excluded.balance, currency = excluded.currency, state = excluded.state, envelope = excluded.envelope, "
-    "day = excluded.day, day_realized = excluded.day_realized, realized_total = excluded.realized_total, "
-    "alerts = excluded.alerts, updated_at = excluded.updated_at"
+_BOOK_COLUMNS = (
+    "account_id, balance, currency, state, envelope, day, day_realized, realized_total, alerts, updated_at, version"
 )
+_BOOK_VALUES = f"INTO books ({_BOOK_COLUMNS}) VALUES ({', '.join('?' for _ in _BOOK_COLUMNS.split(','))})"
+_UPSERT_BOOK = f"INSERT {_BOOK_VALUES} ON CONFLICT (account_id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _BOOK_COLUMNS.split(", ")[1:]
+)
+_CREATE_BOOK = f"INSERT OR IGNORE {_BOOK_VALUES}"
 
 
 _INSERT_RESPONSE = (
@@ -62,6 +67,7 @@ def _book_row(book: Book) -> tuple[Any, ...]:
         str(book.realized_total),
         orjson.dumps(book.alerts).decode(),
         int(time.time() * 1000),
+        book.version,
     )
 
 
@@ -76,6 +82,7 @@ def _book(row: Any) -> Book:
         day_realized=Decimal(row[6]),
         realized_total=Decimal(row[7]),
         alerts=orjson.loads(row[8]),
+        version=int(row[10]),
     )
 
 
@@ -93,6 +100,23 @@ def _filters(
         where.append("symbol = ?")
         args.append(symbol)
     return " AND ".join(where), args
+
+
+class _OnlyWriter:
+    def __init__(self, store: TradingTables) -> None:
+        self._store = store
+
+    async def lock(self, account_id: str) -> int | None:
+        return None
+
+    async def load_book(self, account_id: str) -> Book | None:
+        return await self._store.load_book(account_id)
+
+    async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
+        return await self._store.get_response(account_id, key)
+
+    async def save(self, batch: TradeBatch) -> None:
+        await self._store.save(batch)
 
 
 class TradingTables(Connections):
@@ -116,19 +140,47 @@ class TradingTables(Connections):
 
     async def load_books(self) -> list[Book]:
         """Every book with its open positions and resting orders."""
-        rows = await self._all("SELECT * FROM books")
+        return await self._books("", ())
+
+    async def load_book(self, account_id: str) -> Book | None:
+        books = await self._books(" AND account_id = ?", (account_id,))
+        return books[0] if books else None
+
+    async def _books(self, where: str, args: tuple[Any, ...]) -> list[Book]:
+        rows = await self._all(f"SELECT {_BOOK_COLUMNS} FROM books WHERE 1 = 1{where}", *args)
         books = {row[0]: _book(row) for row in rows}
-        rows = await self._all(f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending')")
+        rows = await self._all(
+            f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending'){where}", *args
+        )
         for row in rows:
             position = from_row(Position, row)
             if position.account_id in books:
                 books[position.account_id].positions[position.id] = position
-        rows = await self._all(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'")
+        rows = await self._all(f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'open'{where}", *args)
         for row in rows:
             order = from_row(Order, row)
             if order.account_id in books:
                 books[order.account_id].orders[order.id] = order
         return list(books.values())
+
+    async def create_book(self, book: Book) -> None:
+        async with self._write:
+            await self._db.execute(_CREATE_BOOK, _book_row(book))
+
+    async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
+        if not marks:
+            return
+        async with self._transaction("BEGIN"):
+            await self._db.executemany(
+                "UPDATE positions SET current_price = ? WHERE id = ? AND status = 'open'",
+                [(str(price), position_id) for position_id, price in marks],
+            )
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[Writing]:
+        """This store has one writing process (the data dir is locked): the engine's own books are the truth, and a
+        write's batch commits in one transaction of its own when it is saved."""
+        yield _OnlyWriter(self)
 
     async def _page(
         self,
