@@ -52,6 +52,20 @@ OPTIONS: tuple[Option, ...] = (
         "Redis URL; when set, rate limits, lockouts, WebSocket tokens and the event bus are shared.",
     ),
     Option("redis_prefix", "RT_REDIS_PREFIX", "rt", str, "Prefix of every Redis key rt writes."),
+    Option(
+        "instance_id",
+        "RT_INSTANCE_ID",
+        "",
+        str,
+        "This instance's name in leases, /v1/ready and logs; empty means `{hostname}-{pid}-{4 random hex}`.",
+    ),
+    Option(
+        "lease_ttl_ms",
+        "RT_LEASE_TTL_MS",
+        3000,
+        int,
+        "Milliseconds a role's lease (the market, ...) lasts unless renewed; another instance takes over after it.",
+    ),
     Option("key_pepper", "RT_KEY_PEPPER", "", str, "Pepper for API key hashes; empty means DATA_DIR/pepper.", True),
     Option(
         "secret_key",
@@ -117,6 +131,8 @@ class Settings:
     database_url: str = ""
     redis_url: str = ""
     redis_prefix: str = "rt"
+    instance_id: str = ""
+    lease_ttl_ms: int = 3000
     key_pepper: str = field(default="", repr=False)
     secret_key: str = field(default="", repr=False)
     bootstrap: bool = True

@@ -23,6 +23,9 @@ from rt.auth.vault import Box, load_pepper, load_secret_key
 from rt.bus import Bus, open_bus
 from rt.channels.hub import Hub
 from rt.config import ConfigError, Settings
+from rt.coord import instance_id, open_coord
+from rt.coord.market import MARKET, Market
+from rt.coord.roles import Roles
 from rt.engine.engine import Engine, EngineConfig
 from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed
 from rt.exchanges.paper import PaperExchange
@@ -54,6 +57,9 @@ class Runtime:
     hub: Hub
     runner: Runner
     box: Box
+    instance_id: str
+    roles: Roles
+    market: Market
     sessions: Sessions = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -64,6 +70,12 @@ class Runtime:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def stop_roles(self) -> None:
+        """Give up every role first (a graceful stop hands them over at once), then stop the rest."""
+        for task in [t for t in self.tasks if t.get_name() == "roles"]:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def stop_tasks(self) -> None:
         for task in list(self.tasks):
@@ -127,6 +139,31 @@ async def _account_venues(store: Store, box: Box, venues: Venues) -> list[CcxtEx
     return made
 
 
+def _market_role(runtime: Runtime, paper: PaperExchange, *, shared: bool) -> None:
+    """The tick work happens once, on the instance holding the market role: protective closes, stored marks and
+    resting paper fills. Alone (no Redis) this process always holds it, and nothing changes."""
+    engine = runtime.engine
+    if shared:
+        engine.protects = False
+        paper.matching = False
+
+    async def gained(token: int) -> None:
+        engine.protects = True
+        paper.matching = True
+        if shared:
+            # Another instance held the market until now: its books and resting orders are in the store.
+            await engine.refresh_all()
+        runtime.market.lead(token)
+
+    async def lost() -> None:
+        if shared:
+            engine.protects = False
+            paper.matching = False
+        await runtime.market.follow()
+
+    runtime.roles.role(MARKET, gained, lost)
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, background: bool = False) -> AsyncIterator[Runtime]:
     """Open the store and limiter; with background=True also start the engine, the market and the flushers."""
@@ -147,6 +184,8 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     usage = UsageMeter(store)
     bus = open_bus(settings.redis_url, settings.redis_prefix)
     engine = Engine(store, bus, Venues(paper), engine_config)
+    instance = instance_id(settings.instance_id)
+    leases, ticks = open_coord(settings.redis_url, settings.redis_prefix, instance)
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -160,12 +199,16 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         bus=bus,
         engine=engine,
         feed=feed,
-        idempotency=Idempotency(store),
+        idempotency=Idempotency(engine),
         tokens=open_tokens(settings.redis_url, settings.redis_prefix),
         hub=Hub(bus),
         runner=Runner(engine, store),
         box=box,
+        instance_id=instance,
+        roles=Roles(leases, settings.lease_ttl_ms),
+        market=Market(feed, ticks),
     )
+    _market_role(runtime, paper, shared=bool(settings.redis_url))
     try:
         if background:
             await bus.restore(store)
@@ -188,6 +231,8 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             runtime.spawn(runtime.runner.run_fills(), "strategy-fills")
             await asyncio.sleep(0)
             await engine.start()
+            # Other processes on the same store write too: their events tell this engine which books to reload.
+            runtime.spawn(engine.follow(), "engine-follow")
             await runtime.runner.reconcile()
             runtime.spawn(runtime.runner.run_clock(), "strategy-clock")
             runtime.runner.listen(engine.venues.all())
@@ -195,15 +240,21 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
                 from rt.exchanges.ccxt_exchange import resume
 
                 resume(account_venues, engine.books())
+            # Every instance applies the market's steps; the one holding the role makes them.
+            runtime.spawn(runtime.market.run(), "market-ticks")
+            runtime.spawn(runtime.roles.run(), "roles")
         yield runtime
     finally:
         try:
+            await runtime.stop_roles()
             await runtime.runner.close()
             await engine.close()
             await runtime.stop_tasks()
         finally:
             await runtime.tokens.close()
             await bus.close()
+            await runtime.market.channel.close()
+            await runtime.roles.leases.close()
             await limiter.close()
             await store.close()
 

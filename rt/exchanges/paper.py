@@ -35,7 +35,8 @@ class PaperExchange:
         self._filling: dict[str, Fill] = {}
         self._retry: dict[str, _Resting] = {}
         self._fill_handlers: list[FillHandler] = []
-        self._task: asyncio.Task[None] | None = None
+        # False on an instance that does not hold the market role: another instance matches resting orders.
+        self.matching = True
         self._pending: set[asyncio.Task[None]] = set()
         feed.listen(self._on_tick)
 
@@ -48,10 +49,10 @@ class PaperExchange:
         return True
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._feed.run(), name="paper-feed")
+        """The feed is not run here: the instance holding the market role steps it (rt.coord.market)."""
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._pending) if t is not None]
+        tasks = list(self._pending)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -135,6 +136,8 @@ class PaperExchange:
         self._resting[venue_order_id] = _Resting(spec, venue_order_id)
 
     def _on_tick(self, ticker: Ticker) -> None:
+        if not self.matching:
+            return
         fills = []
         for venue_order_id, resting in list(self._resting.items()):
             if resting.spec.symbol != ticker.symbol:

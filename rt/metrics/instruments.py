@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, disable_created_metrics
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 # `_created` series double every counter and histogram and no dashboard reads them in the text format.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -44,5 +44,26 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
     registry=None,
 )
+ROLE_HELD = Gauge(
+    "rt_role_held",
+    "1 while this instance holds the role's lease (the market feed, ...), else 0.",
+    ("role",),
+    registry=None,
+)
+LEASE_RENEWALS = Counter(
+    "rt_lease_renewals",
+    "Lease renewals by role and result: ok, lost (another holds it), error (Redis failed) or late.",
+    ("role", "result"),
+    registry=None,
+)
 
-INSTRUMENTS = (REQUEST_SECONDS, ORDERS_ACCEPTED, ORDERS_REFUSED, KILL_SECONDS, FANOUT_SECONDS, COMMIT_SECONDS)
+INSTRUMENTS = (
+    REQUEST_SECONDS,
+    ORDERS_ACCEPTED,
+    ORDERS_REFUSED,
+    KILL_SECONDS,
+    FANOUT_SECONDS,
+    COMMIT_SECONDS,
+    ROLE_HELD,
+    LEASE_RENEWALS,
+)

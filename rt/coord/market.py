@@ -1,0 +1,67 @@
+"""The market role: its holder steps the paper feed and sends each step on the tick channel; every instance (the
+holder too) applies what it hears to its own feed, so the engine, the paper venue and the hub see one market."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from rt.coord import TickChannel, Ticks
+from rt.exchanges import Ticker
+from rt.exchanges.feed import MarketFeed
+
+log = logging.getLogger("rt.coord.market")
+
+MARKET = "market"
+
+
+class Market:
+    def __init__(self, feed: MarketFeed, channel: TickChannel) -> None:
+        self.feed = feed
+        self.channel = channel
+        self.highest = 0  # the largest fencing token heard: steps under a smaller one come from a deposed holder
+        self.dropped = 0
+        self._stepping: asyncio.Task[None] | None = None
+
+    def lead(self, token: int) -> None:
+        """Start stepping the market from the prices applied here, under this fencing token."""
+        self._stepping = asyncio.create_task(self._step(token), name="market-steps")
+
+    async def follow(self) -> None:
+        """Stop stepping (the role is lost or given up)."""
+        task, self._stepping = self._stepping, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _step(self, token: int) -> None:
+        async def send(tickers: list[Ticker]) -> None:
+            if not await self.channel.publish(MARKET, Ticks(token, tuple(tickers))):
+                log.warning("market step not sent: the lease is no longer this instance's", extra={"token": token})
+
+        await self.feed.run(send)
+
+    def receive(self, ticks: Ticks) -> bool:
+        """Apply a step unless its token is older than one already heard."""
+        if ticks.token < self.highest:
+            self.dropped += 1
+            log.warning("market step of a deposed holder dropped", extra={"token": ticks.token, "now": self.highest})
+            return False
+        self.highest = ticks.token
+        for ticker in ticks.tickers:
+            if ticker.symbol in self.feed.markets:
+                self.feed.apply(ticker)
+        return True
+
+    async def run(self) -> None:
+        """Apply every step heard, for as long as this runs."""
+        while True:
+            try:
+                async for ticks in self.channel.subscribe():
+                    self.receive(ticks)
+                return
+            except Exception:
+                log.exception("tick channel failed, subscribing again")
+                await asyncio.sleep(1)
