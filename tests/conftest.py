@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from rt.auth.limiter import Limiter, open_limiter
+from tests.pg import POSTGRES_URL, postgres_available
 
 # A database of its own so tests never touch data of anything else on this Redis.
 REDIS_URL = os.environ.get("RT_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -35,6 +36,17 @@ async def need_redis() -> str:
             pytest.fail(message + "; RT_REQUIRE_SERVICES=1 requires it")
         pytest.skip(message)
     return REDIS_URL
+
+
+async def need_postgres() -> str:
+    """The test PostgreSQL server's maintenance URL (tests.pg makes databases on it); skip (or fail, under
+    RT_REQUIRE_SERVICES=1) when PostgreSQL is not reachable."""
+    if not await postgres_available():
+        message = f"PostgreSQL is not reachable at {POSTGRES_URL} (start it, or set RT_TEST_POSTGRES_URL)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + "; RT_REQUIRE_SERVICES=1 requires it")
+        pytest.skip(message)
+    return POSTGRES_URL
 
 
 @pytest.fixture
