@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from rt import wire
 from rt.bus import Event
+from rt.store import Store
 from rt.store.models import TradeBatch
-from rt.store.sqlite import SQLiteStore
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 891234, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = await SQLiteStore.open(str(tmp_path / "rt.db"))
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def position_data() -> dict[str, object]:
@@ -43,7 +32,7 @@ def position_data() -> dict[str, object]:
     }
 
 
-async def test_stored_event_data_encodes_to_the_same_bytes_as_the_live_event(store: SQLiteStore) -> None:
+async def test_stored_event_data_encodes_to_the_same_bytes_as_the_live_event(store: Store) -> None:
     live = Event("acct_a", "position.opened", position_data())
     await store.save(TradeBatch(events=[live]))
 
@@ -54,7 +43,7 @@ async def test_stored_event_data_encodes_to_the_same_bytes_as_the_live_event(sto
     assert replayed.data["created_at"] == "2026-03-04T05:06:07.891Z"
 
 
-async def test_event_data_the_wire_cannot_encode_is_refused_not_stored_as_text(store: SQLiteStore) -> None:
+async def test_event_data_the_wire_cannot_encode_is_refused_not_stored_as_text(store: Store) -> None:
     with pytest.raises(TypeError):
         await store.save(TradeBatch(events=[Event("acct_a", "position.opened", {"oops": object()})]))
     assert await store.recent_events(10) == []
