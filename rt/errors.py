@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 # Stable error codes (SPEC §3). Clients match on these strings.
@@ -130,3 +131,48 @@ class TooManyRequests(RtError):
 
 class Unavailable(RtError):
     status, code = 503, SERVICE_UNAVAILABLE
+
+
+RETRY_AFTER_OUTAGE_S = 1
+
+
+@functools.cache
+def _lost_connection() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(PostgreSQL's, Redis's) errors that mean the connection to the service is gone, not that the request is bad."""
+    import asyncpg.exceptions as pg
+    import redis.exceptions as rd
+
+    postgres: tuple[type[BaseException], ...] = (
+        pg.PostgresConnectionError,  # SQLSTATE class 08, ConnectionDoesNotExistError among them
+        pg.InterfaceError,
+        pg.AdminShutdownError,
+        pg.CrashShutdownError,
+        pg.CannotConnectNowError,
+    )
+    return postgres, (rd.ConnectionError, rd.TimeoutError)
+
+
+def outage(exc: BaseException) -> Unavailable | None:
+    """503 SERVICE_UNAVAILABLE with `Retry-After: 1` for an error that says PostgreSQL, Redis or another service is
+    unreachable (the error itself or one it was raised from), None for any other. REST routes and WebSocket commands
+    answer it instead of a 500; the client retries with the same idempotency key once the service is back."""
+    postgres, redis = _lost_connection()
+    seen: BaseException | None = exc
+    for _ in range(16):  # an exception chain is short; a bound also ends a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, postgres):
+            service = "PostgreSQL"
+        elif isinstance(seen, redis):
+            service = "Redis"
+        elif isinstance(seen, OSError):
+            service = "a service rt depends on"
+        else:
+            seen = seen.__cause__ if seen.__suppress_context__ else (seen.__cause__ or seen.__context__)
+            continue
+        return Unavailable(
+            f"{service} is unreachable; retry in {RETRY_AFTER_OUTAGE_S} s with the same idempotency key",
+            headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)},
+            retry_after=RETRY_AFTER_OUTAGE_S,
+        )
+    return None

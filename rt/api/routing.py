@@ -176,12 +176,8 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
             return _Gone()
         except RtError as exc:
             response = problem_response(exc, request_id_of(request))
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id_of(request), "op": op.name})
-            response = problem_response(
-                RtError("the server failed to handle this request", code=errors.INTERNAL_ERROR),
-                request_id_of(request),
-            )
+        except Exception as exc:
+            response = problem_response(_unexpected(exc, request, op), request_id_of(request))
         if headers:
             present = {name for name, _ in response.raw_headers}
             response.raw_headers.extend(
@@ -193,6 +189,19 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
 
     run.__name__ = op.name
     return run
+
+
+def _unexpected(exc: Exception, request: Request, op: Operation) -> RtError:
+    """The answer to an error no RtError named: 503 when PostgreSQL or Redis is unreachable, else a 500."""
+    unavailable = errors.outage(exc)
+    if unavailable is not None:
+        log.warning(
+            "service unavailable",
+            extra={"request_id": request_id_of(request), "op": op.name, "error": type(exc).__name__},
+        )
+        return unavailable
+    log.exception("unhandled error", extra={"request_id": request_id_of(request), "op": op.name})
+    return RtError("the server failed to handle this request", code=errors.INTERNAL_ERROR)
 
 
 class _Gone(Response):
