@@ -161,11 +161,20 @@ def _show(value: Any) -> str:
 
 @main.command()
 @_serve_options
+@click.option(
+    "--workers",
+    envvar="RT_WORKERS",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_envvar=True,
+    help="Processes serving the port, each a full instance; above 1 needs a PostgreSQL RT_DATABASE_URL. [default: 1]",
+)
 @click.pass_context
-def serve(ctx: click.Context, /, **flags: Any) -> None:
-    """Run the gateway: REST, WebSocket, the paper exchange, everything, in one process."""
+def serve(ctx: click.Context, /, workers: int, **flags: Any) -> None:
+    """Run the gateway: REST, WebSocket, the paper exchange, everything, in one process (or --workers N)."""
     from rt import logs
     from rt.app import create_app
+    from rt.server import Supervisor, check_services, hold_data_dir, sqlite_dir
     from rt.server import serve as serve_app
 
     overrides = {}
@@ -177,8 +186,29 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         settings = _settings(ctx).replace(**overrides)
     except (RtError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    if workers > 1 and sqlite_dir(settings) is not None:
+        raise CliError(
+            "WORKERS_NEED_POSTGRES",
+            f"--workers {workers} needs a PostgreSQL store (RT_DATABASE_URL=postgresql://...): "
+            "SQLite serves one process",
+        )
     logs.configure(settings.log_level)
-    serve_app(create_app(settings), settings)
+    try:
+        lock = hold_data_dir(settings)  # held until this process ends
+        asyncio.run(check_services(settings))
+    except RtError as exc:
+        raise CliError(exc.code, exc.detail) from None
+    if workers == 1:
+        serve_app(create_app(settings), settings)
+    else:
+        try:
+            code = Supervisor(settings, create_app, workers).run()
+        except RtError as exc:
+            raise CliError(exc.code, exc.detail) from None
+        if code:
+            sys.exit(code)
+    if lock is not None:
+        lock.release()
 
 
 # keys
