@@ -22,9 +22,16 @@ class Health(BaseModel):
     version: str
 
 
+class RoleState(BaseModel):
+    held: bool
+    token: int
+
+
 class Ready(BaseModel):
     status: str
     checks: dict[str, str]
+    instance: str
+    roles: dict[str, RoleState]
 
 
 class ServerTime(BaseModel):
@@ -49,7 +56,9 @@ async def ready(call: Call) -> Response:
     # A real venue that is down answers 503 on its own routes; it does not take the whole instance out of service.
     down = [v.id for v in runtime.engine.venues.all() if not v.connected]
     checks["exchanges"] = f"degraded: {', '.join(sorted(set(down)))} disconnected" if down else "ok"
-    return JSON({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+    roles = {name: {"held": r["held"], "token": r["token"]} for name, r in runtime.roles.snapshot().items()}
+    body = {"status": "ok" if ok else "unavailable", "checks": checks, "instance": runtime.instance_id, "roles": roles}
+    return JSON(body, status_code=200 if ok else 503)
 
 
 async def server_time(call: Call) -> dict[str, Any]:
@@ -71,7 +80,14 @@ async def docs(call: Call) -> Response:
 
 OPERATIONS = [
     Operation("GET", "/v1/health", health, "Liveness", "system", response=Health),
-    Operation("GET", "/v1/ready", ready, "Readiness of the store, limiter, bus and venues", "system", response=Ready),
+    Operation(
+        "GET",
+        "/v1/ready",
+        ready,
+        "Readiness of the store, limiter, bus and venues, and this instance's roles",
+        "system",
+        response=Ready,
+    ),
     Operation("GET", "/v1/time", server_time, "Server time, for signing clients", "system", response=ServerTime),
     Operation("GET", "/v1/openapi.json", openapi, "This API as OpenAPI 3.1", "system"),
     Operation("GET", "/v1/asyncapi.json", asyncapi_document, "The WebSocket protocol as AsyncAPI 3.0", "system"),

@@ -88,7 +88,7 @@ class RedisLeases:
         await self._redis.aclose()
 
 
-def _ticks_json(ticks: Ticks) -> bytes:
+def ticks_json(ticks: Ticks) -> bytes:
     return dumps(
         {
             "token": ticks.token,
@@ -116,7 +116,7 @@ class RedisTicks:
         self.channel = f"{prefix}:ticks"
 
     async def publish(self, role: str, ticks: Ticks) -> bool:
-        return await self._leases.publish_if_holder(role, ticks.token, self.channel, _ticks_json(ticks))
+        return await self._leases.publish_if_holder(role, ticks.token, self.channel, ticks_json(ticks))
 
     async def subscribe(self) -> AsyncIterator[Ticks]:
         """Pub/sub keeps nothing: ticks sent while this connection is down are missed, and the next one moves the
