@@ -1,0 +1,63 @@
+"""Several real `rt serve` processes on one PostgreSQL database and one Redis prefix, as docker-compose runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e.server import Server, run_server
+from tests.pg import drop_database, fresh_database
+
+
+@dataclass
+class Cluster:
+    servers: list[Server]
+    env: dict[str, str]
+    root: Path
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    @property
+    def key(self) -> str:
+        key = self.servers[0].key
+        assert key, "the first instance bootstraps the first key"
+        return key
+
+    def restart(self, index: int) -> Server:
+        """Stop one instance (SIGTERM) and start it again on the same port."""
+        old = self.servers[index]
+        old.process.terminate()
+        old.process.wait(15)
+        self.servers[index] = self.stack.enter_context(
+            run_server(old.data_dir, {**self.env, "RT_BOOTSTRAP": "false"}, port=old.port)
+        )
+        return self.servers[index]
+
+
+@contextlib.contextmanager
+def cluster(root: Path, redis_url: str, size: int = 3, env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """`size` instances sharing a fresh PostgreSQL database, one Redis prefix, one pepper and one secret key; the
+    first bootstraps the first key. Every process is stopped (by its PID) and the database dropped at the end."""
+    database_url = asyncio.run(fresh_database())
+    shared = {
+        "RT_DATABASE_URL": database_url,
+        "RT_REDIS_URL": redis_url,
+        "RT_REDIS_PREFIX": f"rt-test-{uuid.uuid4().hex[:12]}",
+        "RT_KEY_PEPPER": secrets.token_hex(32),
+        "RT_SECRET_KEY": secrets.token_hex(32),
+        "RT_LEASE_TTL_MS": "1500",
+        **(env or {}),
+    }
+    group = Cluster([], shared, root)
+    try:
+        with group.stack:
+            for index in range(size):
+                instance_env = {**shared, "RT_BOOTSTRAP": "true" if index == 0 else "false"}
+                group.servers.append(group.stack.enter_context(run_server(root / f"i{index}", instance_env)))
+            yield group
+    finally:
+        asyncio.run(drop_database(database_url))
