@@ -58,7 +58,7 @@ def _model(model: type[M], params: dict[str, Any]) -> M:
 async def order_place(s: Session, params: dict[str, Any]) -> dict[str, Any]:
     req = _model(OrderRequest, params)
     order = await trading.place_order(s.engine, s.principal.account_id, req, test_key=s.principal.test)
-    s.placed(order.id)
+    await s.placed(order.id)
     return {"order": order.as_json()}
 
 
@@ -71,7 +71,7 @@ async def position_open(s: Session, params: dict[str, Any]) -> dict[str, Any]:
     req = _model(PositionRequest, params)
     position, validation = await trading.open_position(s.engine, s.principal.account_id, req, test_key=s.principal.test)
     if position.entry_order_id and position.status == "pending":
-        s.placed(position.entry_order_id)
+        await s.placed(position.entry_order_id)
     return {"position": {**position.as_json(), "validation": validation}}
 
 
@@ -114,13 +114,13 @@ async def strategy_stop(s: Session, params: dict[str, Any]) -> dict[str, Any]:
 
 async def session_configure(s: Session, params: dict[str, Any]) -> dict[str, Any]:
     config = _model(SessionConfig, params)
-    s.cancel_on_disconnect = config.cancel_on_disconnect
+    await s.configure(config.cancel_on_disconnect)
     return {"cancel_on_disconnect": s.cancel_on_disconnect}
 
 
 async def cancel_after(s: Session, params: dict[str, Any]) -> dict[str, Any]:
     req = _model(CancelAfter, params)
-    return s.runtime.sessions.cancel_after(s.principal.account_id, req.timeout_s)
+    return await s.runtime.sessions.cancel_after(s.principal.account_id, req.timeout_s)
 
 
 COMMANDS: dict[str, Command] = {

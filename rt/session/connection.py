@@ -22,6 +22,7 @@ from rt.api.idempotency import fingerprint
 from rt.auth.limiter import gcra
 from rt.auth.principal import Principal
 from rt.errors import RATE_LIMITED, RtError, TooManyRequests
+from rt.ids import new_id
 from rt.session import commands, protocol
 from rt.wire import dumps
 
@@ -69,8 +70,10 @@ class Session:
         self.state = State.OPEN
         self.close_code: int | None = None
         self.channels: set[str] = set()
+        self.session_id = new_id("ses")
         self.cancel_on_disconnect = False
         self._mine: set[str] = set()
+        self.unsaved = False  # an order of it, or the record itself, is not in the durable switch yet
         self._queue: deque[str] = deque()
         self._limit = runtime.settings.ws_queue
         self._wake = asyncio.Event()
@@ -164,7 +167,7 @@ class Session:
             for channel in self.channels | set(self._held):
                 hub.remove(self.principal.account_id, channel, self)
             await self._settle_commands()
-            if self.cancel_on_disconnect and self._mine:
+            if self.cancel_on_disconnect:
                 await self._cancel_mine()
 
     async def finish_commands(self, grace: float) -> None:
@@ -353,15 +356,53 @@ class Session:
 
     # dead man's switch
 
-    def placed(self, order_id: str) -> None:
+    async def configure(self, cancel_on_disconnect: bool) -> None:
+        """On: this session is kept in the durable switch before the answer, so its orders are canceled even when
+        this instance dies; off: it is dropped from it."""
+        deadman = self.runtime.sessions.deadman
+        if not cancel_on_disconnect:
+            self.cancel_on_disconnect = False
+            await deadman.forget(self.session_id)
+            return
+        kept = set(self._mine)
+        await deadman.watch(self.session_id, self.principal.account_id, kept)
+        self.cancel_on_disconnect, self.unsaved = True, False
+        for order_id in self._mine - kept:  # placed by a command that ran meanwhile
+            await deadman.placed(self.session_id, order_id)
+
+    async def placed(self, order_id: str) -> None:
         if len(self._mine) > 1000:  # keep only the ones that can still be canceled
             book = self.engine.cached_book(self.principal.account_id)
-            self._mine = {i for i in self._mine if book is not None and i in book.orders}
+            if book is not None:
+                self._mine = {i for i in self._mine if i in book.orders}
+                self.unsaved = self.cancel_on_disconnect
         self._mine.add(order_id)
+        if not self.cancel_on_disconnect:
+            return
+        try:
+            await self.runtime.sessions.deadman.placed(self.session_id, order_id)
+        except Exception as exc:
+            # The order is placed: its answer goes out, and the next heartbeat writes the session again whole.
+            self.unsaved = True
+            log.warning("recording an order for cancel_on_disconnect failed", extra={"error": type(exc).__name__})
+
+    async def save_watch(self) -> None:
+        """Write this session into the durable switch again, whole (after its record was lost or left behind)."""
+        await self.runtime.sessions.deadman.forget(self.session_id)
+        await self.runtime.sessions.deadman.watch(self.session_id, self.principal.account_id, self._mine)
+        self.unsaved = False
 
     async def _cancel_mine(self) -> None:
+        """A clean close: cancel here and now, then drop the session from the durable switch. Should this fail or
+        this instance die first, the record stays and the holder of the `deadman` role cancels them."""
         from rt.session.manager import cancel_orders
 
         book = self.engine.cached_book(self.principal.account_id)
-        still_open = [i for i in self._mine if book is not None and i in book.orders]
+        still_open = [i for i in self._mine if book is None or i in book.orders]
         await cancel_orders(self.engine, self.principal.account_id, still_open)
+        try:
+            await self.runtime.sessions.deadman.forget(self.session_id)
+        except Exception as exc:
+            log.warning(
+                "dropping a closed session from the dead man's switch failed", extra={"error": type(exc).__name__}
+            )

@@ -1,5 +1,6 @@
 """All sessions of this instance: admission (cap per key), subscription with snapshot or replay, revocation,
-the cancel-after timers, shutdown, and the numbers /metrics reports."""
+the dead man's switch (durable, carried out by the holder of the `deadman` role), shutdown, and the numbers /metrics
+reports."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from rt.auth.principal import Principal
 from rt.channels import snapshot
 from rt.channels.hub import replay_frames
+from rt.coord.deadman import BEAT_S, open_deadman
+from rt.coord.roles import Roles
 from rt.engine import trading
 from rt.engine.engine import Engine
 from rt.errors import RtError
@@ -25,6 +28,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("rt.sessions")
 
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
+
+
+DEADMAN = "deadman"
+DEADMAN_TTL_MS = 1500
+SWEEP_S = 0.25
+# After Redis answers again, the heartbeats of live sessions get this long to be moved on before any is judged.
+SETTLE_S = 2 * BEAT_S
+
+
+async def _nothing() -> None:
+    """The sweeper is the role's own task: losing the role cancels it."""
+
+
+async def cancel_open_orders(engine: Engine, account_id: str) -> int:
+    """Every open order of the account, as the store has them (another instance may have placed them)."""
+    orders, _ = await engine.store.list_orders(account_id, ["open"], None, None, 10_000, 0)
+    return await cancel_orders(engine, account_id, [o.id for o in orders])
 
 
 async def cancel_orders(engine: Engine, account_id: str, order_ids: Iterable[str]) -> int:
@@ -40,8 +60,7 @@ class Sessions:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._by_key: dict[str, set[Session]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.deadman = open_deadman(runtime.settings.redis_url, runtime.settings.redis_prefix)
         self.slow_consumer_closes = 0
         self.closing = False
         self.accepted = 0
@@ -135,28 +154,55 @@ class Sessions:
             session.send(message)
         session.subscribed(channel, last)
 
-    # dead man's switch, per account, surviving the session that armed it
+    # dead man's switch, per account, surviving the session that armed it and the instance that had it
 
-    def cancel_after(self, account_id: str, timeout_s: int) -> dict[str, Any]:
-        timer = self._timers.pop(account_id, None)
-        if timer is not None:
-            timer.cancel()
+    async def cancel_after(self, account_id: str, timeout_s: int) -> dict[str, Any]:
         if timeout_s == 0:
+            await self.deadman.disarm(account_id)
             return {"timeout_s": 0, "trigger_at_ms": None}
-        loop = asyncio.get_running_loop()
-        self._timers[account_id] = loop.call_later(timeout_s, self._fire, account_id)
-        return {"timeout_s": timeout_s, "trigger_at_ms": int(time.time() * 1000) + timeout_s * 1000}
+        deadline = await self.deadman.arm(account_id, timeout_s * 1000)
+        return {"timeout_s": timeout_s, "trigger_at_ms": deadline}
 
-    def _fire(self, account_id: str) -> None:
-        self._timers.pop(account_id, None)
-        book = self.runtime.engine.cached_book(account_id)
-        if book is None:
+    async def sweep(self) -> None:
+        """One round of the `deadman` role: cancel every open order of each account whose deadline passed, and the
+        orders of each session whose heartbeat ran out without a clean close (its instance is gone)."""
+        engine = self.runtime.engine
+        for account_id, deadline in await self.deadman.due():
+            canceled = await cancel_open_orders(engine, account_id)
+            await self.deadman.fired(account_id, deadline)
+            log.info("cancel_after fired", extra={"account_id": account_id, "orders": canceled})
+        if not self.deadman.settled(SETTLE_S):
             return
-        ids = [o.id for o in book.orders.values() if o.status == "open"]
-        task = asyncio.ensure_future(cancel_orders(self.runtime.engine, account_id, ids))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        log.info("cancel_after fired", extra={"account_id": account_id, "orders": len(ids)})
+        for lapse in await self.deadman.lapsed():
+            canceled = await cancel_orders(engine, lapse.account_id, lapse.order_ids)
+            await self.deadman.forget(lapse.session_id)
+            log.info(
+                "cancel_on_disconnect fired for a session whose instance is gone",
+                extra={"account_id": lapse.account_id, "orders": canceled},
+            )
+
+    async def _sweep_forever(self, token: int) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("dead man's switch sweep failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(SWEEP_S)
+
+    async def _beat_forever(self) -> None:
+        """Move on the heartbeat of every session of this instance that has cancel_on_disconnect; one the store no
+        longer keeps (its record lost, or an order of it not written) is written again whole."""
+        while True:
+            await asyncio.sleep(BEAT_S)
+            watched = {s.session_id: s for s in self.all() if s.cancel_on_disconnect}
+            try:
+                missing = await self.deadman.beat(list(watched))
+                for session_id in {*missing, *(i for i, s in watched.items() if s.unsaved)}:
+                    session = watched.get(session_id)
+                    if session is not None:
+                        await session.save_watch()
+            except Exception as exc:
+                log.warning("dead man's switch heartbeat failed", extra={"error": type(exc).__name__})
 
     # revocation and shutdown
 
@@ -185,7 +231,20 @@ class Sessions:
                         session.begin_close(protocol.TOKEN_INVALID, "key revoked")
 
     async def run_clock(self, every: float = 1.0) -> None:
-        """One timer for every session's heartbeat and idle check."""
+        """One timer for every session's heartbeat and idle check; beside it, the dead man's switch: this
+        instance's heartbeats and, while it holds the `deadman` role, the sweeper."""
+        # A lease of its own, shorter than the other roles': the switch must move within its 2 s of slack.
+        roles = Roles(self.runtime.roles.leases, ttl_ms=DEADMAN_TTL_MS)
+        roles.role(DEADMAN, self._sweep_forever, _nothing)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(roles.run(), name="deadman-role")
+                group.create_task(self._beat_forever(), name="deadman-beats")
+                group.create_task(self._clock(every), name="session-clock")
+        finally:
+            await self.deadman.close()
+
+    async def _clock(self, every: float) -> None:
         settings = self.runtime.settings
         while True:
             await asyncio.sleep(every)
@@ -207,10 +266,6 @@ class Sessions:
         if sessions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in sessions)), grace)
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # metrics
 

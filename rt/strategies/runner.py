@@ -1,5 +1,10 @@
 """The runner: deploys, starts and stops strategies, feeds them ticks, fills and a clock, and places what they want
-through the engine, so every strategy order passes Cerberus and the strategy's own limits."""
+through the engine, so every strategy order passes Cerberus and the strategy's own limits.
+
+Strategies run on one instance only, the holder of the `strategies` role. Any instance takes deploy, start and stop:
+the record is stored and its `strategy.started` / `strategy.stopped` event tells the leading runner, which loads or
+drops the strategy. Every instance keeps the active strategies (the store, then those events) for Cerberus's strategy
+checks and the strategies channel, so both answer alike everywhere."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from rt.bus import Delivery, Event
+from rt.coord.roles import Roles
 from rt.engine import trading
 from rt.engine.engine import Engine
 from rt.engine.ledger import today
@@ -33,36 +40,103 @@ from rt.wire import dumps
 log = logging.getLogger("rt.strategies")
 
 CLOCK_S = 1.0
+STRATEGIES = "strategies"
+# In a stored record: started on an instance that does not run strategies; the leader runs its on_start.
+PENDING = "pending_start"
 
 
 class Runner:
     def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
+        # Every active strategy as this instance knows it; on the leader, the very records it runs.
+        self._active: dict[str, StrategyRecord] = {}
+        # The strategies this instance runs: only while it leads.
         self._live: dict[str, tuple[StrategyRecord, Strategy]] = {}
+        self._leading = False
+        self._reviving = False  # leading, and still feeding them what they missed: no tick or clock yet
+        self._ready = asyncio.Event()
+        self._roles: Roles | None = None
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._own: set[str] = set()  # ids of the strategy events this runner published: it acted on them already
         self._tasks: set[asyncio.Task[Any]] = set()
         engine.strategy_checks = self.checks
         engine.halt_strategies = self.halt
 
     # lifecycle
 
-    async def start(self) -> None:
-        for record in await self.store.load_strategies():
-            if record.status != "active":
-                continue
-            market = await self._market(record.account_id, record.exchange, record.symbol)
-            try:
-                instance = self._instance(record, market)
-            except RtError:
-                # The market's steps no longer hold its config: it keeps what it was started with.
-                log.warning("strategy config off the market's steps", extra={"strategy_id": record.id})
-                instance = self._instance(record, None)
-            self._live[record.id] = (record, instance)
+    async def start(self, roles: Roles | None = None) -> None:
+        """Know the active strategies, and take part in the `strategies` role (without roles this instance is the
+        only one, and leads from reconcile() on)."""
+        self._active = {record.id: record for record in await self.store.load_strategies()}
+        self._roles = roles
+        if roles is not None:
+            roles.role(STRATEGIES, self._gained, self.follow)
 
     async def reconcile(self) -> None:
+        """The engine has its books now: this instance may lead from here on."""
+        self._ready.set()
+        if self._roles is None:
+            await self.lead()
+
+    async def _gained(self, token: int) -> None:
+        await self.lead()
+
+    async def lead(self) -> None:
+        """Run every active strategy from the store: orders of theirs the store has open but they do not know (placed
+        by a leader that died before it saved) are canceled, fills missed meanwhile are fed to them, and those started
+        elsewhere run their on_start."""
+        await self._ready.wait()
+        self._leading = self._reviving = True
+        try:
+            records = await self.store.load_strategies()
+            self._active = {record.id: record for record in records}
+            self._live = {}
+            for record in records:
+                self._live[record.id] = (record, await self._revive(record))
+            for account_id in {record.account_id for record in records}:
+                await self.engine.refresh(account_id)  # the last leader's writes, before its lots are looked at
+            await self._cancel_strays(records)
+            await self._reconcile(list(self._live.values()))
+            for record, instance in list(self._live.values()):
+                if record.state.pop(PENDING, None):
+                    await self._begin(record, instance)
+        finally:
+            self._reviving = False
+
+    async def follow(self) -> None:
+        """Stop running strategies here, leaving them active in the store for the next leader."""
+        self._leading = False
+        self._live = {}
+        await self.close()
+
+    async def _revive(self, record: StrategyRecord) -> Strategy:
+        market = await self._market(record.account_id, record.exchange, record.symbol)
+        try:
+            return self._instance(record, market)
+        except RtError:
+            # The market's steps no longer hold its config: it keeps what it was started with.
+            log.warning("strategy config off the market's steps", extra={"strategy_id": record.id})
+            return self._instance(record, None)
+
+    async def _cancel_strays(self, records: list[StrategyRecord]) -> None:
+        by_account: dict[str, list[StrategyRecord]] = {}
+        for record in records:
+            by_account.setdefault(record.account_id, []).append(record)
+        for account_id, theirs in by_account.items():
+            known = {order_id for record in theirs for order_id in record.state.get("orders", {})}
+            ids = {record.id for record in theirs}
+            orders, _ = await self.store.list_orders(account_id, ["open"], None, None, 10_000, 0)
+            for order in orders:
+                if order.strategy_id in ids and order.id not in known:
+                    log.warning("stray strategy order canceled", extra={"strategy_id": order.strategy_id})
+                    with contextlib.suppress(RtError):
+                        await trading.cancel_order(self.engine, account_id, order.id)
+
+    async def _reconcile(self, running: list[tuple[StrategyRecord, Strategy]]) -> None:
         """Orders of a strategy that filled or went away while the process was down: feed the fills to it now;
         then let go of the orders whose lot closed meanwhile."""
-        for record, instance in list(self._live.values()):
+        for record, instance in running:
             tracked: dict[str, str] = record.state.get("orders", {})
             missed = []
             for order_id, tag in list(tracked.items()):
@@ -158,51 +232,82 @@ class Runner:
         return record
 
     async def start_strategy(self, account_id: str, strategy_id: str, *, test_key: bool = False) -> StrategyRecord:
-        record = await self.get(account_id, strategy_id)
-        venue = self.engine.venues.get(account_id, record.exchange, test_key=test_key)
-        market = await self._market(account_id, record.exchange, record.symbol)
-        ticker = await venue.ticker(record.symbol)
-        if record.status == "active" or record.id in self._live:
+        async with self._locks[strategy_id]:
+            record = await self.get(account_id, strategy_id)
+            venue = self.engine.venues.get(account_id, record.exchange, test_key=test_key)
+            market = await self._market(account_id, record.exchange, record.symbol)
+            ticker = await venue.ticker(record.symbol)
+            if record.status == "active" or record.id in self._live:
+                return record
+            book = self.engine.cached_book(account_id)
+            if book is not None and book.state == "locked":
+                raise RtError("trading is locked by the kill switch", status=423, code="TRADING_LOCKED")
+            record.status, record.stop_reason = "active", None
+            self._active[record.id] = record
+            if not self._leading:
+                # The leader hears of it and runs on_start.
+                record.state[PENDING] = True
+                await self._changed(record, "strategy.started")
+                return record
+            # Live and started before the next await: a tick arriving meanwhile sees the levels on_start has taken.
+            instance = self._instance(record, market)
+            self._live[record.id] = (record, instance)
+            wants = self._on_start(record, instance, ticker)
+            await self._changed(record, "strategy.started")
+            await self._place(record, wants)
             return record
-        book = self.engine.cached_book(account_id)
-        if book is not None and book.state == "locked":
-            raise RtError("trading is locked by the kill switch", status=423, code="TRADING_LOCKED")
-        # Live and started before the next await: a second start arriving meanwhile finds it and places nothing,
-        # and a tick arriving meanwhile sees the levels on_start has taken.
-        record.status, record.stop_reason = "active", None
-        instance = self._instance(record, market)
-        self._live[record.id] = (record, instance)
+
+    def _on_start(self, record: StrategyRecord, instance: Strategy, ticker: Ticker) -> list[Want]:
+        book = self.engine.cached_book(record.account_id)
         held = [p for p in book.open_positions() if p.strategy_id == record.id] if book is not None else []
-        wants = instance.on_start(ticker, [Lot(p.id, p.side, p.entry_price, p.quantity) for p in held])
-        await self._changed(record, "strategy.started")
-        await self._place(record, wants)
-        return record
+        return instance.on_start(ticker, [Lot(p.id, p.side, p.entry_price, p.quantity) for p in held])
+
+    async def _begin(self, record: StrategyRecord, instance: Strategy) -> None:
+        """On the leader: on_start of a strategy started on another instance."""
+        try:
+            ticker = await self.engine.venues.get(record.account_id, record.exchange).ticker(record.symbol)
+        except RtError:
+            log.warning("a strategy started elsewhere waits for its venue", extra={"strategy_id": record.id})
+            record.state[PENDING] = True
+            return
+        if self._live.get(record.id, (None,))[0] is not record:
+            return  # stopped (or the role lost) meanwhile
+        await self.engine.refresh(record.account_id)
+        await self._place(record, self._on_start(record, instance, ticker))
 
     async def stop_strategy(
         self, account_id: str, strategy_id: str, reason: str = "manual", *, cancel: bool = True
     ) -> StrategyRecord:
         """Stop it and (unless the caller cancels every order itself, as Charon does) cancel its open orders."""
-        record = await self.get(account_id, strategy_id)
-        if record.status != "active":
+        async with self._locks[strategy_id]:
+            record = await self.get(account_id, strategy_id)
+            if record.status != "active":
+                return record
+            self._live.pop(record.id, None)
+            self._active.pop(record.id, None)
+            record.status, record.stop_reason = ("halted" if reason == "kill_switch" else "stopped"), reason
+            for order_id in list(record.state.get("orders", {})) if cancel else ():
+                with contextlib.suppress(RtError):
+                    await trading.cancel_order(self.engine, account_id, order_id)
+            record.state["orders"], record.state["lots"] = {}, {}
+            record.state.pop(PENDING, None)
+            await self._changed(record, "strategy.stopped")
             return record
-        self._live.pop(record.id, None)
-        record.status, record.stop_reason = ("halted" if reason == "kill_switch" else "stopped"), reason
-        for order_id in list(record.state.get("orders", {})) if cancel else ():
-            with contextlib.suppress(RtError):
-                await trading.cancel_order(self.engine, account_id, order_id)
-        record.state["orders"], record.state["lots"] = {}, {}
-        await self._changed(record, "strategy.stopped")
-        return record
 
     async def halt(self, account_id: str) -> int:
-        """Charon: stop every active strategy of the account; the kill switch itself deals with their orders."""
-        halted = [r for r, _ in list(self._live.values()) if r.account_id == account_id]
-        for record in halted:
+        """Charon: stop every active strategy of the account, wherever it runs (the store has them all); the kill
+        switch itself deals with their orders."""
+        ids = {r.id for r in await self.store.load_strategies() if r.account_id == account_id}
+        ids |= {r.id for r, _ in list(self._live.values()) if r.account_id == account_id}
+        halted = 0
+        for strategy_id in ids:
             try:
-                await self.stop_strategy(account_id, record.id, "kill_switch", cancel=False)
+                record = await self.stop_strategy(account_id, strategy_id, "kill_switch", cancel=False)
             except Exception:
-                log.exception("halting a strategy failed", extra={"strategy_id": record.id})
-        return len(halted)
+                log.exception("halting a strategy failed", extra={"strategy_id": strategy_id})
+                continue
+            halted += record.stop_reason == "kill_switch"
+        return halted
 
     async def _changed(self, record: StrategyRecord, event: str) -> None:
         from rt.store.models import TradeBatch
@@ -210,19 +315,19 @@ class Runner:
         record.updated_at = _utcnow()
         await self.store.save_strategy(record)
         change = Event(record.account_id, event, record.as_json(await self.performance(record)))
+        self._own.add(change.id)
         await self.engine.store.save(TradeBatch(events=[change]))
         await self.engine.bus.publish([change])
 
     def active(self) -> list[StrategyRecord]:
-        return [record for record, _ in self._live.values()]
+        return [record for record in self._active.values() if record.status == "active"]
 
     # Cerberus's strategy check
 
     def checks(self, account_id: str, strategy_id: str, notional: Decimal, increases: bool) -> list[Check]:
-        live = self._live.get(strategy_id)
-        if live is None or live[0].account_id != account_id:
+        record = self._active.get(strategy_id)
+        if record is None or record.account_id != account_id or record.status != "active":
             return [Check("strategy_limit", False, reason=f"strategy {strategy_id} is not active on this account")]
-        record = live[0]
         limits = record.risk_limits
         out = []
         cap = limits.get("max_position_size")
@@ -267,6 +372,8 @@ class Runner:
             venue.on_tick(functools.partial(self.on_tick, venue.id))
 
     def on_tick(self, exchange: str, ticker: Ticker) -> None:
+        if self._reviving:
+            return
         for record, instance in list(self._live.values()):
             if record.exchange != exchange or record.symbol != ticker.symbol:
                 continue
@@ -286,6 +393,8 @@ class Runner:
     async def clock(self, now: float) -> None:
         """One round of the clock: each live strategy places what it wants now; one that has done all it was
         deployed for (a DCA after its last buy) stops with stop_reason `completed`."""
+        if self._reviving:
+            return
         for record, instance in list(self._live.values()):
             try:
                 venue = self.engine.venues.get(record.account_id, record.exchange)
@@ -311,9 +420,18 @@ class Runner:
         event = delivery.event
         if delivery.channel == "events":
             return
+        if delivery.channel == "strategies":
+            await self._heard(event)
+            return
         strategy_id = event.data.get("strategy_id")
-        live = self._live.get(strategy_id) if strategy_id else None
+        if not strategy_id:
+            return
+        live = self._live.get(strategy_id)
         if live is None:
+            # Run elsewhere: this instance keeps its day's P&L for Cerberus's check all the same.
+            known = self._active.get(strategy_id)
+            if known is not None and event.event == "position.closed":
+                _count_pnl(known, event)
             return
         record, instance = live
         if event.event == "order.filled":
@@ -332,15 +450,49 @@ class Runner:
             await self._place(record, wants)
             await self.store.save_strategy(record)
         elif event.event in ("position.closed", "position.updated"):
-            if record.state.get("day") != today():
-                record.state["day"], record.state["day_pnl"] = today(), "0"
+            _count_pnl(record, event)
             if event.event == "position.closed":
-                record.state["day_pnl"] = str(
-                    Decimal(record.state["day_pnl"]) + Decimal(str(event.data.get("realized_pnl", 0)))
-                )
                 if (event.data.get("close_reason") or event.data.get("reason")) != "order":
                     await self._lot_closed(record, instance, event.data["id"])
                 await self.store.save_strategy(record)
+
+    async def _heard(self, event: Event) -> None:
+        """A strategy started or stopped, on this instance or another: keep the active ones, and on the leader run
+        or drop it."""
+        strategy_id = event.data.get("id")
+        if event.id in self._own:
+            self._own.discard(event.id)
+            return
+        if not isinstance(strategy_id, str) or event.event not in ("strategy.started", "strategy.stopped"):
+            return
+        async with self._locks[strategy_id]:
+            if event.event == "strategy.started":
+                if strategy_id in self._live:
+                    return
+                record = await self.store.get_strategy(event.account_id, strategy_id)
+                if record is None or record.status != "active":
+                    return  # stopped again meanwhile
+                self._active[record.id] = record
+                if self._leading:
+                    instance = await self._revive(record)
+                    self._live[record.id] = (record, instance)
+                    if record.state.pop(PENDING, None):
+                        await self._begin(record, instance)
+                return
+            self._active.pop(strategy_id, None)
+            live = self._live.pop(strategy_id, None)
+            if live is None:
+                return
+            # Stopped on another instance while it ran here: its orders go, and what this runner saves says stopped.
+            record = live[0]
+            record.status = event.data.get("status", "stopped")
+            record.stop_reason = event.data.get("stop_reason")
+            for order_id in list(record.state.get("orders", {})):
+                with contextlib.suppress(RtError):
+                    await trading.cancel_order(self.engine, record.account_id, order_id)
+            record.state["orders"], record.state["lots"] = {}, {}
+            record.updated_at = _utcnow()
+            await self.store.save_strategy(record)
 
     @staticmethod
     def _retie(record: StrategyRecord, lot: str | None, closed: str | None) -> None:
@@ -443,6 +595,15 @@ class Runner:
             else:
                 refused(want)
         await self.store.save_strategy(record)
+
+
+def _count_pnl(record: StrategyRecord, event: Event) -> None:
+    """The strategy's realized P&L today, for its max_daily_loss."""
+    if record.state.get("day") != today():
+        record.state["day"], record.state["day_pnl"] = today(), "0"
+    if event.event == "position.closed":
+        realized = Decimal(str(event.data.get("realized_pnl", 0)))
+        record.state["day_pnl"] = str(Decimal(record.state["day_pnl"]) + realized)
 
 
 def _lots(record: StrategyRecord) -> dict[str, str]:
