@@ -96,3 +96,26 @@ async def test_a_triggered_stop_is_a_market_order_with_slippage() -> None:
     feed.set_price(BTC, D(90))  # gaps through 95: sold at the bid, less slippage, not at the stop
     await _settle(paper)
     assert [f.price for f in fills] == [D("89.99") * D("0.999")]
+
+
+async def test_a_venue_that_does_not_match_leaves_resting_orders_resting_until_it_does() -> None:
+    feed, paper, fills = _venue()
+    placed = await paper.place(OrderSpec(BTC, "buy", "limit", D(1), price=D(95)))
+    paper.matching = False  # another instance holds the market and matches
+    feed.set_price(BTC, D(90))
+    await _settle(paper)
+    assert fills == []
+    paper.matching = True
+    feed.set_price(BTC, D(90))
+    await _settle(paper)
+    assert [(f.venue_order_id, f.price) for f in fills] == [(placed.venue_order_id, D(95))]
+
+
+async def test_starting_the_venue_does_not_move_the_market() -> None:
+    feed = MarketFeed({BTC: D(100)}, interval=0.001)
+    paper = PaperExchange(feed)
+    before = feed.ticker(BTC)
+    await paper.start()
+    await asyncio.sleep(0.01)  # ten intervals: a feed run by the venue would have stepped
+    assert feed.ticker(BTC) == before
+    await paper.close()
