@@ -152,6 +152,20 @@ def _lost_connection() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
     return postgres, (rd.ConnectionError, rd.TimeoutError)
 
 
+def _raised_in(exc: BaseException) -> str:
+    """The service whose client library raised a plain OSError (a refused reconnect, say), as its traceback says."""
+    tb = exc.__traceback__
+    named = "a service rt depends on"
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith("asyncpg"):
+            named = "PostgreSQL"
+        elif module.startswith("redis"):
+            named = "Redis"
+        tb = tb.tb_next
+    return named
+
+
 def outage(exc: BaseException) -> Unavailable | None:
     """503 SERVICE_UNAVAILABLE with `Retry-After: 1` for an error that says PostgreSQL, Redis or another service is
     unreachable (the error itself or one it was raised from), None for any other. REST routes and WebSocket commands
@@ -166,7 +180,7 @@ def outage(exc: BaseException) -> Unavailable | None:
         elif isinstance(seen, redis):
             service = "Redis"
         elif isinstance(seen, OSError):
-            service = "a service rt depends on"
+            service = _raised_in(seen)
         else:
             seen = seen.__cause__ if seen.__suppress_context__ else (seen.__cause__ or seen.__context__)
             continue
