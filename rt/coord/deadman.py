@@ -70,10 +70,10 @@ class Deadman(Protocol):
     async def close(self) -> None: ...
 
 
-def open_deadman(url: str, prefix: str) -> Deadman:
+def open_deadman(url: str, prefix: str, beat_ttl_ms: int = BEAT_TTL_MS) -> Deadman:
     if not url:
-        return MemoryDeadman()
-    return RedisDeadman(url, prefix)
+        return MemoryDeadman(beat_ttl_ms)
+    return RedisDeadman(url, prefix, beat_ttl_ms)
 
 
 def _now_ms() -> int:
@@ -81,7 +81,8 @@ def _now_ms() -> int:
 
 
 class MemoryDeadman:
-    def __init__(self) -> None:
+    def __init__(self, beat_ttl_ms: int = BEAT_TTL_MS) -> None:
+        self._ttl_ms = beat_ttl_ms
         self._deadlines: dict[str, int] = {}
         self._beats: dict[str, int] = {}
         self._accounts: dict[str, str] = {}
@@ -105,14 +106,14 @@ class MemoryDeadman:
     async def watch(self, session_id: str, account_id: str, order_ids: Iterable[str]) -> None:
         self._accounts[session_id] = account_id
         self._orders.setdefault(session_id, set()).update(order_ids)
-        self._beats[session_id] = _now_ms() + BEAT_TTL_MS
+        self._beats[session_id] = _now_ms() + self._ttl_ms
 
     async def placed(self, session_id: str, order_id: str) -> None:
         if session_id in self._accounts:
             self._orders.setdefault(session_id, set()).add(order_id)
 
     async def beat(self, session_ids: Collection[str]) -> list[str]:
-        until = _now_ms() + BEAT_TTL_MS
+        until = _now_ms() + self._ttl_ms
         missing = []
         for session_id in session_ids:
             if session_id in self._beats:
@@ -192,10 +193,10 @@ return 0
 _BEAT = (
     _NOW
     + """
-local until = now + tonumber(ARGV[1])
+local expiry = now + tonumber(ARGV[1])
 local missing = {}
 for i = 2, #ARGV do
-  if redis.call('ZADD', KEYS[1], 'XX', 'CH', until, ARGV[i]) == 0 and not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+  if redis.call('ZADD', KEYS[1], 'XX', 'CH', expiry, ARGV[i]) == 0 and not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     table.insert(missing, ARGV[i])
   end
 end
@@ -218,7 +219,8 @@ return out
 
 
 class RedisDeadman:
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, beat_ttl_ms: int = BEAT_TTL_MS) -> None:
+        self._ttl_ms = beat_ttl_ms
         # Short timeouts: the sweeper and the beats must see a lost Redis within a beat, not after redis-py's retries.
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
@@ -267,13 +269,13 @@ class RedisDeadman:
 
     async def watch(self, session_id: str, account_id: str, order_ids: Iterable[str]) -> None:
         keys = [self._beats, self._session + session_id, self._orders + session_id]
-        await self._call(self._watch, keys, [session_id, BEAT_TTL_MS, account_id, *order_ids])
+        await self._call(self._watch, keys, [session_id, self._ttl_ms, account_id, *order_ids])
 
     async def placed(self, session_id: str, order_id: str) -> None:
         await self._call(self._placed, [self._session + session_id, self._orders + session_id], [order_id])
 
     async def beat(self, session_ids: Collection[str]) -> list[str]:
-        missing = await self._call(self._beat, [self._beats], [BEAT_TTL_MS, *session_ids])
+        missing = await self._call(self._beat, [self._beats], [self._ttl_ms, *session_ids])
         return [m.decode() for m in missing]
 
     async def lapsed(self) -> list[Lapsed]:
