@@ -167,7 +167,7 @@ def _show(value: Any) -> str:
     type=click.IntRange(1, 256),
     default=1,
     show_envvar=True,
-    help="Processes serving the port, each a full instance; above 1 needs a PostgreSQL RT_DATABASE_URL. [default: 1]",
+    help="Processes serving the port, each a full instance; above 1 needs PostgreSQL and Redis. [default: 1]",
 )
 @click.pass_context
 def serve(ctx: click.Context, /, workers: int, **flags: Any) -> None:
@@ -186,11 +186,12 @@ def serve(ctx: click.Context, /, workers: int, **flags: Any) -> None:
         settings = _settings(ctx).replace(**overrides)
     except (RtError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    if workers > 1 and sqlite_dir(settings) is not None:
+    if workers > 1 and (sqlite_dir(settings) is not None or not settings.redis_url):
         raise CliError(
-            "WORKERS_NEED_POSTGRES",
-            f"--workers {workers} needs a PostgreSQL store (RT_DATABASE_URL=postgresql://...): "
-            "SQLite serves one process",
+            "WORKERS_NEED_SERVICES",
+            f"--workers {workers} needs PostgreSQL (RT_DATABASE_URL=postgresql://...) and Redis (RT_REDIS_URL): "
+            "SQLite serves one process, and without Redis each worker would keep its own events, WebSocket tokens "
+            "and rate limits",
         )
     logs.configure(settings.log_level)
     try:

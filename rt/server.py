@@ -292,7 +292,8 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 class Supervisor:
     """The parent of `rt serve --workers N`: it binds the port, forks the workers, restarts one that dies (backing
     off while it keeps dying), forwards SIGTERM and SIGINT as SIGTERM (a graceful stop; a second signal kills them)
-    and exits once every worker has stopped. A worker that fails before it first serves stops them all."""
+    and exits once every worker has stopped. Worker 0 starts first, the others once it serves; a worker that
+    fails before they all first served stops them all."""
 
     settings: Settings
     make_app: Callable[[Settings], Starlette]
@@ -322,8 +323,9 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         for warning in startup_warnings(self.settings):
             log.warning(warning)
-        for worker in self.workers:
-            self._spawn(worker)
+        # The first worker starts alone: it applies the store's migrations and bootstraps the first key before the
+        # others open the store, and a configuration every worker would fail on fails once.
+        self._spawn(self.workers[0])
         deadline: float | None = None
         while True:
             self._reap()
@@ -431,6 +433,10 @@ class Supervisor:
         with contextlib.suppress(BlockingIOError):
             if os.read(fd, 1):
                 worker.ready, worker.backoff = True, 0.5
+                if worker.index == 0 and not self.started and not self.stopping:
+                    for rest in self.workers[1:]:
+                        if not rest.pid:
+                            self._spawn(rest)
                 if not self.started and all(w.ready for w in self.workers):
                     self.started = True
                     log.info("workers serving", extra={"workers": len(self.workers), "port": self.settings.port})
