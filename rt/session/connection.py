@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from rt.api.idempotency import fingerprint
 from rt.auth.limiter import gcra
 from rt.auth.principal import Principal
-from rt.errors import RATE_LIMITED, RtError, TooManyRequests
+from rt.errors import RATE_LIMITED, RtError, TooManyRequests, outage
 from rt.ids import new_id
 from rt.session import commands, protocol
 from rt.wire import dumps
@@ -260,6 +260,11 @@ class Session:
                 raise RtError(f"unknown op {message.op!r}", status=400, code="BAD_REQUEST")
         except RtError as exc:
             self.send(protocol.error_frame(exc, message.id))
+        except Exception as exc:
+            unavailable = outage(exc)
+            if unavailable is None:
+                raise
+            self.send(protocol.error_frame(unavailable, message.id))
 
     def _throttle(self) -> None:
         tier = self.runtime.tiers[self.principal.tier]
@@ -320,10 +325,14 @@ class Session:
             frame = protocol.error_frame(exc, message.id)
             frame["time_in"], frame["time_out"] = time_in, now_us()
             self.send(frame)
-        except Exception:
-            log.exception("command failed", extra={"op": op})
-            error = RtError("the server failed to run this command")
-            self.send(protocol.error_frame(error, message.id))
+        except Exception as exc:
+            error: RtError | None = outage(exc)
+            if error is None:
+                log.exception("command failed", extra={"op": op})
+                error = RtError("the server failed to run this command")
+            frame = protocol.error_frame(error, message.id)
+            frame["time_in"], frame["time_out"] = time_in, now_us()
+            self.send(frame)
 
     async def _as_pair(self, op: str, handler: commands.Command, params: dict[str, Any]) -> tuple[int, bytes]:
         try:
