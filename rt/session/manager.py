@@ -234,7 +234,7 @@ class Sessions:
         """One timer for every session's heartbeat and idle check; beside it, the dead man's switch: this
         instance's heartbeats and, while it holds the `deadman` role, the sweeper."""
         # A lease of its own, shorter than the other roles': the switch must move within its 2 s of slack.
-        roles = Roles(self.runtime.roles.leases, ttl_ms=DEADMAN_TTL_MS)
+        roles = Roles(self.runtime.roles.leases, min(self.runtime.settings.lease_ttl_ms, DEADMAN_TTL_MS))
         roles.role(DEADMAN, self._sweep_forever, _nothing)
         try:
             async with asyncio.TaskGroup() as group:
