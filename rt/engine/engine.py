@@ -194,6 +194,8 @@ class Engine:
     def _swap(self, account_id: str, stored: Book) -> Book:
         """Put a book read from the store in place of this process's copy."""
         previous = self._books.pop(account_id, None)
+        # Marks taken on the copy being replaced must never be stored: a position closed elsewhere would reopen.
+        self._marked.pop(account_id, None)
         if previous is not None:
             for order in previous.orders.values():
                 self.untrack(order)
@@ -296,7 +298,11 @@ class Engine:
             changes.event("account.updated", ledger.summary(book, self.config.leverage))
         if changes.book_changed:
             book.version += 1
-        marked = [p for p in self._marked.pop(book.account_id, {}).values() if p.id not in changes.positions]
+        marked = [
+            p
+            for p in self._marked.pop(book.account_id, {}).values()
+            if p.id not in changes.positions and book.positions.get(p.id) is p
+        ]
         batch = TradeBatch(
             books=[book] if changes.book_changed else [],
             positions=[*changes.positions.values(), *marked],
