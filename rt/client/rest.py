@@ -1,7 +1,10 @@
-"""Async REST client for rt."""
+"""Async REST client for rt, over one base URL or several instances of one deployment."""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -10,6 +13,15 @@ import httpx
 
 if TYPE_CHECKING:
     from rt.client.stream import Stream
+
+log = logging.getLogger("rt.client")
+
+# Methods a server may run twice with no other effect than running them once.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The request never left: no connection was made (refused, unreachable, name unknown) or none was free in time.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The instance failed to answer: refused, died mid-request, hung up, or too slow.
+_FAILED = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
 
 class ApiError(Exception):
@@ -23,16 +35,61 @@ class ApiError(Exception):
         super().__init__(f"{status} {self.code}: {self.detail}")
 
 
+def new_idempotency_key() -> str:
+    """A fresh Idempotency-Key, as the SDK makes for a write that names none."""
+    return f"sdk-{uuid.uuid4().hex}"
+
+
 class Client:
-    """REST calls with an API key. Write calls take an optional `idempotency_key`."""
+    """REST calls with an API key, to one base URL or to several instances of one deployment.
+
+    `Client("http://a:8080", key)`, `Client(["http://a:8080", "http://b:8080"], key)` or
+    `Client(urls=[...], api_key=key)`. Calls go to the current URL (`base_url`, the first at the start). When it
+    refuses the connection, dies mid-request, hangs up or times out, the client moves on to the next URL (and stays
+    there) and sends the call again, each URL once per call: a read always, a write only when it carries an
+    `Idempotency-Key`, or when it never left (a refused connection). Every trading write of this class carries one:
+    yours (`idempotency_key=`, or `client_order_id` in an order) or a fresh one per call, so a write retried on
+    another instance trades once. When every URL has failed, the last `httpx.TransportError` is raised.
+    """
 
     def __init__(
-        self, base_url: str, api_key: str, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str | Sequence[str] | None = None,
+        api_key: str | None = None,
+        *,
+        urls: Sequence[str] | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers={"X-API-Key": api_key}, timeout=timeout, transport=transport
-        )
+        if base_url is not None and urls is not None:
+            raise ValueError("give the base URL or urls=, not both")
+        given = urls if urls is not None else base_url
+        listed = [given] if isinstance(given, str) else list(given or ())
+        if not listed or not all(isinstance(url, str) and url for url in listed):
+            raise ValueError("a Client needs at least one base URL, like http://127.0.0.1:8080")
+        if not api_key:
+            raise ValueError("a Client needs an API key")
+        self.urls: tuple[str, ...] = tuple(dict.fromkeys(url.rstrip("/") for url in listed))
+        self._current = 0
+        self._http = httpx.AsyncClient(headers={"X-API-Key": api_key}, timeout=timeout, transport=transport)
+
+    @property
+    def base_url(self) -> str:
+        """The URL calls go to now: the first of `urls` until it fails."""
+        return self.urls[self._current]
+
+    def move_on(self, failed: str) -> str:
+        """Make the URL after `failed` the current one, unless another call has moved on from it already (so calls
+        failing together on one URL move once); returns the current URL."""
+        if self.base_url == failed:
+            self._current = (self._current + 1) % len(self.urls)
+            if len(self.urls) > 1:
+                log.info("moving on to the next instance", extra={"failed": failed, "next": self.base_url})
+        return self.base_url
+
+    def _rotation(self) -> list[str]:
+        """Every URL once, from the current one on."""
+        return [*self.urls[self._current :], *self.urls[: self._current]]
 
     async def __aenter__(self) -> Client:
         return self
@@ -51,17 +108,58 @@ class Client:
         json: Any = None,
         params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        at: str | None = None,
     ) -> Any:
+        """One call: the answer's JSON, or ApiError for a problem. `at` sends it to that URL alone (no moving on).
+
+        A write without `idempotency_key` is sent to another URL only when it never left; pass a key (see
+        `new_idempotency_key()`) to have it retried after an instance died with it."""
+        method = method.upper()
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        repeatable = method in SAFE_METHODS or idempotency_key is not None
+        return await self._call(method, path, json=json, params=params, headers=headers, repeatable=repeatable, at=at)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        repeatable: bool,
+        at: str | None = None,
+    ) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        response = await self._http.request(method, path, json=json, params=clean, headers=headers)
-        if response.status_code >= 400:
+        order = [at.rstrip("/")] if at else self._rotation()
+        for tried, url in enumerate(order, 1):
             try:
-                problem = response.json()
-            except ValueError:
-                problem = {"code": "HTTP_ERROR", "detail": response.text[:200]}
-            raise ApiError(response.status_code, problem)
-        return response.json()
+                response = await self._http.request(method, url + path, json=json, params=clean, headers=headers)
+            except _FAILED as exc:
+                if at is None:
+                    self.move_on(url)
+                if tried == len(order) or not (repeatable or isinstance(exc, _UNSENT)):
+                    raise
+                log.info("request failed, sending it to the next instance", extra={"error": type(exc).__name__})
+                continue
+            if response.status_code >= 400:
+                try:
+                    problem = response.json()
+                except ValueError:
+                    problem = {"code": "HTTP_ERROR", "detail": response.text[:200]}
+                raise ApiError(response.status_code, problem)
+            return response.json()
+        raise AssertionError("unreachable: the last URL's failure is raised")
+
+    async def _write(
+        self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None, keyed: bool = True
+    ) -> Any:
+        """A trading write with an Idempotency-Key (the caller's or a fresh one), so it may be sent again elsewhere.
+        `keyed=False` when the body carries its own key (an order's `client_order_id`), which a header would
+        override."""
+        key = idempotency_key or (new_idempotency_key() if keyed else None)
+        headers = {"Idempotency-Key": key} if key else None
+        return await self._call(method, path, json=json, headers=headers, repeatable=True)
 
     # account and market
 
@@ -84,11 +182,11 @@ class Client:
         return dict((await self.request("GET", f"/v1/positions/{position_id}"))["position"])
 
     async def open_position(self, *, idempotency_key: str | None = None, **body: Any) -> dict[str, Any]:
-        answer = await self.request("POST", "/v1/positions", json=body, idempotency_key=idempotency_key)
+        answer = await self._write("POST", "/v1/positions", json=body, idempotency_key=idempotency_key)
         return dict(answer["position"])
 
     async def close_position(self, position_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        answer = await self.request("POST", f"/v1/positions/{position_id}/close", idempotency_key=idempotency_key)
+        answer = await self._write("POST", f"/v1/positions/{position_id}/close", idempotency_key=idempotency_key)
         return dict(answer["position"])
 
     # orders
@@ -97,31 +195,37 @@ class Client:
         return list((await self.request("GET", "/v1/orders", params=filters))["orders"])
 
     async def place_order(self, *, idempotency_key: str | None = None, **body: Any) -> dict[str, Any]:
-        answer = await self.request("POST", "/v1/orders", json=body, idempotency_key=idempotency_key)
+        keyed = not body.get("client_order_id")
+        answer = await self._write("POST", "/v1/orders", json=body, idempotency_key=idempotency_key, keyed=keyed)
         return dict(answer["order"])
 
-    async def cancel_order(self, order_id: str) -> dict[str, Any]:
-        return dict((await self.request("DELETE", f"/v1/orders/{order_id}"))["order"])
+    async def cancel_order(self, order_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return dict((await self._write("DELETE", f"/v1/orders/{order_id}", idempotency_key=idempotency_key))["order"])
 
     # risk
 
     async def risk(self) -> dict[str, Any]:
         return dict(await self.request("GET", "/v1/risk/envelope"))
 
-    async def set_envelope(self, **envelope: Any) -> dict[str, Any]:
-        return dict(await self.request("PUT", "/v1/risk/envelope", json=envelope))
+    async def set_envelope(self, *, idempotency_key: str | None = None, **envelope: Any) -> dict[str, Any]:
+        return dict(await self._write("PUT", "/v1/risk/envelope", json=envelope, idempotency_key=idempotency_key))
 
-    async def kill(self, reason: str = "") -> dict[str, Any]:
-        return dict(await self.request("POST", "/v1/emergency/kill", json={"reason": reason, "confirm": True}))
+    async def kill(self, reason: str = "", *, idempotency_key: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason, "confirm": True}
+        return dict(await self._write("POST", "/v1/emergency/kill", json=body, idempotency_key=idempotency_key))
 
-    async def risk_command(self, action: str, account_id: str | None = None) -> dict[str, Any]:
+    async def risk_command(
+        self, action: str, account_id: str | None = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         body = {"action": action, **({"account_id": account_id} if account_id else {})}
-        return dict(await self.request("POST", "/v1/risk/kill", json=body))
+        return dict(await self._write("POST", "/v1/risk/kill", json=body, idempotency_key=idempotency_key))
 
     # streaming
 
-    async def ws_token(self) -> str:
-        return str((await self.request("POST", "/v1/ws/token"))["token"])
+    async def ws_token(self, *, at: str | None = None) -> str:
+        """A single-use WebSocket token; `at` asks that URL alone. Asking again elsewhere is harmless (an unused
+        token expires), so a failed request moves on like a read."""
+        return str((await self._call("POST", "/v1/ws/token", repeatable=True, at=at))["token"])
 
     def stream(self, *channels: str, **options: Any) -> Stream:
         from rt.client.stream import Stream

@@ -55,9 +55,12 @@ class Stream:
     `last_seq` holds the last sequence number seen per channel; after a reconnect each channel is subscribed with
     `since`, so the server replays what was missed (or sends a snapshot with `reset: true`).
 
-    A failed connection is retried with jittered exponential backoff up to `max_backoff` seconds; `on_retry` hears of
-    each failure. With `max_attempts`, that many failures in a row (no message received in between) end the
-    iteration with StreamUnavailable; without it the stream retries for as long as it is iterated.
+    A client with several URLs connects to its current one (`Client.base_url`); when that connection fails or drops,
+    the stream (and the client) moves on to the next URL and connects there at once, resuming with `since`.
+    Once every URL has failed in a row, each next attempt waits a jittered exponential backoff up to `max_backoff`
+    seconds. `on_retry` hears of each failure. With `max_attempts`, that many failures in a row (no message received
+    in between) end the iteration with StreamUnavailable; without it the stream retries for as long as it is
+    iterated.
     """
 
     def __init__(
@@ -84,18 +87,23 @@ class Stream:
         self._closed = False
         self._max_attempts = max_attempts
         self._on_retry = on_retry
+        self._target = client.base_url
+        self.connected_to: str | None = None  # the base URL of the open connection
 
     @property
     def url(self) -> str:
-        """The WebSocket URL the stream connects to (each connection adds a fresh token)."""
-        return self._client.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/ws"
+        """The WebSocket URL the stream connects to next (each connection adds a fresh token)."""
+        return _ws_url(self._client.base_url)
 
-    def _url(self, token: str) -> str:
-        return f"{self.url}?token={token}" + ("" if self._batch else "&batch=0")
+    def _url(self, base: str, token: str) -> str:
+        return f"{_ws_url(base)}?token={token}" + ("" if self._batch else "&batch=0")
 
     async def _connect(self) -> None:
-        token = await self._client.ws_token()
-        self._ws = await websockets.connect(self._url(token), max_size=2**22, compression=None)
+        # The token is asked of the instance the socket will open on: a failure there is one failure, of that URL.
+        base = self._target = self._client.base_url
+        token = await self._client.ws_token(at=base)
+        self._ws = await websockets.connect(self._url(base, token), max_size=2**22, compression=None)
+        self.connected_to = base
         for channel in self.channels:
             message: dict[str, Any] = {"op": "subscribe", "channel": channel, "id": f"sub-{channel}"}
             if channel in self.last_seq:
@@ -143,6 +151,7 @@ class Stream:
 
         delay = 0.25
         failures = 0
+        failed: set[str] = set()  # the URLs that failed since the last message
         while not self._closed:
             reason = ""
             try:
@@ -150,6 +159,7 @@ class Stream:
                     await self._connect()
                 async for frame in self._ws:
                     delay, failures = 0.25, 0
+                    failed.clear()
                     decoded = orjson.loads(frame)
                     for message in decoded if isinstance(decoded, list) else (decoded,):
                         if self._accept(message):
@@ -172,26 +182,32 @@ class Stream:
                 if self._ws is not None:
                     await self._ws.close()
             self._ws = None
+            self.connected_to = None
             if self._closed:
                 return
             failures += 1
+            failed.add(self._target)
+            # Another instance that has not failed yet is tried at once; once all have, the stream backs off.
+            fresh = self._client.move_on(self._target) not in failed
             if self._max_attempts is not None and failures >= self._max_attempts:
                 raise StreamUnavailable(failures, reason)
-            wait = min(delay + random.uniform(0, delay / 2), self._max_backoff)
+            wait = 0.0 if fresh else min(delay + random.uniform(0, delay / 2), self._max_backoff)
             if self._on_retry is not None:
                 self._on_retry(Retry(failures, reason, wait))
             self.reconnects += 1
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, self._max_backoff)
+            if not fresh:
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, self._max_backoff)
 
     def _reason(self, exc: BaseException) -> str:
-        if isinstance(exc, httpx.ConnectError):
+        base = self._target
+        if isinstance(exc, httpx.ConnectError | ConnectionRefusedError):
             cause = _innermost(exc)
             if isinstance(cause, ConnectionRefusedError):
-                return f"cannot connect to {self._client.base_url}: connection refused (is rt serve listening there?)"
-            return f"cannot connect to {self._client.base_url}: {_cause(cause)}"
+                return f"cannot connect to {base}: connection refused (is rt serve listening there?)"
+            return f"cannot connect to {base}: {_cause(cause)}"
         if isinstance(exc, httpx.TimeoutException | TimeoutError):
-            return f"no answer from {self._client.base_url} in time"
+            return f"no answer from {base} in time"
         if isinstance(exc, websockets.InvalidStatus):
             return f"the WebSocket handshake was refused with HTTP {exc.response.status_code}"
         return f"{type(exc).__name__}: {_cause(exc)}"
@@ -200,6 +216,10 @@ class Stream:
         self._closed = True
         if self._ws is not None:
             await self._ws.close()
+
+
+def _ws_url(base: str) -> str:
+    return base.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/ws"
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from rt.client import ApiError, Client, Stream
+from rt.client.stream import Retry
 from tests.conftest import need_redis
-from tests.e2e.server import Server, run_server
+from tests.e2e.server import Server, free_port, run_server
 from tests.e2e.test_ws_e2e import ENV, MARKET, RESTING, forget, full_key, last_seqs
 
 pytestmark = pytest.mark.e2e
@@ -146,6 +147,25 @@ async def test_a_stream_receives_snapshots_events_and_command_results(client: Cl
         assert not [m for m in reader.messages if m["type"] in ("result", "error")]
     finally:
         await reader.close()
+
+
+async def test_a_stream_over_several_urls_moves_on_from_one_that_refuses_at_once(server: Server) -> None:
+    key = await full_key(server)
+    dead = f"http://127.0.0.1:{free_port()}"
+    heard: list[Retry] = []
+    async with Client([dead, server.url], key.key) as client:
+        reader = Reader(client.stream("orders", on_retry=heard.append))
+        try:
+            await reader.until(lambda: "orders" in reader.stream.last_seq)
+            assert reader.stream.connected_to == server.url
+            assert client.base_url == server.url  # REST calls follow
+            order = await client.place_order(**MARKET)
+            await reader.until(lambda: any((m.get("data") or {}).get("id") == order["id"] for m in reader.messages))
+        finally:
+            await reader.close()
+    assert [(r.attempt, r.delay) for r in heard] == [(1, 0.0)]
+    assert heard[0].reason.startswith(f"cannot connect to {dead}: connection refused")
+    assert reader.stream.connected_to is None
 
 
 async def test_a_stream_resumes_after_its_socket_dies_without_duplicates_or_gaps(server: Server) -> None:

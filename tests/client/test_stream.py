@@ -33,3 +33,18 @@ async def test_an_unresolvable_host_is_named_in_the_reason() -> None:
                 pytest.fail("no such host")
     assert raised.value.reason.startswith("cannot connect to http://rt-host.invalid:8080: ")
     assert "connection refused" not in raised.value.reason
+
+
+async def test_a_stream_over_several_urls_tries_the_next_at_once_and_backs_off_once_all_have_failed() -> None:
+    first, second = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    heard: list[Retry] = []
+    async with Client([first, second], "rt_live_" + "0" * 32) as client:
+        stream = client.stream("orders", max_attempts=4, max_backoff=0.05, on_retry=heard.append)
+        with pytest.raises(StreamUnavailable) as raised:
+            async for _ in stream:
+                pytest.fail("nothing listens there")
+    refused = "cannot connect to {}: connection refused (is rt serve listening there?)"
+    assert [r.reason for r in heard] + [raised.value.reason] == [refused.format(u) for u in (first, second) * 2]
+    assert heard[0].delay == 0
+    assert all(0 < r.delay <= 0.05 for r in heard[1:])
+    assert client.base_url == first  # moved on from each
