@@ -97,8 +97,8 @@ def test_cancel_on_disconnect_is_carried_out_by_another_instance_when_its_own_is
     assert status_of(second, key, elsewhere["id"]) == "open"  # not placed through that session
 
 
-def test_a_session_closed_cleanly_is_not_canceled_again_by_the_sweeper(group: Cluster) -> None:
-    """Turned off before the close, the durable record goes with it: nothing lapses later."""
+def test_cancel_on_disconnect_turned_off_leaves_nothing_to_lapse_on_another_instance(group: Cluster) -> None:
+    """Turned off before the socket goes, the durable record goes with it: nothing lapses later."""
     first, second = group.servers
     key = new_account_key(group)
     with socket(first, key) as ws:
