@@ -370,8 +370,9 @@ class Session:
         this instance dies; off: it is dropped from it."""
         deadman = self.runtime.sessions.deadman
         if not cancel_on_disconnect:
-            self.cancel_on_disconnect = False
+            # Dropped first: a record left behind without its heartbeat would lapse and cancel the orders after all.
             await deadman.forget(self.session_id)
+            self.cancel_on_disconnect = False
             return
         kept = set(self._mine)
         await deadman.watch(self.session_id, self.principal.account_id, kept)
