@@ -61,6 +61,10 @@ class Sessions:
         self.runtime = runtime
         self._by_key: dict[str, set[Session]] = {}
         self.deadman = open_deadman(runtime.settings.redis_url, runtime.settings.redis_prefix)
+        # The `deadman` role on a lease of its own, never longer than the other roles': the switch must move to
+        # another instance within its 2 s of slack.
+        self.roles = Roles(runtime.roles.leases, min(runtime.settings.lease_ttl_ms, DEADMAN_TTL_MS))
+        self.roles.role(DEADMAN, self._sweep_forever, _nothing)
         self.slow_consumer_closes = 0
         self.closing = False
         self.accepted = 0
@@ -233,12 +237,9 @@ class Sessions:
     async def run_clock(self, every: float = 1.0) -> None:
         """One timer for every session's heartbeat and idle check; beside it, the dead man's switch: this
         instance's heartbeats and, while it holds the `deadman` role, the sweeper."""
-        # A lease of its own, shorter than the other roles': the switch must move within its 2 s of slack.
-        roles = Roles(self.runtime.roles.leases, min(self.runtime.settings.lease_ttl_ms, DEADMAN_TTL_MS))
-        roles.role(DEADMAN, self._sweep_forever, _nothing)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(roles.run(), name="deadman-role")
+                group.create_task(self.roles.run(), name="deadman-role")
                 group.create_task(self._beat_forever(), name="deadman-beats")
                 group.create_task(self._clock(every), name="session-clock")
         finally:

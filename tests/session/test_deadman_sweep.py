@@ -11,6 +11,8 @@ from typing import Any, cast
 import pytest
 
 from rt.coord.deadman import open_deadman
+from rt.coord.memory import MemoryLeases
+from rt.coord.roles import Roles
 from rt.session.manager import Sessions
 from tests.conftest import need_redis
 from tests.coord.test_deadman import drop_keys
@@ -25,8 +27,9 @@ BEAT_MS = 150
 async def sessions(request: pytest.FixtureRequest, rig: Rig, redis_prefix: str) -> AsyncIterator[Sessions]:
     """Sessions as rt serve has them, on the rig's engine and the switch's memory or Redis twin."""
     url = await need_redis() if request.param == "redis" else ""
-    settings = SimpleNamespace(redis_url=url, redis_prefix=redis_prefix)
-    made = Sessions(cast(Any, SimpleNamespace(settings=settings, engine=rig.engine)))
+    settings = SimpleNamespace(redis_url=url, redis_prefix=redis_prefix, lease_ttl_ms=3000)
+    roles = Roles(MemoryLeases("test"))
+    made = Sessions(cast(Any, SimpleNamespace(settings=settings, engine=rig.engine, roles=roles)))
     await made.deadman.close()
     made.deadman = open_deadman(url, redis_prefix, beat_ttl_ms=BEAT_MS)
     try:
