@@ -161,16 +161,8 @@ def _show(value: Any) -> str:
 
 @main.command()
 @_serve_options
-@click.option(
-    "--workers",
-    envvar="RT_WORKERS",
-    type=click.IntRange(1, 256),
-    default=1,
-    show_envvar=True,
-    help="Processes serving the port, each a full instance; above 1 needs PostgreSQL and Redis. [default: 1]",
-)
 @click.pass_context
-def serve(ctx: click.Context, /, workers: int, **flags: Any) -> None:
+def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the gateway: REST, WebSocket, the paper exchange, everything, in one process (or --workers N)."""
     from rt import logs
     from rt.app import create_app
@@ -186,6 +178,9 @@ def serve(ctx: click.Context, /, workers: int, **flags: Any) -> None:
         settings = _settings(ctx).replace(**overrides)
     except (RtError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    workers = settings.workers
+    if workers < 1:
+        raise CliError("CONFIG_INVALID", f"RT_WORKERS: {workers} is not a number of processes (1 or more)")
     if workers > 1 and (sqlite_dir(settings) is not None or not settings.redis_url):
         raise CliError(
             "WORKERS_NEED_SERVICES",

@@ -42,6 +42,13 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("host", "RT_HOST", "127.0.0.1", str, "Interface to listen on."),
     Option("port", "RT_PORT", 8080, int, "TCP port to listen on."),
+    Option(
+        "workers",
+        "RT_WORKERS",
+        1,
+        int,
+        "Processes serving the port, each a full instance; above 1 needs PostgreSQL and Redis.",
+    ),
     Option("data_dir", "RT_DATA_DIR", "./rt-data", str, "Directory for the SQLite store, pepper and secret key."),
     Option("database_url", "RT_DATABASE_URL", "", str, "Store URL; empty means SQLite at DATA_DIR/rt.db."),
     Option(
@@ -127,6 +134,7 @@ OPTIONS: tuple[Option, ...] = (
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 1
     data_dir: str = "./rt-data"
     database_url: str = ""
     redis_url: str = ""
