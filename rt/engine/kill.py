@@ -47,6 +47,10 @@ async def execute(
             log.exception("halting strategies failed", extra={"account_id": account_id})
 
     async def command(changes: Changes) -> dict[str, Any]:
+        # The book as stored now: another instance may have written it since the copy above was read.
+        book = changes.book
+        if lock:
+            book.state = "locked"
         canceled = await _cancel_all(engine, changes) if cancel else []
         closed, failed = await _close_all(engine, changes) if close else ([], [])
         if lock:

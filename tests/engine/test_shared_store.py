@@ -130,8 +130,8 @@ async def test_a_mark_on_a_replaced_copy_never_reopens_a_position_closed_elsewhe
 
 async def test_a_kill_on_one_engine_refuses_the_next_command_on_the_other(pair: Pair) -> None:
     a, b, account_id = pair.a.engine, pair.b.engine, pair.account_id
+    await a.book(account_id)  # a's copy falls behind with b's write
     await trading.open_position(b, account_id, LONG)
-    await b.book(account_id)
     report = await kill.execute(a, account_id, "KILL")
     assert report["positions_closed"] == 1
     with pytest.raises(RtError) as refused:
