@@ -110,7 +110,17 @@ async def answer(ws: ClientConnection, request_id: str, within: float = 10.0) ->
     while True:
         decoded = orjson.loads(await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01)))
         for message in decoded if isinstance(decoded, list) else [decoded]:
-            if message.get("id") == request_id and message["type"] in {"result", "error", "pong"}:
+            if message.get("id") == request_id and message["type"] in {"result", "error", "pong", "subscribed"}:
+                return dict(message)
+
+
+async def event(ws: ClientConnection, channel: str, order_id: str, within: float = RECOVERY_S) -> dict[str, Any]:
+    """The first event on `channel` about `order_id`; other messages are skipped."""
+    deadline = time.monotonic() + within
+    while True:
+        decoded = orjson.loads(await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01)))
+        for message in decoded if isinstance(decoded, list) else [decoded]:
+            if message["type"] == "event" and message["channel"] == channel and message["data"]["id"] == order_id:
                 return dict(message)
 
 
@@ -134,6 +144,8 @@ async def _lose_and_recover(server: Server, cut: Proxy, service: str, checks: se
     async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": server.key}, timeout=15) as http:
         async with session(server, http) as ws:
             assert (await http.get("/v1/ready")).status_code == 200
+            await ws.send(orjson.dumps({"op": "subscribe", "channel": "orders", "id": "sub"}).decode())
+            assert (await answer(ws, "sub"))["type"] != "error"
             cut.cut()
 
             refused = await http.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": "rest-during-cut"})
@@ -159,6 +171,9 @@ async def _lose_and_recover(server: Server, cut: Proxy, service: str, checks: se
             cut.restore()
             accepted = await until_accepted(http, "rest-during-cut")
             assert accepted.status_code == 201, accepted.text
+            # The subscription made before the outage carries events again.
+            created = await event(ws, "orders", accepted.json()["order"]["id"])
+            assert created["event"] == "order.created"
             assert (await http.get("/v1/ready")).status_code == 200
             again = await command(ws, "ws-2", "order.place", **ORDER, idempotency_key="ws-during-cut")
             assert again["type"] == "result", again
