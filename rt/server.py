@@ -254,9 +254,9 @@ class _Worker:
 def listen(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` listening sockets on one address, SO_REUSEPORT: the kernel spreads new connections over them, one
     socket per worker. A port another process already listens on is refused first, as a single server's is."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
-        0
-    ]
+    (family, kind, proto, _, address), *_ = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -288,11 +288,14 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     return settings.replace(**changes)
 
 
+_SUPERVISED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+
+
 @dataclass
 class Supervisor:
     """The parent of `rt serve --workers N`: it binds the port, forks the workers, restarts one that dies (backing
-    off while it keeps dying), forwards SIGTERM and SIGINT as SIGTERM (a graceful stop; a second signal kills them)
-    and exits once every worker has stopped. Worker 0 starts first, the others once it serves; a worker that
+    off while it keeps dying), forwards SIGTERM and SIGINT as SIGTERM (a graceful stop; asked again a second later, it
+    kills them) and exits once every worker has stopped. Worker 0 starts first, the others once it serves; a worker that
     fails before they all first served stops them all."""
 
     settings: Settings
@@ -304,10 +307,10 @@ class Supervisor:
     started: bool = False  # every worker has served once
     _wake_r: int = -1
     _wake_w: int = -1
+    _first_signal: float = 0.0
 
     STOP_TIMEOUT_S = 30.0
     REPEAT_S = 1.0
-    _first_signal: float = 0.0
     MAX_BACKOFF_S = 10.0
 
     def run(self) -> int:
@@ -384,6 +387,9 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        # Signals wait until the parent knows the new pid, and the worker has its own handlers: neither runs the
+        # other's.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISED)
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(ready_r)
@@ -401,13 +407,15 @@ class Supervisor:
         os.close(ready_w)
         os.set_blocking(ready_r, False)
         worker.pid, worker.ready_fd, worker.ready = pid, ready_r, False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISED)
         log.info("worker started", extra={"worker": worker.index, "pid": pid})
 
     def _work(self, worker: _Worker, ready_w: int) -> int:
         parent = os.getppid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for sig in _SUPERVISED:
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISED)
         os.close(self._wake_r)
         os.close(self._wake_w)
         for other in self.workers:
