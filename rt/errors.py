@@ -185,7 +185,8 @@ def outage(exc: BaseException) -> Unavailable | None:
             seen = seen.__cause__ if seen.__suppress_context__ else (seen.__cause__ or seen.__context__)
             continue
         return Unavailable(
-            f"{service} is unreachable; retry in {RETRY_AFTER_OUTAGE_S} s with the same idempotency key",
+            f"{service} is unreachable; retry in {RETRY_AFTER_OUTAGE_S} s (a write retried with the same idempotency "
+            "key is done once)",
             headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)},
             retry_after=RETRY_AFTER_OUTAGE_S,
         )

@@ -164,6 +164,10 @@ async def _lose_and_recover(server: Server, cut: Proxy, service: str, checks: se
             error = await command(ws, "ws-1", "order.place", **ORDER, idempotency_key="ws-during-cut")
             assert error["type"] == "error", error
             assert error["error"]["code"] == "SERVICE_UNAVAILABLE" and error["error"]["retry_after"] == 1
+            # A subscribe that needs the lost service is refused the same way (one that does not is answered).
+            await ws.send(orjson.dumps({"op": "subscribe", "channel": "positions", "id": "sub-cut"}).decode())
+            subscribe = await answer(ws, "sub-cut")
+            assert subscribe["type"] == "subscribed" or subscribe["error"]["code"] == "SERVICE_UNAVAILABLE", subscribe
             # The socket stays up through the outage.
             await ws.send(orjson.dumps({"op": "ping", "id": "still-there"}).decode())
             assert (await answer(ws, "still-there"))["type"] == "pong"
