@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ws clean
+.PHONY: run test lint bench bench-ws bench-scaleout clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 # WebSocket fan-out, idle memory and order round trip against a bare websockets server (a few minutes).
 bench-ws: $(STAMP)
 	$(BIN)/python bench/ws_fanout.py $(BENCH_WS_ARGS)
+
+# Orders, limits, kill and fan-out over 1-3 instances on PostgreSQL + Redis, SQLite for comparison (about 3 minutes;
+# BENCH_SCALEOUT_ARGS=--quick for a smoke test). Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379.
+bench-scaleout: $(STAMP)
+	$(BIN)/python bench/scaleout.py $(BENCH_SCALEOUT_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,8 @@ subscribers to ticks:BTC/USDT over bench/ws_fanout.py's raw client, delivered ev
 The load generator is raw asyncio HTTP/1.1 over persistent connections (one process, uvloop when installed).
 Servers are pinned to `--server-cpus` and the load generator to `--client-cpus` (sched_setaffinity, as taskset does;
 a server inherits it from the process that starts it). PostgreSQL and Redis are the machine's services: not pinned.
-`--profile DIR` runs the first instance of each PostgreSQL run under cProfile and prints where its time went.
+`--profile DIR` times every request, asyncpg statement, pool checkout and Redis command of the first instance of
+each PostgreSQL run (wrappers the bench installs in that server process) and prints where the time went.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import os
 import pstats
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +52,7 @@ import redis.asyncio as redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ws_fanout import Fanout, Load, _tokens, raise_nofile, run_clients, run_loop
+from bench.ws_fanout import Fanout, Load, _tokens, cpu_s, machine_cpu, raise_nofile, run_clients, run_loop
 from rt.config import Settings
 from rt.runtime import open_runtime
 from tests.e2e.server import Server, run_server
@@ -89,6 +91,50 @@ def cpus_of(pid: int) -> str:
     return "?"
 
 
+def pids_of(name: str, title: str = "") -> list[int]:
+    """Processes called `name` whose command line holds `title` (a PostgreSQL backend names its database there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == name and title in (entry / "cmdline").read_text():
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_snapshot(servers: list[int], database: str) -> dict[str, dict[int, float] | float]:
+    """CPU seconds so far: the servers, the PostgreSQL backends of the run's database, redis-server, this process,
+    and the whole machine."""
+
+    def each(pids: list[int]) -> dict[int, float]:
+        spent = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                spent[pid] = cpu_s(pid)
+        return spent
+
+    return {
+        "rt": each(servers),
+        "postgres": each(pids_of("postgres", database)) if database else {},
+        "redis": each(pids_of("redis-server")),
+        "loadgen": each([os.getpid()]),
+        "machine": machine_cpu()[0],
+    }
+
+
+def cpu_share(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, float]:
+    """% of one CPU over the window, per group (a process counts from its first snapshot, or from 0 if it started
+    inside the window); `other` is the rest of the machine: other programs, the kernel's loopback work."""
+    out: dict[str, float] = {}
+    for name, now in after.items():
+        if name == "machine":
+            continue
+        out[name] = sum(cpu - before[name].get(pid, 0.0) for pid, cpu in now.items())
+    busy = after["machine"] - before["machine"]
+    out["other"] = max(0.0, busy - sum(out.values()))
+    return {k: round(100 * v / seconds) for k, v in out.items()}
+
+
 @contextlib.contextmanager
 def pinned(cpus: set[int]) -> Iterator[None]:
     """This thread on `cpus` for the block: a process started inside inherits them, as under `taskset -c`."""
@@ -114,8 +160,9 @@ def parse_cpus(spec: str) -> set[int]:
 class Conn:
     """One HTTP/1.1 keep-alive connection on raw asyncio streams; the key is per request."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, phase: str = "") -> None:
         self.port = port
+        self.phase = phase  # sent as X-Bench-Phase: the timed server (--profile) sums each phase apart
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -131,7 +178,7 @@ class Conn:
         assert self._reader is not None and self._writer is not None
         payload = json.dumps(body).encode() if body is not None else b""
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nX-API-Key: {key}\r\n"
-        head += f"Content-Length: {len(payload)}\r\n"
+        head += f"Content-Length: {len(payload)}\r\nX-Bench-Phase: {self.phase}\r\n"
         if body is not None:
             head += "Content-Type: application/json\r\n"
         self._writer.write(head.encode() + b"\r\n" + payload)
@@ -165,6 +212,7 @@ class Run:
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -184,12 +232,13 @@ class Run:
             "p99_ms": round(self.pct(0.99), 3),
             "max_ms": round(max(self.latencies_ms), 3) if self.latencies_ms else None,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "cpu_percent": self.cpu,
         }
 
 
 async def sequential(ports: list[int], key: str, warmup: int, count: int) -> Run:
     """One request at a time, each to the next instance in turn."""
-    conns = [await Conn(p).open() for p in ports]
+    conns = [await Conn(p, "1 account, one at a time").open() for p in ports]
     run = Run("1 account, one at a time", 1)
     try:
         for i in range(warmup + count):
@@ -205,15 +254,24 @@ async def sequential(ports: list[int], key: str, warmup: int, count: int) -> Run
     return run
 
 
-async def concurrent(label: str, ports: list[int], keys: list[str], connections: int, seconds: float) -> Run:
-    """`connections` connections, connection c to instance c % n, each cycling over keys c, c + connections, ..."""
+async def concurrent(label: str, g: Group, keys: list[str], args: argparse.Namespace) -> Run:
+    """`--connections` connections, connection c to instance c % n, each cycling over keys c, c + connections, ...;
+    the CPU the servers, PostgreSQL, Redis and this process spent over the window."""
+    ports, connections, seconds, database = g.ports, args.connections, args.seconds, g.database
+    pids = [s.process.pid for s in g.servers]
     run = Run(label, connections)
     warm = 0.5
     begin = time.perf_counter() + warm
     deadline = begin + seconds
 
+    async def cpu() -> None:
+        await asyncio.sleep(begin - time.perf_counter())
+        before = cpu_snapshot(pids, database)
+        await asyncio.sleep(deadline - time.perf_counter())
+        run.cpu = cpu_share(before, cpu_snapshot(pids, database), seconds)
+
     async def worker(c: int) -> None:
-        conn = await Conn(ports[c % len(ports)]).open()
+        conn = await Conn(ports[c % len(ports)], label).open()
         mine = keys[c % len(keys) :: connections] or [keys[c % len(keys)]]
         i = 0
         try:
@@ -229,7 +287,7 @@ async def concurrent(label: str, ports: list[int], keys: list[str], connections:
         finally:
             conn.close()
 
-    await asyncio.gather(*(worker(c) for c in range(connections)))
+    await asyncio.gather(cpu(), *(worker(c) for c in range(connections)))
     run.seconds = seconds
     return run
 
@@ -274,7 +332,7 @@ class Burst:
 
 async def burst(ports: list[int], key: str, attempts: int, limit: int) -> Burst:
     await put_envelopes(ports[:1], [key], {**ENVELOPE, "max_concurrent_positions": limit})
-    conns = [await Conn(ports[i % len(ports)]).open() for i in range(attempts)]
+    conns = [await Conn(ports[i % len(ports)], "limit burst").open() for i in range(attempts)]
     go = asyncio.Event()
 
     async def one(conn: Conn) -> int:
@@ -308,7 +366,7 @@ class Kill:
 
 
 async def kill(ports: list[int], key: str, positions: int) -> Kill:
-    conns = [await Conn(ports[c % len(ports)]).open() for c in range(min(16, positions))]
+    conns = [await Conn(ports[c % len(ports)], "kill: opening").open() for c in range(min(16, positions))]
 
     async def opener(c: int) -> None:
         for _ in range(c, positions, len(conns)):
@@ -319,7 +377,7 @@ async def kill(ports: list[int], key: str, positions: int) -> Kill:
     for c in conns:
         c.close()
     opened = await open_count(ports[0], key)
-    conn = await Conn(ports[0]).open()
+    conn = await Conn(ports[0], "kill").open()
     started = time.perf_counter()
     status, report = await conn.request("POST", "/v1/emergency/kill", key, {"reason": "bench", "confirm": True})
     client_ms = (time.perf_counter() - started) * 1000
@@ -350,6 +408,7 @@ class Group:
     store: str  # "sqlite" or "postgresql"
     servers: list[Server]
     env: dict[str, str]  # what the instances share
+    database: str = ""  # the PostgreSQL database's name
 
     @property
     def ports(self) -> list[int]:
@@ -371,7 +430,128 @@ def shared_env(database_url: str, redis_url: str) -> dict[str, str]:
     }
 
 
-PROFILED = ("-m", "cProfile", "-o", "{out}", "-m", "rt", "serve")
+# `rt serve` with timing around every HTTP request, asyncpg statement, pool checkout and Redis command, per route
+# (bench code only: the server's own code is unchanged). A thread rewrites the sums to a JSON file each second.
+TIMED = """
+import collections, contextvars, cProfile, json, os, threading, time
+import asyncpg.connection, asyncpg.pool, redis.asyncio.client as rc
+import rt.app
+OUT, current, stats = os.environ["RT_BENCH_TIMINGS"], contextvars.ContextVar("bench", default=None), {}
+def timed(kind, fn):
+    async def wrapper(self, *args, **kw):
+        acc = current.get()
+        if acc is None:
+            return await fn(self, *args, **kw)
+        name, what = kind, ""
+        if args and isinstance(args[0], str) and "advisory" in args[0]:
+            name = "pg_lock"
+        if kind in ("pg", "pg_lock") and args:
+            what = " ".join(str(args[0]).split())[:48]
+        elif kind == "redis":
+            what = str(args[0]) if args else f"pipeline of {len(getattr(self, 'command_stack', []))}"
+        started = time.perf_counter()
+        try:
+            return await fn(self, *args, **kw)
+        finally:
+            ms = (time.perf_counter() - started) * 1000
+            acc[name + "_ms"] += ms
+            acc[name + "_n"] += 1
+            if what:
+                acc[f"{kind}|{what}|n"] += 1
+                acc[f"{kind}|{what}|ms"] += ms
+    return wrapper
+for m in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
+    setattr(asyncpg.connection.Connection, m, timed("pg", getattr(asyncpg.connection.Connection, m)))
+asyncpg.pool.Pool._acquire = timed("pool_wait", asyncpg.pool.Pool._acquire)
+rc.Redis.execute_command = timed("redis", rc.Redis.execute_command)
+rc.Pipeline.execute = timed("redis", rc.Pipeline.execute)
+class Timed:
+    def __init__(self, app):
+        self.app = app
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        acc, started = collections.Counter(), time.perf_counter()
+        token = current.set(acc)
+        phase = dict(scope["headers"]).get(b"x-bench-phase", b"").decode()
+        profiler = cProfile.Profile() if phase == "kill" else None
+        if profiler is not None:
+            profiler.enable()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(OUT + ".kill.pstats")
+            current.reset(token)
+            acc["wall_ms"] += (time.perf_counter() - started) * 1000
+            acc["n"] += 1
+            route = (phase + ": " if phase else "") + scope["method"] + " " + scope["path"]
+            stats.setdefault(route, collections.Counter()).update(acc)
+create = rt.app.create_app
+rt.app.create_app = lambda settings: Timed(create(settings))
+def dump():
+    while True:
+        time.sleep(1)
+        try:
+            snapshot = {k: dict(v) for k, v in list(stats.items())}
+        except RuntimeError:
+            continue
+        with open(OUT + ".tmp", "w") as f:
+            json.dump(snapshot, f)
+        os.replace(OUT + ".tmp", OUT)
+threading.Thread(target=dump, daemon=True).start()
+from rt.cli import main
+main(["serve"])
+"""
+
+
+def timing_summary(path: Path) -> list[str]:
+    """Per route: requests, mean wall time, and how much of it went to PostgreSQL (statements, the account's advisory
+    lock, waiting for a pooled connection) and to Redis; the rest is Python on the event loop and waiting for it."""
+    stats: dict[str, dict[str, float]] = json.loads(path.read_text())
+    out = [
+        f"{'phase: route':<52} {'requests':>8} {'wall ms':>8} {'pg ms':>7} {'pg n':>5} {'lock ms':>8} {'pool ms':>8} "
+        f"{'redis ms':>9} {'redis n':>7} {'rest ms':>8}   (means per request)"
+    ]
+    for route, s in sorted(stats.items(), key=lambda kv: -kv[1].get("wall_ms", 0))[:8]:
+        n = s.get("n", 0) or 1
+        parts = [s.get(f"{k}_ms", 0.0) / n for k in ("pg", "pg_lock", "pool_wait", "redis")]
+        rest = s.get("wall_ms", 0.0) / n - sum(parts)
+        out.append(
+            f"{route[:52]:<52} {int(s.get('n', 0)):>8} {s.get('wall_ms', 0) / n:>8.2f} {parts[0]:>7.2f} "
+            f"{s.get('pg_n', 0) / n:>5.1f} {parts[1]:>8.2f} {parts[2]:>8.2f} {parts[3]:>9.2f} "
+            f"{s.get('redis_n', 0) / n:>7.1f} {rest:>8.2f}"
+        )
+    for route, s in stats.items():
+        if route.endswith(("one at a time: POST /v1/orders", "kill: POST /v1/emergency/kill")):
+            n = s.get("n", 0) or 1
+            out.append(f"  {route}, each call per request: count, mean ms")
+            calls = sorted((k for k in s if k.count("|") == 2 and k.endswith("|n")), key=lambda k: -s[k[:-1] + "ms"])
+            for k in calls:
+                out.append(f"    {s[k] / n:4.1f} x {s[k[:-1] + 'ms'] / s[k]:6.2f} ms  {k[:-2]}")
+    kill = Path(str(path) + ".kill.pstats")
+    if kill.exists():
+        out.append("  POST /v1/emergency/kill under cProfile (inflates Python time), rt functions by cumulative time:")
+        raw: dict[Any, Any] = pstats.Stats(str(kill)).stats  # type: ignore[attr-defined]
+        wall = max(ct for (_, _, _, ct, _) in raw.values())
+        rows = sorted(raw.items(), key=lambda kv: -kv[1][3])
+        shown = 0
+        for (file, _line, fn), (_, calls, tt, ct, _) in rows:
+            if "/rt/" not in file or fn.startswith("<"):
+                continue
+            where = file.split("/rt/", 1)[1]
+            out.append(f"    {100 * ct / wall:5.1f}% cum {100 * tt / wall:5.1f}% own {calls:>6} calls  rt/{where}:{fn}")
+            shown += 1
+            if shown >= 16:
+                break
+        out.append("  ... and everything by own time:")
+        for (file, line, fn), (_, calls, tt, _ct, _) in sorted(raw.items(), key=lambda kv: -kv[1][2])[:12]:
+            short = file.rsplit("site-packages/", 1)[-1].split("/rt/", 1)[-1]
+            out.append(f"    {100 * tt / wall:5.1f}% own {calls:>6} calls  {short}:{line}({fn})")
+    return out
 
 
 @contextlib.contextmanager
@@ -389,11 +569,11 @@ def group(
                 own = {**env, "RT_BOOTSTRAP": "true" if index == 0 else "false"}
                 program: tuple[str, ...] = ("-m", "rt", "serve")
                 if profile is not None and index == 0:
-                    program = tuple(p.format(out=profile) for p in PROFILED)
+                    program, own = ("-c", TIMED), {**own, "RT_BENCH_TIMINGS": str(profile)}
                 with pinned(cpus):
                     servers.append(stack.enter_context(run_server(root / f"i{index}", own, program=program)))
             env["RT_DATA_DIR"] = str(servers[0].data_dir)
-            yield Group(store, servers, env)
+            yield Group(store, servers, env, database_url.rsplit("/", 1)[-1])
     finally:
         if database_url:
             asyncio.run(drop_database(database_url))
@@ -433,6 +613,7 @@ class Result:
     orders: list[dict[str, Any]]
     burst: dict[str, Any]
     kill: dict[str, Any]
+    loadavg: float  # the machine's 1-minute load average when the run ended
     profile: list[str] = field(default_factory=list)
 
 
@@ -444,20 +625,8 @@ def measure(g: Group, args: argparse.Namespace) -> Result:
     async def work() -> tuple[list[Run], Burst, Kill]:
         await put_envelopes(g.ports, [single, kill_key, *many], ENVELOPE)
         runs = [await sequential(g.ports, single, args.warmup, args.sequential)]
-        runs.append(
-            await concurrent(
-                f"1 account, {args.connections} connections", g.ports, [single], args.connections, args.seconds
-            )
-        )
-        runs.append(
-            await concurrent(
-                f"{args.accounts} accounts, {args.connections} connections",
-                g.ports,
-                many,
-                args.connections,
-                args.seconds,
-            )
-        )
+        runs.append(await concurrent(f"1 account, {args.connections} connections", g, [single], args))
+        runs.append(await concurrent(f"{args.accounts} accounts, {args.connections} connections", g, many, args))
         held = await burst(g.ports, limit_key, args.burst, args.limit)
         killed = await kill(g.ports, kill_key, args.kill_positions)
         return runs, held, killed
@@ -471,37 +640,8 @@ def measure(g: Group, args: argparse.Namespace) -> Result:
         [r.summary() for r in runs],
         {**asdict(held), "held": held.held},
         {**asdict(killed), "locked_everywhere": killed.locked_everywhere},
+        round(os.getloadavg()[0], 2),
     )
-
-
-def profile_top(path: Path, top: int = 18) -> list[str]:
-    """cProfile's output: the rt and library functions with the most cumulative and own time."""
-    stats = pstats.Stats(str(path))
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = max((ct for (_, _, ct, _, _) in raw.values()), default=1.0)
-    own = sum(tt for (_, _, tt, _, _) in raw.values())
-
-    def name(func: tuple[str, int, str]) -> str:
-        file, line, fn = func
-        short = file.split("site-packages/")[-1].split("/work/main/")[-1]
-        return f"{short}:{line}({fn})"
-
-    lines = [f"wall in the main thread {total:.1f} s, own time summed {own:.1f} s"]
-    skip = ("{built-in method builtins.exec}", "<module>", "run", "run_forever", "_run_once", "main", "serve")
-    by_cum = sorted(raw.items(), key=lambda kv: kv[1][3], reverse=True)
-    lines.append("  by cumulative time (% of own time summed):")
-    shown = 0
-    for func, (_, _, _tt, ct, _) in by_cum:
-        if func[2] in skip or not any(m in func[0] for m in ("rt/", "asyncpg", "redis")):
-            continue
-        lines.append(f"    {100 * ct / own:5.1f}%  {name(func)}")
-        shown += 1
-        if shown >= top:
-            break
-    lines.append("  by own time:")
-    for func, (_, _, tt, _, _) in sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]:
-        lines.append(f"    {100 * tt / own:5.1f}%  {name(func)}")
-    return lines
 
 
 # WebSocket fan-out
@@ -524,7 +664,10 @@ class FanoutResult:
 
 
 def workers_supported() -> bool:
-    return "--workers" in Path(__file__).resolve().parent.parent.joinpath("rt", "cli.py").read_text()
+    done = subprocess.run(
+        [sys.executable, "-m", "rt", "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return "--workers" in done.stdout
 
 
 def instances_behind(url: str, want: int, timeout: float = 30) -> int:
@@ -597,15 +740,17 @@ def print_report(
     )
     for note in notes:
         print(f"  note: {note}")
+    loads = ", ".join(f"{r.name} {r.loadavg:.1f}" for r in results)
+    print(f"  1-minute load average at the end of each run: {loads}")
     print()
     print(
-        f"{'orders':<12} {'load':<34} {'orders':>7} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses"
+        f"{'orders':<14} {'load':<34} {'orders':>7} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses"
     )
     for r in results:
         for o in r.orders:
             print(
                 f"{r.name:<14} {o['label']:<34} {o['orders']:>7} {o['orders_per_s']:>9.0f} {o['p50_ms']:>8.2f} "
-                f"{o['p99_ms']:>8.2f} {o['max_ms']:>8.2f}  {o['statuses']}"
+                f"{o['p99_ms']:>8.2f} {o['max_ms']:>8.2f} {cpu_cells(o['cpu_percent'])}  {o['statuses']}"
             )
     print()
     print(f"{'limits':<14} {'burst':>6} {'limit':>6} {'accepted':>9} {'open per instance':<20} held  statuses")
@@ -651,8 +796,14 @@ def print_report(
     for r in results:
         if r.profile:
             print()
-            print(f"profile: first instance of {r.name} (cProfile, main thread)")
+            print(f"where the time went: first instance of {r.name}, over the whole run (timed in the server)")
             print("\n".join(r.profile))
+
+
+def cpu_cells(cpu: dict[str, float]) -> str:
+    if not cpu:
+        return f"{'-':>8} {'-':>4} {'-':>5} {'-':>4} {'-':>5}"
+    return f"{cpu['rt']:>8.0f} {cpu['postgres']:>4.0f} {cpu['redis']:>5.0f} {cpu['loadgen']:>4.0f} {cpu['other']:>5.0f}"
 
 
 def verdicts(args: argparse.Namespace, results: list[Result]) -> list[str]:
@@ -672,8 +823,9 @@ def verdicts(args: argparse.Namespace, results: list[Result]) -> list[str]:
         )
         rates = [(r.instances, r.orders[2]["orders_per_s"]) for r in sorted(pg, key=lambda r: r.instances)]
         grows = len(rates) > 1 and all(b[1] > a[1] * 1.05 for a, b in itertools.pairwise(rates))
+        verdict = ("met" if grows else "MISSED") if len(rates) > 1 else "not measured (one instance count)"
         out.append(
-            f"{TARGETS['growth']}: {'met' if grows else 'MISSED'} ("
+            f"{TARGETS['growth']}: {verdict} ("
             + ", ".join(f"{n} instance{'s' if n > 1 else ''} {v:.0f}/s" for n, v in rates)
             + ")"
         )
@@ -704,27 +856,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test: small counts, short windows")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured window of each concurrent run")
+    parser.add_argument("--seconds", type=float, help="window of each concurrent run (5; --quick 1.5)")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--sequential", type=int, default=400, help="orders sent one at a time")
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--accounts", type=int, default=100)
-    parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--sequential", type=int, help="orders sent one at a time (400; --quick 100)")
+    parser.add_argument("--warmup", type=int, help="orders before those (100; --quick 30)")
+    parser.add_argument("--accounts", type=int, help="accounts of the many-account run (100; --quick 20)")
+    parser.add_argument("--burst", type=int, help="concurrent position opens against the limit (200; --quick 40)")
     parser.add_argument("--limit", type=int, default=5, help="max_concurrent_positions during the burst")
-    parser.add_argument("--kill-positions", type=int, default=500)
+    parser.add_argument("--kill-positions", type=int, help="positions open at the kill (500; --quick 50)")
     parser.add_argument("--instances", default="1,2,3", help="PostgreSQL instance counts, one run each")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite single-process run")
-    parser.add_argument("--ws-clients", type=int, default=500, help="WebSocket subscribers (0: skip fan-out)")
+    parser.add_argument("--ws-clients", type=int, help="WebSocket subscribers (500; --quick 50; 0 skips)")
     parser.add_argument("--ws-rate", type=float, default=100.0, help="ticks per second")
-    parser.add_argument("--ws-seconds", type=float, default=8.0)
+    parser.add_argument("--ws-seconds", type=float, help="fan-out window (8; --quick 2)")
     parser.add_argument("--server-cpus", default="", help="CPUs for the servers (default: all but the last)")
     parser.add_argument("--client-cpus", default="", help="CPUs for the load generator (default: the last)")
     parser.add_argument("--redis", default=os.environ.get("RT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--profile", type=Path, help="directory: cProfile the first instance of each PostgreSQL run")
+    parser.add_argument("--profile", type=Path, help="directory: time the first instance of each PostgreSQL run")
     args = parser.parse_args()
-    if args.quick:
-        args.seconds, args.sequential, args.warmup, args.accounts = 1.5, 100, 30, 20
-        args.burst, args.kill_positions, args.ws_clients, args.ws_seconds = 40, 50, 50, 2.0
+    quick = {"seconds": 1.5, "sequential": 100, "warmup": 30, "accounts": 20, "burst": 40, "kill_positions": 50}
+    quick |= {"ws_clients": 50, "ws_seconds": 2.0}
+    full = {"seconds": 5.0, "sequential": 400, "warmup": 100, "accounts": 100, "burst": 200, "kill_positions": 500}
+    full |= {"ws_clients": 500, "ws_seconds": 8.0}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     available = sorted(os.sched_getaffinity(0))
     last = available[-1:]
     args.server_cpus = args.server_cpus or ",".join(str(c) for c in (available[:-1] or available))
@@ -752,12 +908,12 @@ def main() -> None:
             args.profile.mkdir(parents=True, exist_ok=True)
         for store, size in runs:
             here = root / f"{store}{size}"
-            out = args.profile.resolve() / f"{store}{size}.pstats" if args.profile and store == "postgresql" else None
+            out = args.profile.resolve() / f"{store}{size}.json" if args.profile and store == "postgresql" else None
             log(args, f"{store} x{size}: starting")
             with group(store, size, here, args.redis, server_set, out) as g:
                 result = measure(g, args)
             if out is not None and out.exists():
-                result.profile = profile_top(out)
+                result.profile = timing_summary(out)
             results.append(result)
             log(args, f"{store} x{size}: done")
         if args.ws_clients:
