@@ -227,7 +227,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
                 runtime.spawn(metrics.serve(runtime, settings.metrics_port), "metrics")
             account_venues = await _account_venues(store, box, engine.venues)
             # The runner knows its strategies and listens for fills before the market starts moving.
-            await runtime.runner.start()
+            await runtime.runner.start(runtime.roles)
             runtime.spawn(runtime.runner.run_fills(), "strategy-fills")
             await asyncio.sleep(0)
             await engine.start()
