@@ -35,6 +35,7 @@ import json
 import os
 import pstats
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -223,7 +224,11 @@ class Run:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict[str, Any]:
+        spent = self.cpu.get("rt", 0) / 100 * self.seconds
         return {
+            "rt_cpu_ms_per_order": round(1000 * spent / len(self.latencies_ms), 2)
+            if self.cpu and self.latencies_ms
+            else None,
             "label": self.label,
             "connections": self.connections,
             "orders": len(self.latencies_ms),
@@ -433,15 +438,18 @@ def shared_env(database_url: str, redis_url: str) -> dict[str, str]:
 # `rt serve` with timing around every HTTP request, asyncpg statement, pool checkout and Redis command, per route
 # (bench code only: the server's own code is unchanged). A thread rewrites the sums to a JSON file each second.
 TIMED = """
-import collections, contextvars, cProfile, json, os, threading, time
+import asyncio, collections, contextvars, cProfile, json, os, re, threading, time
 import asyncpg.connection, asyncpg.pool, redis.asyncio.client as rc
 import rt.app
 OUT, current, stats = os.environ["RT_BENCH_TIMINGS"], contextvars.ContextVar("bench", default=None), {}
 def timed(kind, fn):
     async def wrapper(self, *args, **kw):
         acc = current.get()
-        if acc is None:
-            return await fn(self, *args, **kw)
+        if acc is None:  # outside a request: summed per background task (its name up to the first '-' or digit)
+            task = asyncio.current_task()
+            label = "background: " + re.split(r"[-0-9]", task.get_name() if task else "none", maxsplit=1)[0]
+            acc = stats.setdefault(label, collections.Counter())
+            acc["n"] = 1
         name, what = kind, ""
         if args and isinstance(args[0], str) and "advisory" in args[0]:
             name = "pg_lock"
@@ -504,7 +512,13 @@ def dump():
         os.replace(OUT + ".tmp", OUT)
 threading.Thread(target=dump, daemon=True).start()
 from rt.cli import main
-main(["serve"])
+whole = cProfile.Profile()
+whole.enable()
+try:
+    main(["serve"])
+finally:  # reached on SIGINT (uvicorn re-raises it as KeyboardInterrupt), not on SIGTERM
+    whole.disable()
+    whole.dump_stats(OUT + ".all.pstats")
 """
 
 
@@ -516,7 +530,8 @@ def timing_summary(path: Path) -> list[str]:
         f"{'phase: route':<52} {'requests':>8} {'wall ms':>8} {'pg ms':>7} {'pg n':>5} {'lock ms':>8} {'pool ms':>8} "
         f"{'redis ms':>9} {'redis n':>7} {'rest ms':>8}   (means per request)"
     ]
-    for route, s in sorted(stats.items(), key=lambda kv: -kv[1].get("wall_ms", 0))[:8]:
+    requests = {k: v for k, v in stats.items() if not k.startswith("background: ")}
+    for route, s in sorted(requests.items(), key=lambda kv: -kv[1].get("wall_ms", 0))[:8]:
         n = s.get("n", 0) or 1
         parts = [s.get(f"{k}_ms", 0.0) / n for k in ("pg", "pg_lock", "pool_wait", "redis")]
         rest = s.get("wall_ms", 0.0) / n - sum(parts)
@@ -525,6 +540,13 @@ def timing_summary(path: Path) -> list[str]:
             f"{s.get('pg_n', 0) / n:>5.1f} {parts[1]:>8.2f} {parts[2]:>8.2f} {parts[3]:>9.2f} "
             f"{s.get('redis_n', 0) / n:>7.1f} {rest:>8.2f}"
         )
+    out.append("  outside requests, per background task: total PostgreSQL and Redis calls over the run")
+    for route, s in sorted(stats.items(), key=lambda kv: -(kv[1].get("pg_ms", 0) + kv[1].get("redis_ms", 0))):
+        if route.startswith("background: "):
+            out.append(
+                f"    {route[12:]:<28} pg {int(s.get('pg_n', 0)):>7} calls {s.get('pg_ms', 0):>9.0f} ms   "
+                f"redis {int(s.get('redis_n', 0)):>7} calls {s.get('redis_ms', 0):>9.0f} ms"
+            )
     for route, s in stats.items():
         if route.endswith(("one at a time: POST /v1/orders", "kill: POST /v1/emergency/kill")):
             n = s.get("n", 0) or 1
@@ -532,6 +554,25 @@ def timing_summary(path: Path) -> list[str]:
             calls = sorted((k for k in s if k.count("|") == 2 and k.endswith("|n")), key=lambda k: -s[k[:-1] + "ms"])
             for k in calls:
                 out.append(f"    {s[k] / n:4.1f} x {s[k[:-1] + 'ms'] / s[k]:6.2f} ms  {k[:-2]}")
+    whole = Path(str(path) + ".all.pstats")
+    if whole.exists():
+        raw_all: dict[Any, Any] = pstats.Stats(str(whole)).stats  # type: ignore[attr-defined]
+        busy = sum(tt for (_, _, tt, _, _) in raw_all.values())
+        out.append(
+            f"  the whole process under cProfile (slower than unprofiled): {busy:.1f} s of Python on the main thread; "
+            "functions by own time, then rt functions by time spent inside (cumulative), as % of that"
+        )
+        for (file, line, fn), (_, calls, tt, _ct, _) in sorted(raw_all.items(), key=lambda kv: -kv[1][2])[:14]:
+            short = file.rsplit("site-packages/", 1)[-1].split("/rt/", 1)[-1]
+            out.append(f"    {100 * tt / busy:5.1f}% own {calls:>8} calls  {short}:{line}({fn})")
+        shown = 0
+        for (file, _line, fn), (_, calls, _tt, ct, _) in sorted(raw_all.items(), key=lambda kv: -kv[1][3]):
+            if "/rt/" not in file or fn.startswith("<") or fn in ("main", "serve", "run", "open_runtime"):
+                continue
+            out.append(f"    {100 * ct / busy:5.1f}% cum {calls:>8} calls  rt/{file.split('/rt/', 1)[1]}:{fn}")
+            shown += 1
+            if shown >= 16:
+                break
     kill = Path(str(path) + ".kill.pstats")
     if kill.exists():
         out.append("  POST /v1/emergency/kill under cProfile (inflates Python time), rt functions by cumulative time:")
@@ -574,6 +615,10 @@ def group(
                     servers.append(stack.enter_context(run_server(root / f"i{index}", own, program=program)))
             env["RT_DATA_DIR"] = str(servers[0].data_dir)
             yield Group(store, servers, env, database_url.rsplit("/", 1)[-1])
+            if profile is not None:
+                # SIGINT: uvicorn re-raises the signal it caught, and only SIGINT lets the profile be written.
+                servers[0].process.send_signal(signal.SIGINT)
+                servers[0].process.wait(60)
     finally:
         if database_url:
             asyncio.run(drop_database(database_url))
@@ -750,7 +795,8 @@ def print_report(
         for o in r.orders:
             print(
                 f"{r.name:<14} {o['label']:<34} {o['orders']:>7} {o['orders_per_s']:>9.0f} {o['p50_ms']:>8.2f} "
-                f"{o['p99_ms']:>8.2f} {o['max_ms']:>8.2f} {cpu_cells(o['cpu_percent'])}  {o['statuses']}"
+                f"{o['p99_ms']:>8.2f} {o['max_ms']:>8.2f} {cpu_cells(o['cpu_percent'])} "
+                f"{o['rt_cpu_ms_per_order'] if o['rt_cpu_ms_per_order'] is not None else '-':>11}  {o['statuses']}"
             )
     print()
     print(f"{'limits':<14} {'burst':>6} {'limit':>6} {'accepted':>9} {'open per instance':<20} held  statuses")
