@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rt.store._pg_base import Connection, Pool
 
 POOL_MIN, POOL_MAX = 1, 20
+CLOSE_SECONDS = 10.0
 # The advisory lock migrations run under: one fixed 64-bit key, any instance of any version takes the same.
 MIGRATION_LOCK = 0x72745F6D69677261  # "rt_migra"
 
@@ -123,7 +124,11 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables):
         return cls(pool)
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Close the pool once every connection is back; past CLOSE_SECONDS, close the ones still out as well."""
+        try:
+            await asyncio.wait_for(self._pool.close(), CLOSE_SECONDS)
+        except TimeoutError:
+            self._pool.terminate()
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")

@@ -1,0 +1,158 @@
+"""rt/store/postgres: what only the PostgreSQL twin promises: many instances on one database, an account's write lock
+held for every one of them, migrations that run once however many instances start together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from rt.engine.models import Book
+from rt.store.migrations import load
+from rt.store.models import TradeBatch
+from rt.store.postgres import PostgresStore
+
+
+@pytest.fixture
+async def instances(pg_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one database, as two rt instances have them."""
+    async with AsyncExitStack() as stack:
+        one = await PostgresStore.open(pg_url)
+        stack.push_async_callback(one.close)
+        two = await PostgresStore.open(pg_url)
+        stack.push_async_callback(two.close)
+        yield one, two
+
+
+async def waiting_for_advisory_locks(url: str, count: int) -> None:
+    """Until `count` sessions on this database wait for an advisory lock, as pg_locks shows them (PostgreSQL announces
+    no waits, so this polls, for 10 s at most)."""
+    conn = await asyncpg.connect(url)
+    try:
+        for _ in range(2000):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            if waiting >= count:
+                return
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+    raise AssertionError(f"{count} sessions never waited for an advisory lock")
+
+
+async def new_account(store: PostgresStore, name: str = "alice", balance: Decimal = Decimal(100)) -> str:
+    account = await store.create_account(name)
+    await store.create_book(Book(account.id, balance))
+    return account.id
+
+
+async def test_lock_returns_the_stored_version_or_minus_one(instances: tuple[PostgresStore, PostgresStore]) -> None:
+    one, _ = instances
+    account = (await one.create_account("alice")).id
+    async with one.writing() as writing:
+        assert await writing.lock(account) == -1
+    await one.create_book(Book(account, Decimal(5), version=4))
+    async with one.writing() as writing:
+        assert await writing.lock(account) == 4
+
+
+async def test_a_second_writing_on_the_account_waits_for_the_first_and_sees_its_version(
+    pg_url: str, instances: tuple[PostgresStore, PostgresStore]
+) -> None:
+    one, two = instances
+    account = await new_account(one)
+    locked, release = asyncio.Event(), asyncio.Event()
+    seen: list[int] = []
+
+    async def first() -> None:
+        async with one.writing() as writing:
+            seen.append(await writing.lock(account))
+            await writing.save(TradeBatch(books=[Book(account, Decimal(90), version=1)]))
+            locked.set()
+            await release.wait()
+
+    async def second() -> tuple[int, Book | None]:
+        async with two.writing() as writing:
+            version = await writing.lock(account)
+            return version, await writing.load_book(account)
+
+    holder = asyncio.create_task(first())
+    try:
+        await locked.wait()
+        follower = asyncio.create_task(second())
+        await waiting_for_advisory_locks(pg_url, 1)
+        assert not follower.done()
+    finally:
+        release.set()
+        await holder
+    version, book = await follower
+    assert (seen, version) == ([0], 1)
+    assert book is not None and book.balance == Decimal(90)
+
+
+async def test_a_held_lock_does_not_hold_other_accounts(instances: tuple[PostgresStore, PostgresStore]) -> None:
+    one, two = instances
+    held, free = await new_account(one, "held"), await new_account(one, "free")
+    async with one.writing() as writing:
+        await writing.lock(held)
+        async with two.writing() as other:
+            assert await asyncio.wait_for(other.lock(free), 5) == 0
+
+
+async def test_a_writing_that_raises_releases_its_connection(pg_url: str) -> None:
+    store = await PostgresStore.open(pg_url, max_size=1)
+    try:
+        account = await new_account(store)
+        with pytest.raises(ZeroDivisionError):
+            async with store.writing() as writing:
+                await writing.lock(account)
+                await writing.save(TradeBatch(books=[Book(account, Decimal(0), version=1)]))
+                _ = 1 / 0
+        # The pool's one connection is back, out of the transaction and without the lock.
+        async with store.writing() as writing:
+            assert await asyncio.wait_for(writing.lock(account), 5) == 0
+    finally:
+        await store.close()
+
+
+async def test_create_book_from_many_instances_at_once_keeps_one(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    one, two = instances
+    account = (await one.create_account("alice")).id
+    await asyncio.gather(*((one, two)[i % 2].create_book(Book(account, Decimal(i))) for i in range(10)))
+    books = await one.load_books()
+    assert [b.account_id for b in books] == [account]
+    assert books[0].balance in {Decimal(i) for i in range(10)}
+    assert await two.load_book(account) == books[0]
+
+
+async def test_instances_opening_a_fresh_database_together_migrate_it_once(pg_url: str) -> None:
+    stores = await asyncio.gather(*(PostgresStore.open(pg_url) for _ in range(4)))
+    try:
+        await stores[0].create_account("alice")
+        assert await stores[3].find_account("alice") is not None
+    finally:
+        for store in stores:
+            await store.close()
+    again = await PostgresStore.open(pg_url)
+    await again.close()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        applied = await conn.fetch("SELECT version FROM schema_version ORDER BY version")
+        accounts = await conn.fetchval("SELECT count(*) FROM accounts")
+    finally:
+        await conn.close()
+    assert [row[0] for row in applied] == [version for version, _ in load("postgres")]
+    assert accounts == 1
+
+
+async def test_an_unreachable_server_fails_the_open() -> None:
+    with pytest.raises(OSError):
+        await PostgresStore.open("postgresql://postgres@127.0.0.1:1/rt")
