@@ -13,7 +13,7 @@ import orjson
 
 from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
-from rt.store._pg_base import Connections, transaction
+from rt.store._pg_base import Connections, has_nul, transaction
 from rt.store._rows import columns, from_row, state_json, to_row
 from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.wire import dumps
@@ -145,6 +145,8 @@ async def _load_book(conn: Connection, account_id: str) -> Book | None:
 
 
 async def _get_response(conn: Connection, account_id: str, key: str) -> StoredResponse | None:
+    if has_nul((account_id, key)):
+        return None
     row = await conn.fetchrow(
         "SELECT fingerprint, status, body FROM idempotency WHERE account_id = $1 AND key = $2", account_id, key
     )
@@ -207,6 +209,8 @@ class TradingTables(Connections):
             return _books(books, await conn.fetch(_SELECT_POSITIONS), await conn.fetch(_SELECT_ORDERS))
 
     async def load_book(self, account_id: str) -> Book | None:
+        if has_nul((account_id,)):
+            return None
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await _load_book(conn, account_id)
 
@@ -218,7 +222,7 @@ class TradingTables(Connections):
             return
         # One price per position (the last one given), in id order like every other write of positions.
         latest = {position_id: str(price) for position_id, price in marks}
-        await self._pool.executemany(
+        await self._executemany(
             "UPDATE positions SET current_price = $2 WHERE id = $1 AND status = 'open'", sorted(latest.items())
         )
 

@@ -250,7 +250,7 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables):
         if not entries:
             return
         now = _ms(_now())
-        await self._pool.executemany(
+        await self._executemany(
             "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)",
             [(_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries],
         )

@@ -11,7 +11,8 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from rt.engine.models import Book
+from rt.engine.models import Book, Position
+from rt.errors import BadRequest
 from rt.store.migrations import load
 from rt.store.models import TradeBatch
 from rt.store.postgres import PostgresStore
@@ -156,3 +157,23 @@ async def test_instances_opening_a_fresh_database_together_migrate_it_once(pg_ur
 async def test_an_unreachable_server_fails_the_open() -> None:
     with pytest.raises(OSError):
         await PostgresStore.open("postgresql://postgres@127.0.0.1:1/rt")
+
+
+async def test_text_with_a_nul_character_is_refused_as_a_bad_request(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    one, _ = instances
+    with pytest.raises(BadRequest) as caught:
+        await one.create_account("a\x00b")
+    assert caught.value.status == 400
+    account = await new_account(one)
+    with pytest.raises(BadRequest):
+        async with one.writing() as writing:
+            await writing.lock(account)
+            await writing.save(
+                TradeBatch(
+                    positions=[Position("pos_1", account, "paper", "BTC\x00", "long", Decimal(1), Decimal(1), "open")]
+                )
+            )
+    assert await one.count_accounts() == 1
+    assert await one.get_position(account, "pos_1") is None

@@ -275,3 +275,14 @@ async def test_venues_replace_in_place_and_delete(store: Store) -> None:
     assert await store.delete_venue(alice, "kraken") is True
     assert await store.delete_venue(alice, "kraken") is False
     assert await store.list_venues(alice) == []
+
+
+async def test_lookups_by_text_with_a_nul_character_find_nothing(store: Store) -> None:
+    alice = await account(store)
+    await store.save(TradeBatch(positions=[position(alice)], responses=[answer(alice, "k")]))
+    assert await store.get_position(alice, "pos\x00") is None
+    assert await store.list_positions(alice, ["open"], "paper", "BTC\x00", 10, 0) == ([], 0)
+    assert await store.get_order(alice, "\x00") is None
+    assert await store.get_response(alice, "k\x00") is None
+    assert await store.find_account("alice\x00") is None
+    assert await store.key_by_digest("\x00") is None
