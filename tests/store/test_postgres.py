@@ -47,6 +47,9 @@ async def waiting_for_advisory_locks(url: str, count: int) -> None:
     raise AssertionError(f"{count} sessions never waited for an advisory lock")
 
 
+KEEPALIVES = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+
+
 async def new_account(store: PostgresStore, name: str = "alice", balance: Decimal = Decimal(100)) -> str:
     account = await store.create_account(name)
     await store.create_book(Book(account.id, balance))
@@ -177,3 +180,14 @@ async def test_text_with_a_nul_character_is_refused_as_a_bad_request(
             )
     assert await one.count_accounts() == 1
     assert await one.get_position(account, "pos_1") is None
+
+
+async def test_the_server_drops_a_silent_instances_session_within_half_a_minute(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Its account locks go with its session: a partitioned instance must not hold them for the OS default of 2 h."""
+    one, _ = instances
+    async with one.writing() as writing:
+        conn = writing._conn
+        idle, interval, count = [int(await conn.fetchval(f"SHOW {name}")) for name in KEEPALIVES]
+    assert 0 < idle + interval * count <= 30
