@@ -191,3 +191,30 @@ async def test_the_server_drops_a_silent_instances_session_within_half_a_minute(
         conn = writing._conn
         idle, interval, count = [int(await conn.fetchval(f"SHOW {name}")) for name in KEEPALIVES]
     assert 0 < idle + interval * count <= 30
+
+
+async def test_the_store_recovers_by_itself_when_the_server_ends_its_connections(pg_url: str) -> None:
+    store = await PostgresStore.open(pg_url, max_size=2)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await store.create_account("before")
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert ended >= 1
+        failures: list[BaseException] = []
+        for _ in range(3):
+            try:
+                await store.ping()
+                break
+            # The first use of a connection whose end asyncpg has not read yet fails: with InternalClientError
+            # ("another operation is in progress") when the server's notice arrives in the middle of it.
+            except Exception as exc:
+                failures.append(exc)
+        assert len(failures) <= 1, failures
+        await store.create_account("after")
+        assert await store.count_accounts() == 2
+    finally:
+        await admin.close()
+        await store.close()
