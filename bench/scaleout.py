@@ -937,11 +937,13 @@ def main() -> None:
     notes = []
     if server_set & args.client_set:
         notes.append("servers and load generator share CPU " + ",".join(map(str, sorted(server_set & args.client_set))))
-    if len(available) < 4:
+    if len(server_set) == 1:
         notes.append(
-            f"{len(available)} CPUs: every instance shares CPU {args.server_cpus} with the others (and PostgreSQL, "
-            "Redis, the kernel's loopback work float over all CPUs), so more instances add processes, not cores"
+            f"every instance shares CPU {args.server_cpus} with the others (PostgreSQL, Redis and the kernel's "
+            "loopback work float over all CPUs): more instances add processes, not cores"
         )
+    elif len(available) < 4:
+        notes.append(f"{len(available)} CPUs in all: servers, load generator, PostgreSQL and Redis share them")
     if not asyncio.run(postgres_available()):
         raise SystemExit(f"PostgreSQL is not reachable at {POSTGRES_URL} (RT_TEST_POSTGRES_URL)")
     runs: list[tuple[str, int]] = [] if args.no_sqlite else [("sqlite", 1)]
