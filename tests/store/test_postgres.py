@@ -11,10 +11,11 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from rt.bus import Event
 from rt.engine.models import Book, Position
 from rt.errors import BadRequest
 from rt.store.migrations import load
-from rt.store.models import TradeBatch
+from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.store.postgres import PostgresStore
 
 
@@ -218,3 +219,28 @@ async def test_the_store_recovers_by_itself_when_the_server_ends_its_connections
     finally:
         await admin.close()
         await store.close()
+
+
+async def test_a_writing_that_raises_keeps_nothing(instances: tuple[PostgresStore, PostgresStore]) -> None:
+    """All of a writing or none of it. (The SQLite twin, one writing process, commits each save as it is made.)"""
+    store, other = instances
+    alice = await new_account(store)
+    with pytest.raises(RuntimeError, match="refused"):
+        async with store.writing() as writing:
+            await writing.lock(alice)
+            await writing.save(
+                TradeBatch(
+                    books=[Book(alice, Decimal(1), version=1)],
+                    positions=[Position("pos_1", alice, "paper", "BTC/USDT", "long", Decimal(1), Decimal(1), "open")],
+                    events=[Event(alice, "position.opened", {})],
+                    responses=[IdempotencyRecord(alice, "k", StoredResponse("print", 201, b"{}"))],
+                )
+            )
+            raise RuntimeError("refused")
+    kept = await store.load_book(alice)
+    assert kept is not None and (kept.balance, kept.version, kept.positions) == (Decimal(100), 0, {})
+    assert await store.get_response(alice, "k") is None
+    assert await store.recent_events(10) == []
+    # The lock went with the transaction: another instance's writing on the account goes through.
+    async with other.writing() as writing:
+        assert await asyncio.wait_for(writing.lock(alice), 5) == 0

@@ -7,8 +7,6 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
-
 from rt.bus import Event
 from rt.engine.models import Book, Envelope, Order, Position
 from rt.ids import new_id
@@ -203,33 +201,6 @@ async def test_a_writing_commits_everything_when_its_block_ends(store: Store) ->
     assert (after.balance, after.version, list(after.positions)) == (Decimal(9000), 1, [opened.id])
     assert await store.get_response(alice, "k") is not None
     assert [e.event for e in await store.recent_events(10)] == ["position.opened"]
-
-
-async def test_a_writing_that_raises_keeps_nothing(store: Store) -> None:
-    alice = await account(store)
-    await store.create_book(book(alice))
-    with pytest.raises(RuntimeError, match="refused"):
-        async with store.writing() as writing:
-            await writing.lock(alice)
-            await writing.save(
-                TradeBatch(
-                    books=[book(alice, Decimal(1), version=1)],
-                    positions=[position(alice)],
-                    events=[Event(alice, "position.opened", {})],
-                    responses=[answer(alice, "k")],
-                )
-            )
-            raise RuntimeError("refused")
-    kept = await store.load_book(alice)
-    assert kept is not None and (kept.balance, kept.version, kept.positions) == (Decimal(10000), 0, {})
-    assert await store.get_response(alice, "k") is None
-    assert await store.recent_events(10) == []
-    # The lock went with the transaction: the next writing on the account goes through.
-    async with store.writing() as writing:
-        await writing.lock(alice)
-        await writing.save(TradeBatch(books=[book(alice, Decimal(2), version=1)]))
-    again = await store.load_book(alice)
-    assert again is not None and again.balance == Decimal(2)
 
 
 async def test_strategies_round_trip_and_perform_from_their_positions(store: Store) -> None:
