@@ -23,7 +23,7 @@ from rt.auth.vault import Box, load_pepper, load_secret_key
 from rt.bus import Bus, open_bus
 from rt.channels.hub import Hub
 from rt.config import ConfigError, Settings
-from rt.coord import instance_id, open_coord
+from rt.coord import TickChannel, instance_id, open_coord
 from rt.coord.market import MARKET, Market
 from rt.coord.roles import Roles
 from rt.engine.engine import Engine, EngineConfig
@@ -139,13 +139,22 @@ async def _account_venues(store: Store, box: Box, venues: Venues) -> list[CcxtEx
     return made
 
 
-def _market_role(runtime: Runtime, paper: PaperExchange, *, shared: bool) -> None:
-    """The tick work happens once, on the instance holding the market role: protective closes, stored marks and
-    resting paper fills. Alone (no Redis) this process always holds it, and nothing changes."""
-    engine = runtime.engine
-    if shared:
+def _one_market(
+    feed: MarketFeed, ticks: TickChannel, roles: Roles, engine: Engine, paper: PaperExchange, *, shared: bool
+) -> Market:
+    """The market role. Its holder steps the feed and does the tick work once for every instance: protective closes,
+    stored marks and resting paper fills. Alone (no Redis) this process always holds it, and nothing changes."""
+
+    def stand_down() -> None:
         engine.protects = False
         paper.matching = False
+
+    def before_tick() -> None:
+        # A process that was paused past its lease hears the new holder's ticks before its renewal finds out.
+        if shared and engine.protects and not roles.held(MARKET):
+            stand_down()
+
+    market = Market(feed, ticks, before_tick)
 
     async def gained(token: int) -> None:
         engine.protects = True
@@ -153,15 +162,17 @@ def _market_role(runtime: Runtime, paper: PaperExchange, *, shared: bool) -> Non
         if shared:
             # Another instance held the market until now: its books and resting orders are in the store.
             await engine.refresh_all()
-        runtime.market.lead(token)
+        market.lead(token)
 
     async def lost() -> None:
         if shared:
-            engine.protects = False
-            paper.matching = False
-        await runtime.market.follow()
+            stand_down()
+        await market.follow()
 
-    runtime.roles.role(MARKET, gained, lost)
+    if shared:
+        stand_down()
+    roles.role(MARKET, gained, lost)
+    return market
 
 
 @contextlib.asynccontextmanager
@@ -185,7 +196,10 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     bus = open_bus(settings.redis_url, settings.redis_prefix)
     engine = Engine(store, bus, Venues(paper), engine_config)
     instance = instance_id(settings.instance_id)
+    if settings.lease_ttl_ms <= 0:
+        raise ConfigError("RT_LEASE_TTL_MS must be > 0")
     leases, ticks = open_coord(settings.redis_url, settings.redis_prefix, instance)
+    roles = Roles(leases, settings.lease_ttl_ms)
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -205,10 +219,9 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         runner=Runner(engine, store),
         box=box,
         instance_id=instance,
-        roles=Roles(leases, settings.lease_ttl_ms),
-        market=Market(feed, ticks),
+        roles=roles,
+        market=_one_market(feed, ticks, roles, engine, paper, shared=bool(settings.redis_url)),
     )
-    _market_role(runtime, paper, shared=bool(settings.redis_url))
     try:
         if background:
             await bus.restore(store)

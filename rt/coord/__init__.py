@@ -6,6 +6,7 @@ Twins side by side: `memory` (one process holds every role; ticks go straight to
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -53,6 +54,14 @@ class TickChannel(Protocol):
     async def close(self) -> None: ...
 
 
+def raise_if_cancelled() -> None:
+    """A cancellation redis-py swallowed (it times socket writes with asyncio.wait_for, which on Python 3.11 can lose
+    one) still stops the task."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def instance_id(configured: str = "") -> str:
     """RT_INSTANCE_ID, or `{hostname}-{pid}-{4 random hex}`."""
     return configured or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -70,4 +79,4 @@ def open_coord(url: str, prefix: str, instance: str) -> tuple[Leases, TickChanne
     return leases, RedisTicks(leases, url, prefix)
 
 
-__all__ = ["Leases", "TickChannel", "Ticks", "instance_id", "open_coord"]
+__all__ = ["Leases", "TickChannel", "Ticks", "instance_id", "open_coord", "raise_if_cancelled"]

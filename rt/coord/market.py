@@ -4,10 +4,10 @@ holder too) applies what it hears to its own feed, so the engine, the paper venu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 
-from rt.coord import TickChannel, Ticks
+from rt.coord import TickChannel, Ticks, raise_if_cancelled
 from rt.exchanges import Ticker
 from rt.exchanges.feed import MarketFeed
 
@@ -17,9 +17,10 @@ MARKET = "market"
 
 
 class Market:
-    def __init__(self, feed: MarketFeed, channel: TickChannel) -> None:
+    def __init__(self, feed: MarketFeed, channel: TickChannel, before_apply: Callable[[], None] | None = None) -> None:
         self.feed = feed
         self.channel = channel
+        self._before_apply = before_apply
         self.highest = 0  # the largest fencing token heard: steps under a smaller one come from a deposed holder
         self.dropped = 0
         self._stepping: asyncio.Task[None] | None = None
@@ -33,12 +34,13 @@ class Market:
         task, self._stepping = self._stepping, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
 
     async def _step(self, token: int) -> None:
         async def send(tickers: list[Ticker]) -> None:
-            if not await self.channel.publish(MARKET, Ticks(token, tuple(tickers))):
+            sent = await self.channel.publish(MARKET, Ticks(token, tuple(tickers)))
+            raise_if_cancelled()
+            if not sent:
                 log.warning("market step not sent: the lease is no longer this instance's", extra={"token": token})
 
         await self.feed.run(send)
@@ -50,6 +52,8 @@ class Market:
             log.warning("market step of a deposed holder dropped", extra={"token": ticks.token, "now": self.highest})
             return False
         self.highest = ticks.token
+        if self._before_apply is not None:
+            self._before_apply()
         for ticker in ticks.tickers:
             if ticker.symbol in self.feed.markets:
                 self.feed.apply(ticker)

@@ -5,13 +5,12 @@ role's work has stopped here before another instance can gain it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rt.coord import Leases
+from rt.coord import Leases, raise_if_cancelled
 from rt.metrics.instruments import LEASE_RENEWALS, ROLE_HELD
 
 log = logging.getLogger("rt.coord")
@@ -50,7 +49,10 @@ class Roles:
         return self.leases.instance
 
     def role(self, name: str, on_gain: OnGain, on_lose: OnLose) -> None:
-        """Take part in `name`: on_gain(token) once the lease is this instance's, on_lose() once it is not."""
+        """Take part in `name`: on_gain(token) once the lease is this instance's, on_lose() once it is not.
+
+        on_gain runs beside the renewals and may run for as long as the role is held (a sweeper's loop): it is
+        cancelled when the role is lost, before on_lose. If it raises, the role is given up and tried for again."""
         if name in self._roles:
             raise ValueError(f"role {name!r} is already registered")
         self._roles[name] = _Role(name, on_gain, on_lose)
@@ -79,13 +81,18 @@ class Roles:
 
     async def _keep(self, role: _Role) -> None:
         loop = asyncio.get_running_loop()
+        failing = False
         while True:
             started = loop.time()
             try:
-                token = await asyncio.wait_for(self.leases.acquire(role.name, self._ttl_ms), self._interval)
+                async with asyncio.timeout(self._interval):
+                    token = await self.leases.acquire(role.name, self._ttl_ms)
+                failing = False
             except Exception as exc:
-                log.warning("lease acquire failed", extra={"role": role.name, "error": type(exc).__name__})
-                token = None
+                if not failing:  # once per outage, not every try
+                    log.warning("lease acquire failed", extra={"role": role.name, "error": type(exc).__name__})
+                failing, token = True, None
+            raise_if_cancelled()
             if token is not None:
                 role.held, role.token, role.valid_until = True, token, started + self._ttl
                 ROLE_HELD.labels(role.name).set(1)
@@ -98,7 +105,7 @@ class Roles:
             await asyncio.sleep(max(0.0, started + self._interval - loop.time()))
 
     async def _hold(self, role: _Role, gaining: asyncio.Future[None]) -> None:
-        """Renew until the lease is lost (or the role's start failed)."""
+        """Renew until the lease is lost (or the role's work failed)."""
         loop = asyncio.get_running_loop()
         last = loop.time()
         while True:
@@ -108,10 +115,12 @@ class Roles:
             else:
                 await asyncio.sleep(max(0.0, wait))
             if gaining.done() and not gaining.cancelled() and gaining.exception() is not None:
-                log.error("role start failed; giving it up", exc_info=gaining.exception(), extra={"role": role.name})
+                log.error(
+                    "role work failed; giving the role up", exc_info=gaining.exception(), extra={"role": role.name}
+                )
                 return
             if loop.time() < last + self._interval:
-                continue  # the start finished early: wait for the renewal's turn
+                continue  # the work finished early: wait for the renewal's turn
             last = loop.time()
             budget = role.valid_until - self._margin - last
             if budget <= 0:
@@ -119,11 +128,14 @@ class Roles:
                 log.warning("lease renewal late; role lost", extra={"role": role.name})
                 return
             try:
-                kept = await asyncio.wait_for(self.leases.renew(role.name, role.token, self._ttl_ms), budget)
+                async with asyncio.timeout(budget):
+                    kept = await self.leases.renew(role.name, role.token, self._ttl_ms)
             except Exception as exc:
+                raise_if_cancelled()
                 self._renewed(role, "error")
                 log.warning("lease renewal failed; role lost", extra={"role": role.name, "error": type(exc).__name__})
                 return
+            raise_if_cancelled()
             if not kept:
                 self._renewed(role, "lost")
                 log.warning("lease taken over; role lost", extra={"role": role.name})
@@ -139,8 +151,7 @@ class Roles:
         role.held = False
         ROLE_HELD.labels(role.name).set(0)
         gaining.cancel()
-        with contextlib.suppress(BaseException):
-            await gaining
+        await asyncio.wait({gaining})  # whatever the start ended with; a cancellation of this task goes on
         try:
             await role.on_lose()
         except Exception:
@@ -148,6 +159,7 @@ class Roles:
         log.info("role lost", extra={"role": role.name, "token": role.token, "instance": self.instance})
         # Hand over at once when it is still ours (a graceful stop); harmless when another already holds it.
         try:
-            await asyncio.wait_for(self.leases.release(role.name, role.token), self._interval)
+            async with asyncio.timeout(self._interval):
+                await self.leases.release(role.name, role.token)
         except Exception as exc:
             log.warning("lease release failed", extra={"role": role.name, "error": type(exc).__name__})

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from rt.config import Settings
+from rt.coord import Ticks
 from rt.coord.market import MARKET
 from rt.exchanges import Ticker
 from rt.exchanges.paper import PaperExchange
@@ -82,6 +84,30 @@ async def test_the_holder_does_the_tick_work_and_another_takes_it_over(tmp_path:
             assert b.roles.token(MARKET) == token + 1
             assert b.engine.protects and _paper(b).matching
             await heard_b.get()
+    finally:
+        client = aioredis.Redis.from_url(url)
+        keys = [key async for key in client.scan_iter(f"{redis_prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_a_holder_paused_past_its_lease_stops_the_tick_work_on_the_next_tick_it_hears(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    url = await need_redis()
+    try:
+        async with _instance(tmp_path, "a", url, redis_prefix) as a:
+            await _heard(a).get()
+            token = a.roles.token(MARKET)
+            assert token is not None and a.engine.protects
+            # The whole process stops (a GC pause, SIGSTOP) for longer than the 600 ms lease: the loop is blocked.
+            time.sleep(0.7)  # noqa: ASYNC251
+            # Before its renewal runs, a hears a step of the instance that took over meanwhile.
+            current = a.feed.ticker("BTC/USDT")
+            assert current is not None
+            assert a.market.receive(Ticks(token + 1, (current,)))
+            assert not a.engine.protects and not _paper(a).matching
     finally:
         client = aioredis.Redis.from_url(url)
         keys = [key async for key in client.scan_iter(f"{redis_prefix}:*")]
