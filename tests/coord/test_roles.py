@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from rt.coord.memory import MemoryLeases
 from rt.coord.redis import RedisLeases
 from rt.coord.roles import Roles
+from rt.metrics.instruments import LEASE_RENEWALS
 from tests.conftest import need_redis
 
 TTL_MS = 600
@@ -129,6 +131,12 @@ async def three(redis_prefix: str) -> AsyncIterator[Start]:
         await client.aclose()
 
 
+def _renewals(result: str) -> float:
+    registry = CollectorRegistry()
+    registry.register(LEASE_RENEWALS)
+    return registry.get_sample_value("rt_lease_renewals_total", {"role": MARKET, "result": result}) or 0.0
+
+
 def _by_name(instances: list[Instance], name: str) -> Instance:
     return next(i for i in instances if i.name == name)
 
@@ -171,6 +179,7 @@ async def test_a_holder_whose_renewals_stop_gives_the_role_up_before_another_gai
     _, first, old_token = await log.next_gain()
     holder = _by_name(instances, first)
     mark = len(log.entries)
+    failed = _renewals("error")
     paused_at = asyncio.get_running_loop().time()
     holder.leases.paused = True
     at, second, new_token = await log.next_gain(mark)
@@ -180,6 +189,7 @@ async def test_a_holder_whose_renewals_stop_gives_the_role_up_before_another_gai
     # The paused holder was told first, before its lease could have run out in Redis.
     lose_at, loser, _, _ = next(e for e in log.entries[mark:] if e[2] == "lose")
     assert loser == first and lose_at < at
+    assert _renewals("error") == failed + 1  # rt_lease_renewals_total{role="market",result="error"}
     assert not holder.roles.held(MARKET)
     assert holder.roles.snapshot()[MARKET]["held"] is False
 
