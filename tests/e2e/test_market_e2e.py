@@ -1,6 +1,6 @@
-"""One market for every instance: two `rt serve` processes on one Redis prefix see the same paper ticks in the same
-order, and when the one holding the market is killed (-9) the other takes over within the lease's TTL and walks on
-from the last price it applied."""
+"""One market for every instance: two `rt serve` processes on one Redis prefix and one PostgreSQL store see the same
+paper ticks in the same order, and when the one holding the market is killed (-9) the other takes over within the
+lease's TTL and walks on from the last price it applied."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import pytest
 import redis
 import websockets
 
-from tests.conftest import REDIS_URL, need_redis
+from tests import pg
+from tests.conftest import REDIS_URL, need_postgres, need_redis
 from tests.e2e.server import Server, run_server
 
 pytestmark = pytest.mark.e2e
@@ -27,10 +28,9 @@ CHANNEL = f"ticks:{BTC}"
 Tick = tuple[str, Any, int]  # symbol, last, timestamp
 
 
-def _env(prefix: str, name: str, start: str) -> dict[str, str]:
+def _env(shared: dict[str, str], name: str, start: str) -> dict[str, str]:
     return {
-        "RT_REDIS_URL": REDIS_URL,
-        "RT_REDIS_PREFIX": prefix,
+        **shared,
         "RT_INSTANCE_ID": name,
         "RT_PAPER_TICK_MS": "100",
         "RT_PAPER_VOLATILITY": "0.002",
@@ -55,15 +55,27 @@ def _wait_for_market(server: Server, within: float = 10) -> dict[str, Any]:
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
+def shared() -> Iterator[dict[str, str]]:
+    """What every instance shares: one Redis prefix, one PostgreSQL database, one pepper and secret key."""
     asyncio.run(need_redis())
-    made = f"rt-test-{uuid.uuid4().hex[:12]}"
-    yield made
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{made}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    asyncio.run(need_postgres())
+    prefix = f"rt-test-{uuid.uuid4().hex[:12]}"
+    database = asyncio.run(pg.fresh_database())
+    try:
+        yield {
+            "RT_REDIS_URL": REDIS_URL,
+            "RT_REDIS_PREFIX": prefix,
+            "RT_DATABASE_URL": database,
+            "RT_KEY_PEPPER": uuid.uuid4().hex,
+            "RT_SECRET_KEY": uuid.uuid4().hex,
+        }
+    finally:
+        asyncio.run(pg.drop_database(database))
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 class Ticks:
@@ -74,9 +86,8 @@ class Ticks:
         self._pending: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, server: Server) -> Ticks:
-        assert server.key is not None
-        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": server.key}) as http:
+    async def open(cls, server: Server, key: str) -> Ticks:
+        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": key}) as http:
             token = (await http.post("/v1/ws/token")).json()["token"]
         url = server.url.replace("http://", "ws://", 1) + f"/v1/ws?token={token}"
         ticks = cls(await websockets.connect(url, open_timeout=10))
@@ -107,16 +118,17 @@ async def _read(ticks: Ticks, count: int) -> list[Tick]:
 
 
 async def test_two_instances_show_one_market_and_the_survivor_walks_on_after_a_kill(
-    tmp_path: Path, prefix: str
+    tmp_path: Path, shared: dict[str, str]
 ) -> None:
-    with run_server(tmp_path / "a" / "data", _env(prefix, "a", "100")) as a:
+    with run_server(tmp_path / "a" / "data", _env(shared, "a", "100")) as a:
         holder = _wait_for_market(a)
-        assert holder["instance"] == "a"
-        with run_server(tmp_path / "b" / "data", _env(prefix, "b", "200")) as b:
+        assert holder["instance"] == "a" and a.key is not None
+        key = a.key  # the one store's bootstrap key works on every instance
+        with run_server(tmp_path / "b" / "data", _env(shared, "b", "200")) as b:
             follower = _ready(b)
             assert follower["instance"] == "b" and follower["status"] == "ok"
             assert follower["roles"]["market"] == {"held": False, "token": 0}
-            on_a, on_b = await Ticks.open(a), await Ticks.open(b)
+            on_a, on_b = await Ticks.open(a, key), await Ticks.open(b, key)
             try:
                 seen_a, seen_b = await asyncio.gather(_read(on_a, 20), _read(on_b, 20))
                 # The same ticks in the same order on both, from the first one both heard.
