@@ -92,15 +92,19 @@ class Runner:
             records = await self.store.load_strategies()
             self._active = {record.id: record for record in records}
             self._live = {}
+            starting = []
             for record in records:
-                self._live[record.id] = (record, await self._revive(record))
+                instance = await self._revive(record)
+                if record.state.get(PENDING):
+                    starting.append((record, instance))  # nothing to reconcile: a start clears orders and lots
+                else:
+                    self._live[record.id] = (record, instance)
             for account_id in {record.account_id for record in records}:
                 await self.engine.refresh(account_id)  # the last leader's writes, before its lots are looked at
             await self._cancel_strays(records)
             await self._reconcile(list(self._live.values()))
-            for record, instance in list(self._live.values()):
-                if record.state.pop(PENDING, None):
-                    await self._begin(record, instance)
+            for record, instance in starting:
+                await self._begin(record, instance)
         finally:
             self._reviving = False
 
@@ -263,17 +267,23 @@ class Runner:
         return instance.on_start(ticker, [Lot(p.id, p.side, p.entry_price, p.quantity) for p in held])
 
     async def _begin(self, record: StrategyRecord, instance: Strategy) -> None:
-        """On the leader: on_start of a strategy started on another instance."""
-        try:
-            ticker = await self.engine.venues.get(record.account_id, record.exchange).ticker(record.symbol)
-        except RtError:
-            log.warning("a strategy started elsewhere waits for its venue", extra={"strategy_id": record.id})
-            record.state[PENDING] = True
-            return
-        if self._live.get(record.id, (None,))[0] is not record:
-            return  # stopped (or the role lost) meanwhile
-        await self.engine.refresh(record.account_id)
-        await self._place(record, self._on_start(record, instance, ticker))
+        """On the leader: run a strategy it has heard of, with the on_start of one started on another instance. What
+        on_start needs is fetched first: live and started before the next await, no tick arriving meanwhile can arm
+        what on_start arms as well."""
+        pending = bool(record.state.get(PENDING))
+        if pending:
+            try:
+                ticker = await self.engine.venues.get(record.account_id, record.exchange).ticker(record.symbol)
+            except RtError:
+                log.warning("a strategy started elsewhere waits for its venue", extra={"strategy_id": record.id})
+                return
+            await self.engine.refresh(record.account_id)
+        if not self._leading or record.id in self._live:
+            return  # the role lost, or started here, meanwhile
+        self._live[record.id] = (record, instance)
+        if pending:
+            record.state.pop(PENDING, None)
+            await self._place(record, self._on_start(record, instance, ticker))
 
     async def stop_strategy(
         self, account_id: str, strategy_id: str, reason: str = "manual", *, cancel: bool = True
@@ -474,10 +484,7 @@ class Runner:
                     return  # stopped again meanwhile
                 self._active[record.id] = record
                 if self._leading:
-                    instance = await self._revive(record)
-                    self._live[record.id] = (record, instance)
-                    if record.state.pop(PENDING, None):
-                        await self._begin(record, instance)
+                    await self._begin(record, await self._revive(record))
                 return
             self._active.pop(strategy_id, None)
             live = self._live.pop(strategy_id, None)

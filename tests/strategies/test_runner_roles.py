@@ -115,3 +115,19 @@ async def test_an_order_a_dead_leader_placed_but_never_saved_is_canceled_by_the_
     await pair.follower.runner.lead()
     assert (await rig.store.get_order(rig.account_id, stray.id)).status == "canceled"  # type: ignore[union-attr]
     assert resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))]
+
+
+async def test_a_tick_while_the_leader_starts_a_strategy_started_elsewhere_does_not_double_its_buys(
+    rig: Rig, pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refresh = rig.engine.refresh
+
+    async def tick_meanwhile(account_id: str) -> None:
+        rig.set_price("99.5")  # a tick lands while the leader reads the book for on_start
+        await refresh(account_id)
+
+    monkeypatch.setattr(rig.engine, "refresh", tick_meanwhile)
+    record = await pair.follower.runner.deploy(rig.account_id, "grid", "grid", "paper", SYMBOL, GRID, {})
+    await eventually(lambda: len(resting(rig, record.id)) >= 2)
+    await pair.leader.move("99.5")
+    assert resting(rig, record.id) == [("buy", D(90)), ("buy", D(95))]
