@@ -16,8 +16,8 @@ from rt.auth import scopes as scope_names
 from rt.auth.manage import IssuedKey
 from rt.config import OPTIONS, Settings
 from rt.errors import RtError
+from rt.records.accounts import Account, ApiKey, VenueRecord
 from rt.runtime import Runtime, open_runtime
-from rt.store.models import Account, ApiKey, VenueRecord
 
 T = TypeVar("T")
 

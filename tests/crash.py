@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from rt.config import Settings
+from rt.records.trading import TradeBatch
 from rt.runtime import Runtime
-from rt.store.models import TradeBatch
 
 
 class Died(BaseException):

@@ -8,8 +8,8 @@ from pydantic import BaseModel
 
 from rt import __version__
 from rt.api.openapi import WireSchema
-from rt.bus import EVENTS, EVENTS_CHANNEL, channel_of
 from rt.engine.requests import EmergencyKill, OrderRequest, PositionRequest
+from rt.records.events import EVENTS, EVENTS_CHANNEL, channel_of
 from rt.session import commands, protocol
 
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from rt.engine.unit import atomic
 from rt.errors import IDEMPOTENCY_CONFLICT, Conflict
-from rt.store.models import IdempotencyRecord, StoredResponse
+from rt.records.trading import IdempotencyRecord, StoredResponse
 
 if TYPE_CHECKING:
     from rt.engine.engine import Engine

@@ -13,7 +13,7 @@ from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.auth.manage import IssuedKey
 from rt.errors import INSUFFICIENT_SCOPE, Forbidden
-from rt.store.models import ApiKey
+from rt.records.accounts import ApiKey
 
 TIERS = Literal["starter", "pro", "pro_plus"]
 

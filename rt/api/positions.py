@@ -14,9 +14,9 @@ from rt.api.responses import JSON
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine import trading
-from rt.engine.models import Position
 from rt.engine.requests import PositionRequest, PositionUpdate
 from rt.errors import NotFound
+from rt.records.trading import Position
 
 STATUSES: dict[str, tuple[str, ...] | None] = {
     "open": ("open",),

@@ -12,9 +12,9 @@ from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine import kill, risk
 from rt.engine.engine import Changes
-from rt.engine.models import Envelope
 from rt.engine.requests import EmergencyKill, EnvelopeIn, RiskKill
 from rt.errors import NotFound
+from rt.records.trading import Envelope
 
 
 class EnvelopeOut(BaseModel):

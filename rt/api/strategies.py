@@ -13,7 +13,7 @@ from rt.api.models import Page, Strict
 from rt.api.responses import JSON
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
-from rt.strategies.models import StrategyRecord
+from rt.records.strategies import StrategyRecord
 
 
 class StrategyCreate(Strict):

@@ -8,8 +8,8 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from rt.records.accounts import AuditEntry
 from rt.store import Store
-from rt.store.models import AuditEntry
 
 log = logging.getLogger("rt.audit")
 

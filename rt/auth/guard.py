@@ -18,8 +18,8 @@ from rt.auth.usage import UsageMeter
 from rt.auth.vault import Box
 from rt.config import Settings
 from rt.errors import Forbidden, RtError, TooManyRequests, Unauthorized
+from rt.records.accounts import ApiKey
 from rt.store import Store
-from rt.store.models import ApiKey
 
 SIGNATURE_TOLERANCE_MS = 5 * 60 * 1000
 _CACHE_TTL = 1.0  # a key revoked by another process stops working within this

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 
-from rt.ids import base62
+from rt.records.ids import base62
 
 KEY_RE = re.compile(r"rt_(live|test)_[0-9A-Za-z]{32}")
 PREFIX_LEN = 12

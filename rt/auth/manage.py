@@ -10,9 +10,9 @@ from rt.auth import audit, keys, scopes, tiers
 from rt.auth.network import normalize
 from rt.auth.vault import Box
 from rt.errors import NotFound
-from rt.ids import new_id
+from rt.records.accounts import Account, ApiKey
+from rt.records.ids import new_id
 from rt.store import Store
-from rt.store.models import Account, ApiKey
 
 MAX_ACTIVE_KEYS = 5
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 
+from rt.records.accounts import Usage, UsageDelta
 from rt.store import Store
-from rt.store.models import Usage, UsageDelta
 
 log = logging.getLogger("rt.usage")
 

@@ -8,8 +8,8 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
-from rt.bus import EVENTS_CHANNEL, Delivery, Event, channel_of
-from rt.store import Store
+from rt.bus import EventLog
+from rt.records.events import EVENTS_CHANNEL, Delivery, Event, channel_of
 
 log = logging.getLogger("rt.bus")
 
@@ -34,7 +34,7 @@ class MemoryBus:
         ring.append(delivery)
         return delivery
 
-    async def restore(self, store: Store) -> None:
+    async def restore(self, store: EventLog) -> None:
         """Continue the sequences (and history) of a previous run from the stored events, so a client resuming with
         `since` across a restart neither misses events nor drops new ones as already seen."""
         counts = await store.event_counts()

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from rt.bus import EVENTS_CHANNEL, Delivery, Event
-from rt.store import Store
+from rt.bus import EventLog
+from rt.records.events import EVENTS_CHANNEL, Delivery, Event
 from rt.wire import dumps
 
 log = logging.getLogger("rt.bus.redis")
@@ -161,7 +161,7 @@ class RedisBus:
         value = await self._redis.get(self._seq_key(account_id, channel))
         return int(value) if value else 0
 
-    async def restore(self, store: Store) -> None:
+    async def restore(self, store: EventLog) -> None:
         """Redis keeps the sequences and history itself."""
 
     async def ping(self) -> None:

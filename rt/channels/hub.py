@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from rt import metrics
-from rt.bus import Bus, Delivery
+from rt.bus import Bus
 from rt.channels import tick_json
 from rt.exchanges import Ticker
+from rt.records.events import Delivery
 from rt.wire import dumps
 
 log = logging.getLogger("rt.hub")

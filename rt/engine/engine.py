@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from rt.bus import Bus, Event
+from rt.bus import Bus
 from rt.engine import ledger, risk
-from rt.engine.models import Book, Envelope, Order, Position
 from rt.engine.unit import Unit, atomic
 from rt.exchanges import Exchange, Fill, Ticker
 from rt.exchanges.registry import Venues
+from rt.records.events import Event
+from rt.records.trading import Book, Envelope, Order, Position, TradeBatch
 from rt.store import Store
-from rt.store.models import TradeBatch
 
 log = logging.getLogger("rt.engine")
 

@@ -9,11 +9,11 @@ from typing import Any, Literal
 
 from rt import metrics
 from rt.engine.engine import Changes, Engine
-from rt.engine.models import Order, Position
 from rt.engine.trading import _close, _mark_canceled, book_resting_fill
 from rt.errors import RtError
 from rt.exchanges import VenueOrder
-from rt.ids import new_id
+from rt.records.ids import new_id
+from rt.records.trading import Order, Position
 
 log = logging.getLogger("rt.charon")
 

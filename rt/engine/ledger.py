@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from rt.engine.models import ZERO, Book, Order, Position, now
 from rt.exchanges import Fill
+from rt.records.trading import ZERO, Book, Order, Position, now
 
 
 @dataclass

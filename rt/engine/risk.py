@@ -11,8 +11,8 @@ from typing import Any
 
 from rt import metrics
 from rt.engine import ledger
-from rt.engine.models import ZERO, Book
 from rt.errors import Locked, ValidationFailed
+from rt.records.trading import ZERO, Book
 
 WARNING_AT = Decimal("0.8")
 

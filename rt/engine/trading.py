@@ -9,11 +9,11 @@ from typing import Any
 from rt import metrics
 from rt.engine import ledger, risk, rules
 from rt.engine.engine import Changes, Engine
-from rt.engine.models import Order, Position, now
 from rt.engine.requests import OrderRequest, PositionRequest, PositionUpdate
 from rt.errors import BadRequest, NotFound, RtError
 from rt.exchanges import Exchange, Fill, OrderSpec, Side, Ticker
-from rt.ids import new_id
+from rt.records.ids import new_id
+from rt.records.trading import Order, Position, now
 
 log = logging.getLogger("rt.engine")
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from rt.store.models import IdempotencyRecord, TradeBatch
+from rt.records.trading import IdempotencyRecord, TradeBatch
 
 if TYPE_CHECKING:
     from rt.store import Store, Writing

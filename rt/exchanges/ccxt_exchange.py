@@ -39,8 +39,8 @@ from rt.exchanges import (
 
 if TYPE_CHECKING:
     from rt.auth.vault import Box
-    from rt.engine.models import Book
-    from rt.store.models import VenueRecord
+    from rt.records.accounts import VenueRecord
+    from rt.records.trading import Book
 
 log = logging.getLogger("rt.ccxt")
 # ccxt logs every request and response at debug level, API key header included: keep it out of rt's logs.

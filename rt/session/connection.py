@@ -22,7 +22,7 @@ from rt.api.idempotency import fingerprint
 from rt.auth.limiter import gcra
 from rt.auth.principal import Principal
 from rt.errors import RATE_LIMITED, RtError, TooManyRequests, outage
-from rt.ids import new_id
+from rt.records.ids import new_id
 from rt.session import commands, protocol
 from rt.wire import dumps
 

@@ -9,21 +9,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rt.errors import RtError
-from rt.store.models import (
-    Account,
-    ApiKey,
-    AuditEntry,
-    StoredResponse,
-    TradeBatch,
-    Usage,
-    UsageDelta,
-    VenueRecord,
-)
+from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta, VenueRecord
+from rt.records.trading import StoredResponse, TradeBatch
 
 if TYPE_CHECKING:
-    from rt.bus import Event
-    from rt.engine.models import Book, Order, Position
-    from rt.strategies.models import StrategyRecord
+    from rt.records.events import Event
+    from rt.records.strategies import StrategyRecord
+    from rt.records.trading import Book, Order, Position
 
 
 class KeyLimitReached(RtError):

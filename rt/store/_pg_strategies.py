@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from rt.records.strategies import StrategyRecord
 from rt.store._pg_base import Connections
-from rt.strategies.models import StrategyRecord
 
 _NAMES = (
     "id",

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
+from rt.records.accounts import VenueRecord
 from rt.store._pg_base import Connections, status_count
-from rt.store.models import VenueRecord
 
 _COLUMNS = "account_id, exchange, credentials, options, created_at"
 

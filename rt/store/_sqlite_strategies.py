@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from rt.records.strategies import StrategyRecord
 from rt.store._sqlite_base import Connections
-from rt.strategies.models import StrategyRecord
 
 _COLS = (
     "id, account_id, name, type, exchange, symbol, config, risk_limits, status, state, stop_reason, created_at, "

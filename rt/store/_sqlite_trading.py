@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from rt.bus import Event
-from rt.engine.models import Book, Envelope, Order, Position
+from rt.records.events import Event
+from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
 from rt.store._rows import columns, from_row, state_json, to_row
 from rt.store._sqlite_base import Connections
-from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.wire import dumps
 
 if TYPE_CHECKING:
@@ -164,7 +163,7 @@ class TradingTables(Connections):
         return list(books.values())
 
     async def create_book(self, book: Book) -> None:
-        async with self._write:
+        async with self._transaction("BEGIN"):
             await self._db.execute(_CREATE_BOOK, _book_row(book))
 
     async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:

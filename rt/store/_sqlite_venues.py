@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
+from rt.records.accounts import VenueRecord
 from rt.store._sqlite_base import Connections
-from rt.store.models import VenueRecord
 
 _COLUMNS = "account_id, exchange, credentials, options, created_at"
 

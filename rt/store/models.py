@@ -1,107 +1,11 @@
-"""Records the store keeps. Plain dataclasses: the domain does not see SQL rows."""
+"""Moved to rt.records.accounts and rt.records.trading."""
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
-
-@dataclass(frozen=True)
-class Account:
-    id: str
-    name: str
-    parent_id: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    account_id: str
-    name: str
-    prefix: str
-    digest: str
-    scopes: tuple[str, ...]
-    tier: str
-    allow_ips: tuple[str, ...]
-    test: bool
-    sealed_signing_secret: str
-    created_at: datetime
-    last_used_at: datetime | None = None
-    revoked_at: datetime | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    action: str
-    account_id: str | None
-    key_id: str | None
-    ip: str | None
-    detail: dict[str, Any] = field(default_factory=dict)
-    at: datetime | None = None
-    id: int | None = None
-
-
-@dataclass
-class UsageDelta:
-    """Counts for one key in one clock hour, flushed to the store in batches."""
-
-    key_id: str
-    hour: int
-    requests: int = 0
-    auth_failures: int = 0
-    rate_limited: int = 0
-    last_used_ms: int = 0
-
-
-@dataclass(frozen=True)
-class Usage:
-    requests: int
-    auth_failures: int
-    rate_limited: int
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    """An idempotent write's first answer."""
-
-    fingerprint: str
-    status: int
-    body: bytes
-
-
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    """The first answer to an account's idempotency key, stored with what the write changed."""
-
-    account_id: str
-    key: str
-    response: StoredResponse
-
-
-@dataclass
-class TradeBatch:
-    """Everything one write changed, written in one transaction: a crash leaves all of it or none."""
-
-    books: list[Any] = field(default_factory=list)
-    positions: list[Any] = field(default_factory=list)
-    orders: list[Any] = field(default_factory=list)
-    events: list[Any] = field(default_factory=list)
-    responses: list[IdempotencyRecord] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class VenueRecord:
-    """A real venue of one account. `sealed_credentials` is a Box-sealed JSON object (`api_key`, `secret`,
-    `password`); `options` holds `sandbox`, `url` (a base-URL override) and `ccxt` (options passed to ccxt)."""
-
-    account_id: str
-    exchange: str
-    sealed_credentials: str
-    options: dict[str, Any]
-    created_at: datetime
+from rt.records.accounts import Account as Account
+from rt.records.accounts import ApiKey as ApiKey
+from rt.records.accounts import AuditEntry as AuditEntry
+from rt.records.accounts import Usage as Usage
+from rt.records.accounts import UsageDelta as UsageDelta
+from rt.records.accounts import VenueRecord as VenueRecord
+from rt.records.trading import IdempotencyRecord as IdempotencyRecord
+from rt.records.trading import StoredResponse as StoredResponse
+from rt.records.trading import TradeBatch as TradeBatch

@@ -14,13 +14,13 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from rt.ids import new_id
+from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
+from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached
 from rt.store._sqlite_strategies import StrategyTables
 from rt.store._sqlite_trading import TradingTables
 from rt.store._sqlite_venues import VenueTables
 from rt.store.migrations import load
-from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.wire import dumps
 
 

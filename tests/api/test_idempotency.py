@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from rt.app import create_app
+from rt.records.trading import TradeBatch
 from rt.runtime import Runtime
-from rt.store.models import TradeBatch
 from tests.crash import Died, die_after_commit, settings
 
 ORDER = {"exchange": "paper", "symbol": "ETH/USDT", "side": "buy", "type": "limit", "quantity": 0.01, "price": 1000}

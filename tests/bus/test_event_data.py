@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from rt import wire
-from rt.bus import Bus, Delivery, Event, open_bus
+from rt.bus import Bus, open_bus
+from rt.records.events import Delivery, Event
 from tests.conftest import need_redis
 
 PROBE = "acct_probe"

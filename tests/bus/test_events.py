@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from rt.api import asyncapi
-from rt.bus import EVENTS, EVENTS_CHANNEL, channel_of
+from rt.records.events import EVENTS, EVENTS_CHANNEL, channel_of
 
 RT = Path(__file__).resolve().parents[2] / "rt"
 NAME = re.compile(r"^[a-z]+\.[a-z_]+$")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from rt.bus import EVENTS_CHANNEL, Delivery, Event, channel_of
 from rt.bus.memory import MemoryBus
+from rt.records.events import EVENTS_CHANNEL, Delivery, Event, channel_of
 
 
 def seqs(deliveries: list[Delivery], channel: str) -> list[tuple[str, int]]:

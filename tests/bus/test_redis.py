@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from rt.bus import EVENTS_CHANNEL, Delivery, Event
 from rt.bus.redis import RedisBus
+from rt.records.events import EVENTS_CHANNEL, Delivery, Event
 from tests.conftest import need_redis
 
 pytestmark = pytest.mark.redis

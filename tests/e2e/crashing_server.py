@@ -9,8 +9,8 @@ import os
 import signal
 
 from rt.cli import main
+from rt.records.trading import TradeBatch
 from rt.store._sqlite_trading import TradingTables
-from rt.store.models import TradeBatch
 
 _save = TradingTables.save
 

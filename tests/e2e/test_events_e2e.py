@@ -15,7 +15,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from rt.bus import EVENTS, EVENTS_CHANNEL, channel_of
+from rt.records.events import EVENTS, EVENTS_CHANNEL, channel_of
 from tests.e2e.server import Server, run_server
 
 pytestmark = pytest.mark.e2e

@@ -23,10 +23,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from rt.auth.tokens import TOKEN_TTL
-from rt.bus import Event
 from rt.bus.memory import MemoryBus
 from rt.channels.hub import Hub
 from rt.config import Settings
+from rt.records.events import Event
 from rt.runtime import open_runtime
 from tests.conftest import need_redis
 from tests.e2e.server import Server, free_port, run_server

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from rt.bus import Delivery
 from rt.bus.memory import MemoryBus
 from rt.engine import trading
 from rt.engine.engine import Changes, Engine, EngineConfig
-from rt.engine.models import Book, Order, Position
 from rt.engine.requests import OrderRequest, PositionRequest
 from rt.exchanges import Ticker
 from rt.exchanges.feed import MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
+from rt.records.events import Delivery
+from rt.records.trading import Book, Order, Position
 from rt.store.sqlite import SQLiteStore
 
 SYMBOL = "BTC/USDT"

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from rt.engine.engine import EngineConfig
-from rt.engine.models import Envelope, Position
 from rt.exchanges import Ticker
+from rt.records.trading import Envelope, Position
 from tests.engine.conftest import Rig, RigFactory
 
 D = Decimal

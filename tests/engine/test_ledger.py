@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from rt.engine import kill, ledger
 from rt.engine.engine import EngineConfig
-from rt.engine.models import Envelope
 from rt.errors import ValidationFailed
+from rt.records.trading import Envelope
 from tests.engine.conftest import FEE, START, Rig, RigFactory
 
 D = Decimal

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from rt import wire
 from rt.engine import kill, ledger, risk, trading
 from rt.engine.engine import EngineConfig
-from rt.engine.models import Envelope
 from rt.engine.requests import PositionRequest, PositionUpdate
 from rt.errors import Locked, RtError, ValidationFailed
+from rt.records.trading import Envelope
 from tests.engine.conftest import START, Rig
 
 D = Decimal

@@ -14,12 +14,12 @@ from rt.api.idempotency import Idempotency
 from rt.bus.memory import MemoryBus
 from rt.engine import kill, trading
 from rt.engine.engine import Engine
-from rt.engine.models import Envelope
 from rt.engine.requests import PositionRequest
 from rt.errors import RtError
 from rt.exchanges.feed import MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
+from rt.records.trading import Envelope
 from rt.store import Store, open_store
 from tests.conftest import need_postgres
 from tests.engine.conftest import FEE, PRICES, SYMBOL

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from rt.engine import trading
-from rt.engine.models import Position
 from rt.engine.requests import PositionUpdate
 from rt.errors import BadRequest, NotFound
+from rt.records.trading import Position
 from tests.engine.conftest import FEE, START, SYMBOL, Rig, RigFactory
 
 D = Decimal

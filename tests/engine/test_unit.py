@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from rt.engine.unit import Unit, atomic
-from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
+from rt.records.trading import IdempotencyRecord, StoredResponse, TradeBatch
 from tests.engine.conftest import Rig
 
 

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from rt.auth.vault import Box
-from rt.engine.models import Book, Order, Position
 from rt.errors import BadRequest
 from rt.exchanges import ExchangeRejected, ExchangeUnavailable, Fill, OrderSpec, Ticker
 from rt.exchanges.ccxt_exchange import CcxtExchange, check_venue, resume
-from rt.store.models import VenueRecord
+from rt.records.accounts import VenueRecord
+from rt.records.trading import Book, Order, Position
 from tests.exchanges.fake_binance import FakeBinance
 
 BTC = "BTC/USDT"

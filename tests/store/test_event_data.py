@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from rt import wire
-from rt.bus import Event
+from rt.records.events import Event
+from rt.records.trading import TradeBatch
 from rt.store import Store
-from rt.store.models import TradeBatch
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 891234, tzinfo=UTC)
 

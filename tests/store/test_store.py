@@ -10,10 +10,10 @@ from decimal import Decimal
 
 import pytest
 
-from rt.engine.models import Position, now
-from rt.ids import new_id
+from rt.records.accounts import Account, ApiKey, AuditEntry, UsageDelta
+from rt.records.ids import new_id
+from rt.records.trading import IdempotencyRecord, Position, StoredResponse, TradeBatch, now
 from rt.store import AccountExists, KeyLimitReached, Store, open_store
-from rt.store.models import Account, ApiKey, AuditEntry, IdempotencyRecord, StoredResponse, TradeBatch, UsageDelta
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 ACCOUNT = "acct_reads"
