@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ log = logging.getLogger("rt.engine")
 T = TypeVar("T")
 
 _OWN_EVENTS = 100_000
+# An event stored this long ago and still not marked published lost its publish to a crash (the mark is flushed every
+# mark_flush_interval).
+RELAY_AFTER_S = 5.0
+RELAY_BATCH = 1000
 
 
 @dataclass
@@ -80,6 +85,8 @@ class Engine:
         self._after_mark: dict[str, list[Callable[[Ticker], None]]] = {}
         # Ids of the events this engine published, so following the bus tells its own writes from other processes'.
         self._own: OrderedDict[str, None] = OrderedDict()
+        # Ids of the events published since the store last heard of it (see flush_sent).
+        self._sent: list[str] = []
         self._stale: set[str] = set()
         # Whether this process does each tick's protective work (stop loss, take profit) and stores the marks: true
         # alone, and on the one instance that holds the market when several share a store.
@@ -94,7 +101,7 @@ class Engine:
     async def start(self) -> None:
         for book in await self.store.load_books():
             self._swap(book.account_id, book)
-        self._flusher = asyncio.create_task(self._flush_marks_forever(), name="mark-flush")
+        self._flusher = asyncio.create_task(self._flush_forever(), name="engine-flush")
         for venue in self.venues.all():
             self.listen(venue)
             await venue.start()
@@ -132,6 +139,10 @@ class Engine:
         for venue in self.venues.all():
             await venue.close()
         await self.flush_marks()
+        try:
+            await self.flush_sent()
+        except Exception:
+            log.exception("storing which events were published failed; they are published again after a restart")
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -318,6 +329,7 @@ class Engine:
         async def publish() -> None:
             if events:
                 await self.bus.publish(events)
+                self._sent.extend(event.id for event in events)
 
         account_id = book.account_id
         unit.defer(batch, publish, lambda: self._reload(account_id))
@@ -408,13 +420,38 @@ class Engine:
             for a, marked in taken.items():
                 self._marked[a] = {**marked, **self._marked.get(a, {})}
 
-    async def _flush_marks_forever(self) -> None:
+    async def flush_sent(self) -> None:
+        """Mark the events the bus has as published in the store (the outbox), in one write."""
+        sent, self._sent = self._sent, []
+        try:
+            await self.store.mark_published(sent)
+        except Exception:
+            self._sent = sent + self._sent
+            raise
+
+    async def relay(self, older_than_s: float = RELAY_AFTER_S) -> int:
+        """Publish the stored events that were never marked published: a crash (of this process or another on the
+        store) came between a write's commit and its publish. The bus delivers an event id once, so an event whose
+        mark was only late is not delivered twice. Done by the process doing the tick work; returns how many."""
+        if not self.protects:
+            return 0
+        before_us = time.time_ns() // 1000 - int(older_than_s * 1_000_000)
+        events = await self.store.unpublished_events(before_us, RELAY_BATCH)
+        if not events:
+            return 0
+        await self.bus.publish(events)
+        await self.store.mark_published([event.id for event in events])
+        log.warning("published events a crash had held back", extra={"events": len(events)})
+        return len(events)
+
+    async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.mark_flush_interval)
-            try:
-                await self.flush_marks()
-            except Exception:
-                log.exception("mark flush failed")
+            for step in (self.flush_marks, self.flush_sent, self.relay):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("engine flush failed", extra={"step": step.__name__})
 
     def _alerts_differ(self, book: Book) -> bool:
         for check, (used, _, _) in risk.utilization(book).items():

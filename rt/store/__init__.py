@@ -128,6 +128,15 @@ class Store(Protocol):
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None: ...
     async def expire_responses(self, older_than_ms: int) -> None: ...
 
+    # the outbox: every event is stored unpublished with its write
+
+    async def mark_published(self, event_ids: Sequence[str]) -> None:
+        """The bus has these events."""
+
+    async def unpublished_events(self, before_us: int, limit: int) -> list[Event]:
+        """Events stored before `before_us` that were never marked published (a crash came between the commit and
+        the publish), oldest first, in the order they were stored."""
+
     # strategies
 
     async def save_strategy(self, record: StrategyRecord) -> None: ...

@@ -54,7 +54,7 @@ _UPSERT_POSITION = _upsert("positions", _POSITION_COLS)
 _UPSERT_ORDER = _upsert("orders", _ORDER_COLS)
 _UPSERT_BOOK = _upsert("books", _BOOK_COLS)
 _CREATE_BOOK = f"{_insert('books', _BOOK_COLS)} ON CONFLICT (account_id) DO NOTHING"
-_INSERT_EVENT = "INSERT INTO events (id, account_id, event, data, ts_us) VALUES ($1, $2, $3, $4, $5)"
+_INSERT_EVENT = "INSERT INTO events (id, account_id, event, data, ts_us, published) VALUES ($1, $2, $3, $4, $5, false)"
 _INSERT_RESPONSE = (
     "INSERT INTO idempotency (account_id, key, fingerprint, status, body, created_at) VALUES ($1, $2, $3, $4, $5, $6) "
     "ON CONFLICT (account_id, key) DO NOTHING"
@@ -293,6 +293,19 @@ class TradingTables(Connections):
             "SELECT id, account_id, event, data, ts_us FROM ("
             "  SELECT *, ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY seq DESC) AS n FROM events"
             ") AS e WHERE n <= $1 ORDER BY seq",
+            limit,
+        )
+        return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
+
+    async def mark_published(self, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            await self._execute("UPDATE events SET published = true WHERE id = ANY($1::text[])", sorted(event_ids))
+
+    async def unpublished_events(self, before_us: int, limit: int) -> list[Event]:
+        rows = await self._all(
+            "SELECT id, account_id, event, data, ts_us FROM events WHERE NOT published AND ts_us < $1 ORDER BY seq "
+            "LIMIT $2",
+            before_us,
             limit,
         )
         return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]

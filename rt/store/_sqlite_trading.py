@@ -43,6 +43,7 @@ _UPSERT_BOOK = f"INSERT {_BOOK_VALUES} ON CONFLICT (account_id) DO UPDATE SET " 
 _CREATE_BOOK = f"INSERT OR IGNORE {_BOOK_VALUES}"
 
 
+_INSERT_EVENT = "INSERT INTO events (id, account_id, event, data, ts_us, published) VALUES (?, ?, ?, ?, ?, 0)"
 _INSERT_RESPONSE = (
     "INSERT OR IGNORE INTO idempotency (account_id, key, fingerprint, status, body, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
@@ -131,9 +132,7 @@ class TradingTables(Connections):
             if batch.orders:
                 await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
             if events:
-                await db.executemany(
-                    "INSERT INTO events (id, account_id, event, data, ts_us) VALUES (?, ?, ?, ?, ?)", events
-                )
+                await db.executemany(_INSERT_EVENT, events)
             if batch.responses:
                 await db.executemany(_INSERT_RESPONSE, [_response_row(r) for r in batch.responses])
 
@@ -248,6 +247,21 @@ class TradingTables(Connections):
             "SELECT id, account_id, event, data, ts_us FROM ("
             "  SELECT rowid AS r, *, ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY rowid DESC) AS n FROM events"
             ") WHERE n <= ? ORDER BY r",
+            limit,
+        )
+        return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
+
+    async def mark_published(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        async with self._transaction("BEGIN"):
+            await self._db.executemany("UPDATE events SET published = 1 WHERE id = ?", [(i,) for i in event_ids])
+
+    async def unpublished_events(self, before_us: int, limit: int) -> list[Event]:
+        rows = await self._all(
+            "SELECT id, account_id, event, data, ts_us FROM events WHERE published = 0 AND ts_us < ? ORDER BY rowid "
+            "LIMIT ?",
+            before_us,
             limit,
         )
         return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]

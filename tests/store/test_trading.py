@@ -257,3 +257,20 @@ async def test_lookups_by_text_with_a_nul_character_find_nothing(store: Store) -
     assert await store.get_response(alice, "k\x00") is None
     assert await store.find_account("alice\x00") is None
     assert await store.key_by_digest("\x00") is None
+
+
+async def test_an_event_is_stored_unpublished_until_it_is_marked(store: Store) -> None:
+    alice = await account(store)
+    first, second, third = (Event(alice, "order.created", {"n": n}, ts_us=1_000_000 + n) for n in range(3))
+    await store.save(TradeBatch(events=[first, second]))
+    await store.save(TradeBatch(events=[third]))
+    assert [e.id for e in await store.unpublished_events(2_000_000, 10)] == [first.id, second.id, third.id]
+    # Only those stored before the cut, oldest first, at most `limit`.
+    assert [e.id for e in await store.unpublished_events(1_000_002, 10)] == [first.id, second.id]
+    assert [e.id for e in await store.unpublished_events(2_000_000, 1)] == [first.id]
+    await store.mark_published([first.id, third.id])
+    (left,) = await store.unpublished_events(2_000_000, 10)
+    assert left == second
+    await store.mark_published([])
+    await store.mark_published([second.id])
+    assert await store.unpublished_events(2_000_000, 10) == []
