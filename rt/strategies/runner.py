@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from rt.bus import Delivery, Event
 from rt.coord.roles import Roles
 from rt.engine import trading
 from rt.engine.engine import Engine
@@ -31,10 +30,11 @@ from rt.engine.requests import OrderRequest
 from rt.engine.risk import Check
 from rt.errors import BadRequest, NotFound, RtError
 from rt.exchanges import Exchange, Market, Ticker
-from rt.ids import new_id
+from rt.records.events import Delivery, Event
+from rt.records.ids import new_id
+from rt.records.strategies import StrategyRecord
 from rt.store import Store
 from rt.strategies import Lot, RiskLimits, Strategy, Want, types
-from rt.strategies.models import StrategyRecord
 from rt.wire import dumps
 
 log = logging.getLogger("rt.strategies")
@@ -320,7 +320,7 @@ class Runner:
         return halted
 
     async def _changed(self, record: StrategyRecord, event: str) -> None:
-        from rt.store.models import TradeBatch
+        from rt.records.trading import TradeBatch
 
         record.updated_at = _utcnow()
         await self.store.save_strategy(record)
