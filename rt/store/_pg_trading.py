@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from rt.bus import Event
-from rt.engine.models import Book, Envelope, Order, Position
+from rt.records.events import Event
+from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
 from rt.store._pg_base import Connections, has_nul, transaction
 from rt.store._rows import columns, from_row, state_json, to_row
-from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.wire import dumps
 
 if TYPE_CHECKING:

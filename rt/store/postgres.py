@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from rt.ids import new_id
+from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
+from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached
 from rt.store._pg_base import status_count
 from rt.store._pg_strategies import StrategyTables
 from rt.store._pg_trading import TradingTables
 from rt.store._pg_venues import VenueTables
 from rt.store.migrations import load
-from rt.store.models import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.wire import dumps
 
 if TYPE_CHECKING:

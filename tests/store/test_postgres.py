@@ -11,11 +11,10 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from rt.bus import Event
-from rt.engine.models import Book, Position
 from rt.errors import BadRequest
+from rt.records.events import Event
+from rt.records.trading import Book, IdempotencyRecord, Position, StoredResponse, TradeBatch
 from rt.store.migrations import load
-from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch
 from rt.store.postgres import PostgresStore
 
 

@@ -7,12 +7,12 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from rt.bus import Event
-from rt.engine.models import Book, Envelope, Order, Position
-from rt.ids import new_id
+from rt.records.accounts import VenueRecord
+from rt.records.events import Event
+from rt.records.ids import new_id
+from rt.records.strategies import StrategyRecord
+from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
 from rt.store import Store
-from rt.store.models import IdempotencyRecord, StoredResponse, TradeBatch, VenueRecord
-from rt.strategies.models import StrategyRecord
 
 T0 = datetime(2026, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
 TINY, HUGE = Decimal("0.000000000001"), Decimal("99999999999999.9")

@@ -1,4 +1,0 @@
-"""Moved to rt.records.strategies."""
-
-from rt.records.strategies import StrategyRecord as StrategyRecord
-from rt.records.strategies import StrategyStatus as StrategyStatus
