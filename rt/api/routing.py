@@ -147,7 +147,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         try:
             ip = client_ip(
                 request.client.host if request.client else None,
-                request.headers.get("x-forwarded-for"),
+                request.headers.getlist("x-forwarded-for"),
                 runtime.trusted_proxies,
             )
             state["client_ip"] = ip

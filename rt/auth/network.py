@@ -41,13 +41,18 @@ def contains(networks: Sequence[Network], address: str) -> bool:
     return any(ip.version == n.version and ip in n for n in networks)
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
-    """The socket peer, unless it is a trusted proxy: then the right-most untrusted X-Forwarded-For hop."""
+def client_ip(peer: str | None, forwarded_for: str | Iterable[str] | None, trusted: Sequence[Network]) -> str:
+    """The socket peer, unless it is a trusted proxy: then the right-most untrusted X-Forwarded-For hop.
+
+    `forwarded_for` is the header's value or every one of its field lines in order (`headers.getlist`): a proxy that
+    appends a line of its own instead of extending the client's leaves the real client in the last line, and the
+    lines are one comma-separated list (RFC 9110 §5.3), so reading the first alone would believe the client's."""
     if peer is None:
         return "unknown"
-    if not trusted or not forwarded_for or not contains(trusted, peer):
+    lines = [forwarded_for] if isinstance(forwarded_for, str) else list(forwarded_for or ())
+    if not trusted or not lines or not contains(trusted, peer):
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    hops = [hop.strip() for line in lines for hop in line.split(",") if hop.strip()]
     for hop in reversed(hops):
         try:
             ipaddress.ip_address(hop)

@@ -60,7 +60,8 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
     if runtime.sessions.closing:
         await _deny(ws, RtError("the server is shutting down", status=503, code="SERVICE_UNAVAILABLE"))
         return
-    ip = client_ip(ws.client.host if ws.client else None, ws.headers.get("x-forwarded-for"), runtime.trusted_proxies)
+    peer = ws.client.host if ws.client else None
+    ip = client_ip(peer, ws.headers.getlist("x-forwarded-for"), runtime.trusted_proxies)
     locked_for = await runtime.limiter.locked(ip)
     if locked_for > 0:
         await _deny(

@@ -78,6 +78,20 @@ def test_trusted_proxy_yields_the_right_most_untrusted_hop() -> None:
     assert client_ip("::ffff:10.0.0.2", "1.2.3.4", TRUSTED) == "1.2.3.4"
 
 
+def test_forwarded_for_lines_are_one_list_walked_from_the_right() -> None:
+    # A client's own X-Forwarded-For line comes first; a proxy that appends a line of its own puts the real client
+    # in the last one. The lines are one comma-joined list, so the forged first line is never believed.
+    assert client_ip("10.0.0.2", ["6.6.6.6", "1.2.3.4"], TRUSTED) == "1.2.3.4"
+    assert client_ip("10.0.0.2", ("6.6.6.6, 7.7.7.7", "1.2.3.4, 10.9.9.9"), TRUSTED) == "1.2.3.4"
+    assert client_ip("10.0.0.2", ["10.0.0.5", "10.0.0.9"], TRUSTED) == "10.0.0.5"
+    assert client_ip("10.0.0.2", ["1.2.3.4"], TRUSTED) == "1.2.3.4"
+    assert client_ip("10.0.0.2", ["garbage", "1.2.3.4"], TRUSTED) == "1.2.3.4"
+    assert client_ip("10.0.0.2", ["1.2.3.4", "garbage"], TRUSTED) == "10.0.0.2"
+    assert client_ip("10.0.0.2", [], TRUSTED) == "10.0.0.2"
+    assert client_ip("10.0.0.2", ["", " "], TRUSTED) == "10.0.0.2"
+    assert client_ip("203.0.113.9", ["6.6.6.6", "1.2.3.4"], TRUSTED) == "203.0.113.9"
+
+
 def test_forwarded_for_of_only_trusted_hops_yields_the_left_most() -> None:
     assert client_ip("10.0.0.2", "10.0.0.5, 10.0.0.9", TRUSTED) == "10.0.0.5"
 

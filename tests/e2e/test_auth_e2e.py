@@ -249,6 +249,23 @@ def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path: Path, leaks:
         assert_problem(get(proxied, key), 403, "IP_NOT_ALLOWED")
 
 
+def test_x_forwarded_for_in_several_header_lines_is_read_as_one_list(tmp_path: Path, leaks: LeakCheck) -> None:
+    # A proxy that appends its own X-Forwarded-For line (HAProxy's `option forwardfor`) leaves the client's own,
+    # possibly forged, line first: the client is the right-most untrusted hop over every line, not the first line.
+    with run_server(tmp_path / "data", {"RT_TRUSTED_PROXIES": "127.0.0.1"}) as proxied:
+        leaks.watch(proxied)
+        with proxied.client(proxied.key) as admin:
+            made = admin.post("/v1/keys", json={"scopes": "read-only", "tier": "pro", "allow_ips": "10.0.0.0/8"})
+        assert made.status_code == 201, made.text
+        key = leaks.issued(made.json())["key"]
+        with proxied.client(key) as c:
+            forged = c.get(USAGE, headers=[("X-Forwarded-For", "10.1.1.1"), ("X-Forwarded-For", "203.0.113.9")])
+            body = assert_problem(forged, 403, "IP_NOT_ALLOWED")
+            assert "203.0.113.9" in body["detail"]
+            real = c.get(USAGE, headers=[("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", "10.1.1.1")])
+            assert real.status_code == 200, real.text
+
+
 def test_sixth_active_key_is_409_key_limit_reached(admin: httpx.Client, keys: KeyFactory) -> None:
     listed = admin.get("/v1/keys", params={"limit": 500}).json()["keys"]
     active = sum(1 for k in listed if k["revoked_at"] is None)
