@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from rt.bus import EventLog
+from rt.bus.fanout import SUBSCRIBER_BOUND, RecentIds, Subscriber
 from rt.records.events import EVENTS_CHANNEL, Delivery, Event, channel_of
-
-log = logging.getLogger("rt.bus")
-
-_SUBSCRIBER_QUEUE = 10_000
 
 
 class MemoryBus:
-    def __init__(self, history: int = 1000) -> None:
+    def __init__(
+        self, history: int = 1000, *, bound: int = SUBSCRIBER_BOUND, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._history_len = history
+        self._bound = bound
         self._seq: dict[tuple[str, str], int] = {}
         self._history: dict[tuple[str, str], deque[Delivery]] = {}
-        self._subscribers: set[asyncio.Queue[Delivery | None]] = set()
+        self._subscribers: set[Subscriber] = set()
+        self._published = RecentIds(clock=clock)
+        self._closed = False
 
     def _sequence(self, account_id: str, channel: str, event: Event) -> Delivery:
         key = (account_id, channel)
@@ -59,28 +59,26 @@ class MemoryBus:
     async def publish(self, events: list[Event]) -> list[Delivery]:
         out: list[Delivery] = []
         for event in events:
+            if not self._published.add(event.id):
+                continue
             out.append(self._sequence(event.account_id, event.channel, event))
             if event.channel != EVENTS_CHANNEL:
                 out.append(self._sequence(event.account_id, EVENTS_CHANNEL, event))
-        for queue in self._subscribers:
+        for subscriber in self._subscribers:
             for delivery in out:
-                if queue.full():
-                    log.error("bus subscriber %d deliveries behind: dropping", queue.qsize())
-                    break
-                queue.put_nowait(delivery)
+                subscriber.offer(delivery)
         return out
 
     async def subscribe(self) -> AsyncIterator[Delivery]:
-        queue: asyncio.Queue[Delivery | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
+        subscriber = Subscriber(self._bound)
+        if self._closed:
+            subscriber.close()
+        self._subscribers.add(subscriber)
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                yield item
+            async for delivery in subscriber.deliveries():
+                yield delivery
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.discard(subscriber)
 
     async def history(self, account_id: str, channel: str, since: int) -> list[Delivery] | None:
         ring = self._history.get((account_id, channel))
@@ -98,6 +96,6 @@ class MemoryBus:
         return None
 
     async def close(self) -> None:
-        for queue in self._subscribers:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+        self._closed = True
+        for subscriber in self._subscribers:
+            subscriber.close()

@@ -1,7 +1,7 @@
 """Redis twin of the bus: one sequence per (account, channel) across every instance, history in a capped Stream per
 (account, channel), and one global Stream every instance reads for live fan-out. One Lua script sequences and appends
 a whole batch, so the order is the same everywhere, and an instance that loses its connection resumes from the last
-entry id it read: nothing is lost in between."""
+entry id it read: nothing is lost in between. One reader per bus object feeds all of its subscribers."""
 
 from __future__ import annotations
 
@@ -17,25 +17,39 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from rt.bus import EventLog
+from rt.bus.fanout import PUBLISHED_TTL_S, SUBSCRIBER_BOUND, Subscriber
 from rt.records.events import EVENTS_CHANNEL, Delivery, Event
 from rt.wire import dumps
 
 log = logging.getLogger("rt.bus.redis")
 
-# ARGV: maxlen, the global stream, its maxlen, then per delivery: seq key, stream key, channel, event json.
-# Returns the seqs.
+# ARGV: maxlen, the global stream, its maxlen, the seconds an id stays published, then per event: its published-id
+# key, its number of deliveries n, its json, then n times: seq key, stream key, channel. An event whose id key
+# exists was published already: it is skipped. Returns one seq per delivery, 0 for a skipped event's.
 _PUBLISH = """
 local maxlen = tonumber(ARGV[1])
 local global = ARGV[2]
 local global_maxlen = tonumber(ARGV[3])
+local ttl = ARGV[4]
 local seqs = {}
-local i = 4
+local i = 5
 while i <= #ARGV do
-  local seq = redis.call('INCR', ARGV[i])
-  redis.call('XADD', ARGV[i + 1], 'MAXLEN', '~', maxlen, seq .. '-1', 'e', ARGV[i + 3])
-  redis.call('XADD', global, 'MAXLEN', '~', global_maxlen, '*', 'c', ARGV[i + 2], 's', seq, 'e', ARGV[i + 3])
-  table.insert(seqs, seq)
-  i = i + 4
+  local n = tonumber(ARGV[i + 1])
+  local payload = ARGV[i + 2]
+  local fresh = redis.call('SET', ARGV[i], '1', 'NX', 'EX', ttl)
+  local j = i + 3
+  for _ = 1, n do
+    if fresh then
+      local seq = redis.call('INCR', ARGV[j])
+      redis.call('XADD', ARGV[j + 1], 'MAXLEN', '~', maxlen, seq .. '-1', 'e', payload)
+      redis.call('XADD', global, 'MAXLEN', '~', global_maxlen, '*', 'c', ARGV[j + 2], 's', seq, 'e', payload)
+      table.insert(seqs, seq)
+    else
+      table.insert(seqs, 0)
+    end
+    j = j + 3
+  end
+  i = j
 end
 return seqs
 """
@@ -77,14 +91,18 @@ def _event(raw: Any) -> Event:
 
 
 class RedisBus:
-    def __init__(self, url: str, prefix: str = "rt", history: int = 1000) -> None:
+    def __init__(self, url: str, prefix: str = "rt", history: int = 1000, *, bound: int = SUBSCRIBER_BOUND) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=5)
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._url = url
         self._prefix = prefix
         self._history = history
+        self._bound = bound
         self._topic = f"{prefix}:bus"  # the global stream, and the name of each instance's reading connection
         self._publish = self._redis.register_script(_PUBLISH)
+        self._subscribers: set[Subscriber] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
 
     def _seq_key(self, account_id: str, channel: str) -> str:
         return f"{self._prefix}:seq:{account_id}:{channel}"
@@ -95,23 +113,54 @@ class RedisBus:
     async def publish(self, events: list[Event]) -> list[Delivery]:
         if not events:
             return []
-        args: list[Any] = [self._history, self._topic, _GLOBAL_MAXLEN]
+        args: list[Any] = [self._history, self._topic, _GLOBAL_MAXLEN, int(PUBLISHED_TTL_S)]
         slots: list[tuple[str, Event]] = []
         for event in events:
-            payload = _event_json(event)
-            for channel in (event.channel, EVENTS_CHANNEL) if event.channel != EVENTS_CHANNEL else (EVENTS_CHANNEL,):
-                args += [
-                    self._seq_key(event.account_id, channel),
-                    self._stream_key(event.account_id, channel),
-                    channel,
-                    payload,
-                ]
+            channels = (event.channel, EVENTS_CHANNEL) if event.channel != EVENTS_CHANNEL else (EVENTS_CHANNEL,)
+            args += [f"{self._prefix}:pub:{event.id}", len(channels), _event_json(event)]
+            for channel in channels:
+                args += [self._seq_key(event.account_id, channel), self._stream_key(event.account_id, channel), channel]
                 slots.append((channel, event))
         seqs: Any = await self._publish(keys=[], args=args)
-        return [Delivery(channel, int(seq), event) for (channel, event), seq in zip(slots, seqs, strict=True)]
+        return [
+            Delivery(channel, int(seq), event) for (channel, event), seq in zip(slots, seqs, strict=True) if int(seq)
+        ]
 
     async def subscribe(self) -> AsyncIterator[Delivery]:
-        """Every delivery from now on, read from the global stream; after a lost connection, from where it stopped."""
+        """Every delivery from now on, from this bus's one reader of the global stream."""
+        subscriber = Subscriber(self._bound)
+        if self._closed:
+            subscriber.close()
+        else:
+            self._subscribers.add(subscriber)
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read(), name=f"{self._topic}-reader")
+        try:
+            async for delivery in subscriber.deliveries():
+                yield delivery
+        finally:
+            self._subscribers.discard(subscriber)
+            if not self._subscribers and self._reader is not None:
+                self._reader.cancel()  # the last one left: stop reading (it ends on its own, closing its connection)
+                self._reader = None
+
+    def _offer(self, delivery: Delivery) -> None:
+        for subscriber in tuple(self._subscribers):
+            subscriber.offer(delivery)
+
+    async def _read(self) -> None:
+        """The one XREAD loop: after a lost connection, it resumes from the last entry id it read. Any other error
+        ends every current subscription with it (the next subscribe starts a new reader)."""
+        try:
+            await self._read_stream()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("bus reader failed")
+            for subscriber in tuple(self._subscribers):
+                subscriber.fail(exc)
+
+    async def _read_stream(self) -> None:
         last_id: bytes | None = None
         delay = _RETRY_FIRST
         while True:
@@ -138,7 +187,7 @@ class RedisBus:
                             except (KeyError, ValueError, orjson.JSONDecodeError):
                                 log.warning("malformed bus entry dropped")
                                 continue
-                            yield delivery
+                            self._offer(delivery)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 _raise_if_cancelled()
                 log.warning("bus connection lost, resuming", extra={"error": str(exc), "retry_in": delay})
@@ -168,4 +217,11 @@ class RedisBus:
         await self._redis.ping()
 
     async def close(self) -> None:
+        self._closed = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        for subscriber in tuple(self._subscribers):
+            subscriber.close()
         await self._redis.aclose()
