@@ -233,7 +233,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             runtime.spawn(runtime.sessions.run_clock(), "session-clock")
             runtime.spawn(store.maintain(), "store-maintenance")
             # Clients hear of a tick only once the engine has marked positions to it: a read of P&L shows that price.
-            engine.after_mark(paper.id, runtime.hub.tick)
+            engine.ticks.after_mark(paper.id, runtime.hub.tick)
             if settings.metrics_port:
                 from rt import metrics
 

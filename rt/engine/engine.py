@@ -11,12 +11,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rt.bus import Bus
 from rt.engine import ledger, risk
+from rt.engine.market import TickWork, limit_alerts
 from rt.engine.unit import Unit, atomic
-from rt.exchanges import Exchange, Fill, Ticker
+from rt.exchanges import Fill
 from rt.exchanges.registry import Venues
 from rt.records.events import Event
 from rt.records.trading import Book, Envelope, Order, Position, TradeBatch
@@ -67,7 +68,20 @@ class EngineConfig:
     mark_flush_interval: float = 1.0
 
 
+class StrategyHooks(Protocol):
+    """What the engine asks of the strategy runner: Cerberus's checks of a strategy's own limits, and Charon's halt."""
+
+    def checks(self, account_id: str, strategy_id: str, notional: Decimal, increases: bool) -> list[risk.Check]:
+        """The checks of an order of this strategy adding `notional` (increasing exposure or not)."""
+
+    async def halt(self, account_id: str) -> int:
+        """Stop every strategy of the account; how many were stopped."""
+
+
 class Engine:
+    """The writer: runs each account's commands one at a time (across every process on the store), stores what they
+    changed with their answer in one transaction and then publishes it; keeps this process's copy of every book."""
+
     def __init__(self, store: Store, bus: Bus, venues: Venues, config: EngineConfig | None = None) -> None:
         self.store = store
         self.bus = bus
@@ -77,24 +91,17 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._by_venue_order: dict[str, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closing: set[str] = set()
-        self._alerting: set[str] = set()
-        # account -> its open positions whose mark moved since they were last stored
-        self._marked: dict[str, dict[str, Position]] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._after_mark: dict[str, list[Callable[[Ticker], None]]] = {}
         # Ids of the events this engine published, so following the bus tells its own writes from other processes'.
         self._own: OrderedDict[str, None] = OrderedDict()
         # Ids of the events published since the store last heard of it (see flush_sent).
         self._sent: list[str] = []
         self._stale: set[str] = set()
-        # Whether this process does each tick's protective work (stop loss, take profit) and stores the marks: true
-        # alone, and on the one instance that holds the market when several share a store.
+        # Whether this process does each tick's work (protective closes, resting fills, alerts, stored marks) and
+        # relays held-back events: true alone, and on the one instance holding the market when several share a store.
         self.protects = True
-        # Set by the strategy runner: (account, strategy, added notional, adds exposure) -> Cerberus checks.
-        self.strategy_checks: Callable[[str, str, Decimal, bool], list[risk.Check]] | None = None
-        # Set by the strategy runner: stop every strategy of an account (Charon), returning how many.
-        self.halt_strategies: Callable[[str], Awaitable[int]] | None = None
+        self.ticks = TickWork(self)
+        self.strategies: StrategyHooks | None = None
 
     # lifecycle
 
@@ -103,30 +110,8 @@ class Engine:
             self._swap(book.account_id, book)
         self._flusher = asyncio.create_task(self._flush_forever(), name="engine-flush")
         for venue in self.venues.all():
-            self.listen(venue)
+            self.ticks.listen(venue)
             await venue.start()
-
-    def listen(self, venue: Exchange) -> None:
-        from rt.engine.trading import on_fill, on_tick
-
-        async def filled(fill: Fill) -> None:
-            await on_fill(self, fill)
-
-        def ticked(ticker: Ticker) -> None:
-            on_tick(self, venue.id, ticker)
-            for listener in self._after_mark.get(venue.id, ()):
-                try:
-                    listener(ticker)
-                except Exception:
-                    log.exception("tick listener failed", extra={"exchange": venue.id})
-
-        venue.on_fill(filled)
-        venue.on_tick(ticked)
-
-    def after_mark(self, exchange: str, listener: Callable[[Ticker], None]) -> None:
-        """Call listener with each tick of this venue once the engine has marked every position to it, so whoever
-        hears of a tick (the hub, hence every client) reads P&L at that tick's price."""
-        self._after_mark.setdefault(exchange, []).append(listener)
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -138,7 +123,7 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for venue in self.venues.all():
             await venue.close()
-        await self.flush_marks()
+        await self.ticks.flush_marks()
         try:
             await self.flush_sent()
         except Exception:
@@ -206,7 +191,7 @@ class Engine:
         """Put a book read from the store in place of this process's copy."""
         previous = self._books.pop(account_id, None)
         # Marks taken on the copy being replaced must never be stored: a position closed elsewhere would reopen.
-        self._marked.pop(account_id, None)
+        self.ticks.forget_marks(account_id)
         if previous is not None:
             for order in previous.orders.values():
                 self.untrack(order)
@@ -301,7 +286,7 @@ class Engine:
         """Hand a command's changes to its unit, which stores them with the write's answer and then publishes them."""
         book = changes.book
         if changes.positions or changes.orders or changes.book_changed:
-            self._alerts(changes)
+            limit_alerts(changes)
         if not (changes.positions or changes.orders or changes.events or changes.book_changed):
             return
         if changes.positions or changes.orders:
@@ -309,11 +294,7 @@ class Engine:
             changes.event("account.updated", ledger.summary(book, self.config.leverage))
         if changes.book_changed:
             book.version += 1
-        marked = [
-            p
-            for p in self._marked.pop(book.account_id, {}).values()
-            if p.id not in changes.positions and book.positions.get(p.id) is p
-        ]
+        marked = [p for p in self.ticks.take_marks(book) if p.id not in changes.positions]
         batch = TradeBatch(
             books=[book] if changes.book_changed else [],
             positions=[*changes.positions.values(), *marked],
@@ -340,85 +321,6 @@ class Engine:
         for order in changes.orders.values():
             if order.status != "open":
                 book.orders.pop(order.id, None)
-
-    def _alerts(self, changes: Changes) -> None:
-        """risk.limit_reached at 80% (warning) and 100% (breached) of a limit, once per crossing."""
-        book = changes.book
-        for check, (used, limit, current) in risk.utilization(book).items():
-            level = "breached" if used >= 1 else "warning" if used >= risk.WARNING_AT else ""
-            if level == book.alerts.get(check, ""):
-                continue
-            previous = book.alerts.get(check, "")
-            if level:
-                book.alerts[check] = level
-            else:
-                book.alerts.pop(check, None)
-            changes.book_changed = True
-            data: dict[str, Any] = {
-                "check": check,
-                "level": level,
-                "limit": limit,
-                "current": current,
-                "utilization": round(float(used), 4),
-            }
-            if check == risk.DAILY_LOSS and level == "breached" and book.state == "active":
-                book.state = "reducing"
-                data["trading_state"] = "reducing"
-            if level and (previous != "breached"):
-                changes.event("risk.limit_reached", data)
-
-    def mark(self, exchange: str, ticker: Ticker) -> list[tuple[str, str, str]]:
-        """Move open positions on this symbol to the new price; returns (account, position, reason) to close.
-
-        An account whose limit alerts change with the price gets a commit of its own, so `risk.limit_reached`
-        (and the switch to `reducing` on a daily-loss breach) does not wait for its next order.
-        """
-        due: list[tuple[str, str, str]] = []
-        for book in list(self._books.values()):
-            # One account's failure (a bad value in its book) must never stop the protection of the others.
-            try:
-                self._mark_book(book, exchange, ticker, due)
-            except Exception:
-                log.exception("marking failed", extra={"account_id": book.account_id, "symbol": ticker.symbol})
-        return due
-
-    def _mark_book(self, book: Book, exchange: str, ticker: Ticker, due: list[tuple[str, str, str]]) -> None:
-        moved = False
-        for position in book.positions.values():
-            if position.status != "open" or position.symbol != ticker.symbol or position.exchange != exchange:
-                continue
-            moved = True
-            if position.current_price != ticker.last:
-                position.current_price = ticker.last
-                self._marked.setdefault(book.account_id, {})[position.id] = position
-            if not self.protects:
-                continue
-            exit_price = ticker.bid if position.side == "long" else ticker.ask
-            reason = _crossed(position, exit_price)
-            if reason and position.id not in self._closing:
-                self._closing.add(position.id)
-                due.append((book.account_id, position.id, reason))
-        if moved and self.protects and book.account_id not in self._alerting and self._alerts_differ(book):
-            self._alerting.add(book.account_id)
-            self.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
-
-    async def flush_marks(self) -> None:
-        """Store the prices open positions were marked to, in one write that touches nothing else (a command's
-        commit stores its account's marks itself). Only the process that does the tick work stores them."""
-        if not self._marked:
-            return
-        taken, self._marked = self._marked, {}
-        if not self.protects:
-            return
-        marks = [(p.id, p.current_price) for marked in taken.values() for p in marked.values() if p.status == "open"]
-        if not marks:
-            return
-        try:
-            await self.store.save_marks(marks)
-        except Exception:
-            log.exception("storing marks failed; kept for the next write")
-            for a, marked in taken.items():
-                self._marked[a] = {**marked, **self._marked.get(a, {})}
 
     async def flush_sent(self) -> None:
         """Mark the events the bus has as published in the store (the outbox), in one write."""
@@ -447,43 +349,8 @@ class Engine:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.mark_flush_interval)
-            for step in (self.flush_marks, self.flush_sent, self.relay):
+            for step in (self.ticks.flush_marks, self.flush_sent, self.relay):
                 try:
                     await step()
                 except Exception:
                     log.exception("engine flush failed", extra={"step": step.__name__})
-
-    def _alerts_differ(self, book: Book) -> bool:
-        for check, (used, _, _) in risk.utilization(book).items():
-            level = "breached" if used >= 1 else "warning" if used >= risk.WARNING_AT else ""
-            if level != book.alerts.get(check, ""):
-                return True
-        return False
-
-    async def _refresh_alerts(self, account_id: str) -> None:
-        async def command(changes: Changes) -> None:
-            if self._alerts_differ(changes.book):
-                self._alerts(changes)
-
-        try:
-            await self.run(account_id, command)
-        except Exception:
-            log.exception("alert refresh failed", extra={"account_id": account_id})
-        finally:
-            self._alerting.discard(account_id)
-
-    def done_closing(self, position_id: str) -> None:
-        self._closing.discard(position_id)
-
-
-def _crossed(position: Position, exit_price: Decimal) -> str | None:
-    long = position.side == "long"
-    if position.stop_loss is not None and (
-        exit_price <= position.stop_loss if long else exit_price >= position.stop_loss
-    ):
-        return "stop_loss"
-    if position.take_profit is not None and (
-        exit_price >= position.take_profit if long else exit_price <= position.take_profit
-    ):
-        return "take_profit"
-    return None

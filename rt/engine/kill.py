@@ -39,10 +39,10 @@ async def execute(
     if lock:
         book.state = "locked"  # before the writer lock: commands queued behind us see it and stop
     halted = 0
-    if action in ("KILL", "FLATTEN", "LOCK") and engine.halt_strategies is not None:
+    if action in ("KILL", "FLATTEN", "LOCK") and engine.strategies is not None:
         # Outside the writer lock: the runner takes it to save what it stops; their orders go with everyone's below.
         try:
-            halted = await engine.halt_strategies(account_id)
+            halted = await engine.strategies.halt(account_id)
         except Exception:
             log.exception("halting strategies failed", extra={"account_id": account_id})
 

@@ -60,9 +60,9 @@ async def _submit(
         strategy_id=order.strategy_id,
     )
     checks = risk.evaluate(book, proposal, engine.config.leverage)
-    if order.strategy_id is not None and order.intent != "close" and engine.strategy_checks is not None:
+    if order.strategy_id is not None and order.intent != "close" and engine.strategies is not None:
         added = risk.increase_of(book, proposal)
-        checks += engine.strategy_checks(book.account_id, order.strategy_id, added * proposal.price, added > 0)
+        checks += engine.strategies.checks(book.account_id, order.strategy_id, added * proposal.price, added > 0)
     failed = [c for c in checks if not c.passed]
     if failed:
         order.status = "rejected"
@@ -91,7 +91,7 @@ def _book_fill(engine: Engine, changes: Changes, order: Order, fill: Fill, reaso
     changes.order(order, "order.filled")
     for position in applied.closed:
         changes.position(position, "position.closed", reason=position.close_reason)
-        engine.done_closing(position.id)
+        engine.ticks.done_closing(position.id)
     for position in applied.updated:
         changes.position(position, "position.updated")
     for position in applied.opened:
@@ -304,39 +304,7 @@ async def update_position(engine: Engine, account_id: str, position_id: str, req
     return await engine.run(account_id, command)
 
 
-async def on_fill(engine: Engine, fill: Fill) -> None:
-    """A resting order filled at its venue."""
-    owner = engine.owner_of(fill)
-    if owner is None:
-        return
-    account_id, order_id = owner
-
-    async def command(changes: Changes) -> None:
-        order = changes.book.orders.get(order_id)
-        if order is None or order.status != "open":
-            return
-        book_resting_fill(engine, changes, order, fill)
-
-    await engine.run(account_id, command)
-
-
 def book_resting_fill(engine: Engine, changes: Changes, order: Order, fill: Fill) -> None:
     """Book the fill of a resting order: from its venue's fill handler, or from a cancel that came too late."""
     changes.book.orders.pop(order.id, None)
     _book_fill(engine, changes, order, fill, "order")
-
-
-def on_tick(engine: Engine, exchange: str, ticker: Ticker) -> None:
-    for account_id, position_id, reason in engine.mark(exchange, ticker):
-        engine.spawn(_protect(engine, account_id, position_id, reason), f"close-{position_id}")
-
-
-async def _protect(engine: Engine, account_id: str, position_id: str, reason: str) -> None:
-    try:
-        await close_position(engine, account_id, position_id, reason)
-    except RtError as exc:
-        log.warning("protective close failed", extra={"position_id": position_id, "code": exc.code})
-    except Exception:
-        log.exception("protective close failed", extra={"position_id": position_id})
-    finally:
-        engine.done_closing(position_id)

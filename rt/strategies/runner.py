@@ -60,8 +60,7 @@ class Runner:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._own: set[str] = set()  # ids of the strategy events this runner published: it acted on them already
         self._tasks: set[asyncio.Task[Any]] = set()
-        engine.strategy_checks = self.checks
-        engine.halt_strategies = self.halt
+        engine.strategies = self
 
     # lifecycle
 

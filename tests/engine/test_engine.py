@@ -81,7 +81,7 @@ async def test_tick_listeners_see_the_engine_s_marks(rig: Rig) -> None:
         marked: Position = rig.engine._books[rig.account_id].positions[position.id]
         seen.append((ticker.last, marked.current_price))
 
-    rig.engine.after_mark("paper", listener)
+    rig.engine.ticks.after_mark("paper", listener)
     rig.set_price("101")
     rig.set_price("99")
     assert seen == [(D("101"), D("101")), (D("99"), D("99"))]

@@ -123,7 +123,7 @@ async def test_a_mark_on_a_replaced_copy_never_reopens_a_position_closed_elsewhe
     assert await _open(a.engine, account_id)
     stored = await a.store.get_position(account_id, position.id)
     assert stored is not None and stored.status == "closed"
-    await a.engine.flush_marks()
+    await a.engine.ticks.flush_marks()
     stored = await a.store.get_position(account_id, position.id)
     assert stored is not None and stored.status == "closed"
 
