@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rt.records.accounts import AuditEntry
-from rt.store import Store
+from rt.store import Audit
 
 log = logging.getLogger("rt.audit")
 
@@ -23,7 +23,7 @@ _MAX_PENDING = 10_000
 
 
 class AuditLog:
-    def __init__(self, store: Store, flush_every: float = 0.5) -> None:
+    def __init__(self, store: Audit, flush_every: float = 0.5) -> None:
         self._store = store
         self._pending: deque[AuditEntry] = deque(maxlen=_MAX_PENDING)
         self._dropped = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from rt.auth import audit, keys, scopes, tiers
 from rt.auth.network import normalize
@@ -12,9 +13,13 @@ from rt.auth.vault import Box
 from rt.errors import NotFound
 from rt.records.accounts import Account, ApiKey
 from rt.records.ids import new_id
-from rt.store import Store
+from rt.store import Accounts, Keys
 
 MAX_ACTIVE_KEYS = 5
+
+
+class KeyStore(Accounts, Keys, Protocol):
+    """What key and account management keeps: the accounts and their keys."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class IssuedKey:
 
 
 class KeyManager:
-    def __init__(self, store: Store, hasher: keys.KeyHasher, box: Box, audit_log: audit.AuditLog) -> None:
+    def __init__(self, store: KeyStore, hasher: keys.KeyHasher, box: Box, audit_log: audit.AuditLog) -> None:
         self._store = store
         self._hasher = hasher
         self._box = box

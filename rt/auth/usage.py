@@ -7,7 +7,7 @@ import logging
 import time
 
 from rt.records.accounts import Usage, UsageDelta
-from rt.store import Store
+from rt.store import UsageCounts
 
 log = logging.getLogger("rt.usage")
 
@@ -15,7 +15,7 @@ WINDOW_HOURS = 24
 
 
 class UsageMeter:
-    def __init__(self, store: Store, flush_every: float = 1.0) -> None:
+    def __init__(self, store: UsageCounts, flush_every: float = 1.0) -> None:
         self._store = store
         self._pending: dict[tuple[str, int], UsageDelta] = {}
         self._flush_lock = asyncio.Lock()

@@ -43,12 +43,14 @@ class Writing(Protocol):
         """As Store.save, inside this transaction."""
 
 
-class Store(Protocol):
+class Lifecycle(Protocol):
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
     async def maintain(self) -> None:
         """Background upkeep (the SQLite twin checkpoints its WAL); runs until cancelled."""
 
+
+class Accounts(Protocol):
     async def create_account(self, name: str, parent_id: str | None = None) -> Account:
         """Raises AccountExists when the name is taken."""
 
@@ -57,6 +59,8 @@ class Store(Protocol):
     async def list_accounts(self) -> list[Account]: ...
     async def count_accounts(self) -> int: ...
 
+
+class Keys(Protocol):
     async def insert_key(self, key: ApiKey, max_active: int) -> None:
         """Atomically: refuse with KeyLimitReached when the account already has max_active active keys."""
 
@@ -69,35 +73,21 @@ class Store(Protocol):
     async def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
         """Revoke and return the key (already-revoked keys are returned unchanged); None when unknown."""
 
+
+class Audit(Protocol):
     async def add_audit(self, entries: Sequence[AuditEntry]) -> None: ...
     async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]: ...
 
+
+class UsageCounts(Protocol):
     async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
         """Add counts per (key, hour) and move each key's last_used_at forward."""
 
     async def usage(self, key_id: str, since_hour: int) -> Usage: ...
 
-    # trading
 
-    async def save(self, batch: TradeBatch) -> None:
-        """Books, positions, orders (upserted), events (appended) and idempotency records (the first one of a key
-        stays) in one transaction."""
-
-    async def load_books(self) -> list[Book]:
-        """Every account's book with its open and pending positions and its open orders."""
-
-    async def load_book(self, account_id: str) -> Book | None:
-        """One account's book, as load_books() has it; None when none is stored."""
-
-    async def create_book(self, book: Book) -> None:
-        """Store a new account's first book; when one is stored already (another instance made it) nothing changes."""
-
-    def writing(self) -> AbstractAsyncContextManager[Writing]:
-        """A write transaction of the trading core (see Writing)."""
-
-    async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
-        """(position id, price): move each position that is still open to the price it was marked to. Touches no
-        other column, so a mark can never undo a write."""
+class TradingReads(Protocol):
+    """Positions and orders as committed, for listings and lookups (no write, no lock)."""
 
     async def list_positions(
         self,
@@ -119,6 +109,31 @@ class Store(Protocol):
         offset: int,
     ) -> tuple[list[Order], int]: ...
     async def get_order(self, account_id: str, order_id: str) -> Order | None: ...
+
+
+class Trading(TradingReads, Protocol):
+    """The trading core's books, positions, orders, events, idempotency records and outbox."""
+
+    async def save(self, batch: TradeBatch) -> None:
+        """Books, positions, orders (upserted), events (appended) and idempotency records (the first one of a key
+        stays) in one transaction."""
+
+    async def load_books(self) -> list[Book]:
+        """Every account's book with its open and pending positions and its open orders."""
+
+    async def load_book(self, account_id: str) -> Book | None:
+        """One account's book, as load_books() has it; None when none is stored."""
+
+    async def create_book(self, book: Book) -> None:
+        """Store a new account's first book; when one is stored already (another instance made it) nothing changes."""
+
+    def writing(self) -> AbstractAsyncContextManager[Writing]:
+        """A write transaction of the trading core (see Writing)."""
+
+    async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
+        """(position id, price): move each position that is still open to the price it was marked to. Touches no
+        other column, so a mark can never undo a write."""
+
     async def event_counts(self) -> dict[tuple[str, str], int]:
         """(account, event name) -> how many events are stored."""
 
@@ -137,8 +152,8 @@ class Store(Protocol):
         """Events stored before `before_us` that were never marked published (a crash came between the commit and
         the publish), oldest first, in the order they were stored."""
 
-    # strategies
 
+class Strategies(Protocol):
     async def save_strategy(self, record: StrategyRecord) -> None: ...
     async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None: ...
     async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]: ...
@@ -147,7 +162,9 @@ class Store(Protocol):
 
     async def strategy_performance(self, strategy_id: str) -> dict[str, Any]: ...
 
-    # venues
+
+class VenueRecords(Protocol):
+    """The real venues of accounts, with their sealed credentials."""
 
     async def put_venue(self, venue: VenueRecord) -> bool:
         """Insert, or replace the credentials and options of the same (account, exchange). True when it replaced."""
@@ -155,6 +172,11 @@ class Store(Protocol):
     async def list_venues(self, account_id: str | None = None) -> list[VenueRecord]: ...
     async def delete_venue(self, account_id: str, exchange: str) -> bool:
         """False when the account had no such venue."""
+
+
+class Store(Lifecycle, Accounts, Keys, Audit, UsageCounts, Trading, Strategies, VenueRecords, Protocol):
+    """Everything rt keeps: what each twin implements and open_store returns. A part of rt that needs only some of it
+    takes the narrowest of the protocols above."""
 
 
 async def open_store(url: str) -> Store:
@@ -169,4 +191,19 @@ async def open_store(url: str) -> Store:
     raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql://...")
 
 
-__all__ = ["AccountExists", "KeyLimitReached", "Store", "Writing", "open_store"]
+__all__ = [
+    "AccountExists",
+    "Accounts",
+    "Audit",
+    "KeyLimitReached",
+    "Keys",
+    "Lifecycle",
+    "Store",
+    "Strategies",
+    "Trading",
+    "TradingReads",
+    "UsageCounts",
+    "VenueRecords",
+    "Writing",
+    "open_store",
+]

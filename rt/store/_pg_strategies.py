@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from rt.records.strategies import StrategyRecord
+from rt.store import Strategies
 from rt.store._pg_base import Connections
 
 _NAMES = (
@@ -69,7 +70,7 @@ def _record(row: Any) -> StrategyRecord:
     )
 
 
-class StrategyTables(Connections):
+class StrategyTables(Connections, Strategies):
     async def save_strategy(self, record: StrategyRecord) -> None:
         await self._execute(_SAVE, *_row(record))
 

@@ -13,6 +13,7 @@ import orjson
 
 from rt.records.events import Event
 from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
+from rt.store import Trading
 from rt.store._pg_base import Connections, has_nul, transaction
 from rt.store._rows import columns, from_row, state_json, to_row
 from rt.wire import dumps
@@ -191,7 +192,7 @@ def _filters(
     return " AND ".join(where), args
 
 
-class TradingTables(Connections):
+class TradingTables(Connections, Trading):
     async def save(self, batch: TradeBatch) -> None:
         async with self._transaction() as conn:
             await _save(conn, batch)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from rt.records.strategies import StrategyRecord
+from rt.store import Strategies
 from rt.store._sqlite_base import Connections
 
 _COLS = (
@@ -53,7 +54,7 @@ def _record(row: Any) -> StrategyRecord:
     )
 
 
-class StrategyTables(Connections):
+class StrategyTables(Connections, Strategies):
     async def save_strategy(self, record: StrategyRecord) -> None:
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _COLS.split(",")[1:])
         async with self._write:

@@ -12,6 +12,7 @@ import orjson
 
 from rt.records.events import Event
 from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
+from rt.store import Trading
 from rt.store._rows import columns, from_row, state_json, to_row
 from rt.store._sqlite_base import Connections
 from rt.wire import dumps
@@ -119,7 +120,7 @@ class _OnlyWriter:
         await self._store.save(batch)
 
 
-class TradingTables(Connections):
+class TradingTables(Connections, Trading):
     async def save(self, batch: TradeBatch) -> None:
         db = self._db
         events = [(e.id, e.account_id, e.event, dumps(e.data).decode(), e.ts_us) for e in batch.events]

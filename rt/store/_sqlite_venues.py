@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from rt.records.accounts import VenueRecord
+from rt.store import VenueRecords
 from rt.store._sqlite_base import Connections
 
 _COLUMNS = "account_id, exchange, credentials, options, created_at"
@@ -23,7 +24,7 @@ def _venue(row: Any) -> VenueRecord:
     )
 
 
-class VenueTables(Connections):
+class VenueTables(Connections, VenueRecords):
     async def put_venue(self, venue: VenueRecord) -> bool:
         """Insert, or replace the credentials and options of the same (account, exchange). True when it replaced."""
         async with self._write:

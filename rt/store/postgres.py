@@ -18,7 +18,7 @@ import orjson
 
 from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
-from rt.store import AccountExists, KeyLimitReached
+from rt.store import AccountExists, KeyLimitReached, Store
 from rt.store._pg_base import status_count
 from rt.store._pg_strategies import StrategyTables
 from rt.store._pg_trading import TradingTables
@@ -110,7 +110,7 @@ async def migrate(conn: Connection) -> None:
                 )
 
 
-class PostgresStore(TradingTables, VenueTables, StrategyTables):
+class PostgresStore(TradingTables, VenueTables, StrategyTables, Store):
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 

@@ -16,7 +16,7 @@ import orjson
 
 from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
-from rt.store import AccountExists, KeyLimitReached
+from rt.store import AccountExists, KeyLimitReached, Store
 from rt.store._sqlite_strategies import StrategyTables
 from rt.store._sqlite_trading import TradingTables
 from rt.store._sqlite_venues import VenueTables
@@ -75,7 +75,7 @@ def _owner_only(db: Path) -> None:
                 path.chmod(0o600)
 
 
-class SQLiteStore(TradingTables, VenueTables, StrategyTables):
+class SQLiteStore(TradingTables, VenueTables, StrategyTables, Store):
     def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = db
         # Reads go through a connection of their own, so they never run inside another coroutine's transaction

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -33,7 +33,7 @@ from rt.exchanges import Exchange, Market, Ticker
 from rt.records.events import Delivery, Event
 from rt.records.ids import new_id
 from rt.records.strategies import StrategyRecord
-from rt.store import Store
+from rt.store import Strategies, TradingReads
 from rt.strategies import Lot, RiskLimits, Strategy, Want, types
 from rt.wire import dumps
 
@@ -45,8 +45,12 @@ STRATEGIES = "strategies"
 PENDING = "pending_start"
 
 
+class RunnerStore(Strategies, TradingReads, Protocol):
+    """What the runner keeps and reads: the strategies, and the orders they placed."""
+
+
 class Runner:
-    def __init__(self, engine: Engine, store: Store) -> None:
+    def __init__(self, engine: Engine, store: RunnerStore) -> None:
         self.engine = engine
         self.store = store
         # Every active strategy as this instance knows it; on the leader, the very records it runs.
