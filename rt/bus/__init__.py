@@ -64,4 +64,4 @@ def open_bus(redis_url: str = "", prefix: str = "rt", history: int = 1000) -> Bu
     return MemoryBus(history)
 
 
-__all__ = ["Bus", "BusLagged", "Delivery", "Event", "EventLog", "open_bus"]
+__all__ = ["Bus", "BusLagged", "EventLog", "open_bus"]
