@@ -45,7 +45,7 @@ def test_every_emitted_event_is_catalogued() -> None:
     found = emitted()
     assert {"position.canceled", "risk.unlocked", "risk.envelope_updated", "risk.limit_reached"} <= set(found)
     unknown = {name: where for name, where in found.items() if name not in EVENTS}
-    assert not unknown, f"events emitted but not in rt.bus.EVENTS (AsyncAPI, docs/protocol.md): {unknown}"
+    assert not unknown, f"events emitted but not in rt.records.events.EVENTS (AsyncAPI, docs/protocol.md): {unknown}"
 
 
 def test_the_trading_state_and_envelope_events_go_to_risk_and_a_canceled_entry_to_positions() -> None:
