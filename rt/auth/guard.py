@@ -118,7 +118,15 @@ class Guard:
             self._cache[digest] = (record, now + _CACHE_TTL)
         return record
 
-    async def _fail(self, error: RtError, creds: Credentials, record: ApiKey | None, counts: bool) -> RtError:
+    async def _fail(
+        self, error: RtError, creds: Credentials, record: ApiKey | None, counts: bool, *, checked: bool = False
+    ) -> RtError:
+        """What a refused request raises. Before the rate limit (`checked` False) the IP's lockout is looked at first:
+        a locked-out IP gets IP_LOCKED_OUT whatever else is wrong, and nothing is counted."""
+        if not checked:
+            locked_for = await self._limiter.locked(creds.ip)
+            if locked_for > 0:
+                return _locked_out(locked_for)
         self._audit.record(
             audit.AUTH_FAILED,
             account_id=record.account_id if record else None,
@@ -137,9 +145,8 @@ class Guard:
         return error
 
     async def authenticate(self, creds: Credentials, scope: str) -> Verdict:
-        locked_for = await self._limiter.locked(creds.ip)
-        if locked_for > 0:
-            raise _locked_out(locked_for)
+        # The lockout is checked first: by the refusal (_fail) before the rate limit, or with the rate limit, in the
+        # same round trip, for a key that passed everything before it.
         if not creds.key:
             raise await self._fail(
                 Unauthorized("send your API key in X-API-Key or Authorization: Bearer", code=errors.API_KEY_MISSING),
@@ -150,6 +157,11 @@ class Guard:
         if not keys.well_formed(creds.key):
             raise await self._fail(Unauthorized("API key is not valid"), creds, None, counts=True)
         digest = self._hasher.digest(creds.key)
+        cached = self._cache.get(digest)
+        if cached is None or cached[1] <= time.monotonic():  # a locked-out IP never gets as far as the store
+            locked_for = await self._limiter.locked(creds.ip)
+            if locked_for > 0:
+                raise _locked_out(locked_for)
         record = await self._lookup(digest)
         if record is None or not hmac.compare_digest(digest, record.digest):
             raise await self._fail(Unauthorized("API key is not valid"), creds, None, counts=True)
@@ -169,7 +181,9 @@ class Guard:
                     counts=False,
                 )
         tier = self._tiers[record.tier]
-        decision = await self._limiter.hit(record.id, tier.per_minute, tier.burst)
+        decision = await self._limiter.hit(record.id, tier.per_minute, tier.burst, ip=creds.ip)
+        if decision.locked_for > 0:
+            raise _locked_out(decision.locked_for)
         self._usage.request(record.id)
         if not decision.allowed:
             self._usage.rate_limited(record.id)
@@ -189,6 +203,7 @@ class Guard:
                 creds,
                 record,
                 counts=False,
+                checked=True,
             )
         # A key's account, scopes, tier and allowlist never change (rotating makes a new key), so its Principal
         # is built once.
@@ -213,7 +228,7 @@ class Guard:
         reason = verify_signature(creds.signature, self._box.open(verdict.record.sealed_signing_secret), body)
         if reason is not None:
             error = Unauthorized(reason, code=errors.REQUEST_SIGNATURE_INVALID, headers=rate_headers(verdict.rate))
-            raise await self._fail(error, creds, verdict.record, counts=True)
+            raise await self._fail(error, creds, verdict.record, counts=True, checked=True)
 
 
 def _locked_out(seconds: float) -> RtError:

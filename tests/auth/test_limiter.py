@@ -85,6 +85,20 @@ async def test_lockout_after_threshold(limiter: Limiter) -> None:
     assert await limiter.locked(other_ip) == 0
 
 
+async def test_a_hit_with_an_ip_checks_its_lockout_in_the_same_call(limiter: Limiter) -> None:
+    key, ip, free_ip = unique("locked"), unique("203.0.113.6"), unique("203.0.113.7")
+    first = await limiter.hit(key, 60, 3, ip=free_ip)
+    assert first.allowed and first.remaining == 2 and first.locked_for == 0
+    assert await limiter.fail(ip, 1, 60, 30) == 30
+    refused = await limiter.hit(key, 60, 3, ip=ip)
+    assert not refused.allowed
+    assert 29 < refused.locked_for <= 30
+    # The locked-out request took nothing from the bucket.
+    after = await limiter.hit(key, 60, 3, ip=free_ip)
+    assert after.allowed and after.remaining == 1 and after.locked_for == 0
+    assert (await limiter.hit(key, 60, 3)).locked_for == 0
+
+
 async def test_concurrent_hits_allow_exactly_burst(limiter: Limiter) -> None:
     key = unique("crowd")
     # 1/min: nothing refills during the test, so the count is exact whatever the scheduling.

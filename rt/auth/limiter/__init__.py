@@ -14,6 +14,7 @@ class Decision:
     remaining: int
     reset_after: float
     retry_after: float
+    locked_for: float = 0.0  # seconds of lockout left for the IP `hit` was given: nothing was taken from the bucket
 
 
 def gcra(now: float, tat: float | None, per_minute: int, burst: int) -> tuple[Decision, float | None]:
@@ -33,8 +34,9 @@ def gcra(now: float, tat: float | None, per_minute: int, burst: int) -> tuple[De
 
 
 class Limiter(Protocol):
-    async def hit(self, key: str, per_minute: int, burst: int) -> Decision:
-        """Take one request from `key`'s bucket."""
+    async def hit(self, key: str, per_minute: int, burst: int, ip: str | None = None) -> Decision:
+        """Take one request from `key`'s bucket. With `ip`, first the lockout check (in the same round trip): when
+        `ip` is locked out, the Decision is refused with `locked_for` > 0 and the bucket is left as it was."""
 
     async def fail(self, ip: str, threshold: int, window_s: int, lock_s: int) -> float:
         """Count an auth failure from `ip`; returns seconds of lockout left (0 when not locked out)."""

@@ -18,7 +18,11 @@ class MemoryLimiter:
         self._locks: dict[str, float] = {}
         self._ops = 0
 
-    async def hit(self, key: str, per_minute: int, burst: int) -> Decision:
+    async def hit(self, key: str, per_minute: int, burst: int, ip: str | None = None) -> Decision:
+        if ip is not None:
+            locked_for = await self.locked(ip)
+            if locked_for > 0:
+                return Decision(False, per_minute, 0, 0.0, 0.0, locked_for)
         now = self._now()
         decision, new_tat = gcra(now, self._tat.get(key), per_minute, burst)
         if new_tat is not None:
