@@ -19,7 +19,7 @@ from rt.auth.vault import Box
 from rt.config import Settings
 from rt.errors import Forbidden, RtError, TooManyRequests, Unauthorized
 from rt.records.accounts import ApiKey
-from rt.store import Store
+from rt.store import Keys
 
 SIGNATURE_TOLERANCE_MS = 5 * 60 * 1000
 _CACHE_TTL = 1.0  # a key revoked by another process stops working within this
@@ -81,7 +81,7 @@ class Guard:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Keys,
         limiter: Limiter,
         hasher: keys.KeyHasher,
         box: Box,
