@@ -138,18 +138,40 @@ RETRY_AFTER_OUTAGE_S = 1
 
 @functools.cache
 def _lost_connection() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(PostgreSQL's, Redis's) errors that mean the connection to the service is gone, not that the request is bad."""
+    """(PostgreSQL's, Redis's) error types that always mean the connection to the service is gone; asyncpg's
+    client-side InterfaceError and InternalClientError only sometimes do (`_postgres_client_gone`)."""
     import asyncpg.exceptions as pg
     import redis.exceptions as rd
 
     postgres: tuple[type[BaseException], ...] = (
         pg.PostgresConnectionError,  # SQLSTATE class 08, ConnectionDoesNotExistError among them
-        pg.InterfaceError,
         pg.AdminShutdownError,
         pg.CrashShutdownError,
         pg.CannotConnectNowError,
+        pg.TargetServerAttributeNotMatched,  # no host reached is the primary (or standby) asked for: a failover
     )
     return postgres, (rd.ConnectionError, rd.TimeoutError)
+
+
+# asyncpg's own errors carry no code, only these messages. An InterfaceError says the connection (or the pool, as rt
+# stops) is closed; any other InterfaceError is a misuse or bad data (DataError: an argument of the wrong type) and
+# stays a 500. A plain InternalClientError saying the protocol cannot start an operation ("not connected", "cannot
+# switch to state ...; another operation (...) is in progress" or "... protocol is in the "failed" state") is what the
+# first query on a pooled connection the server has just ended raises; its subclasses (ProtocolError, a bad value on
+# the wire; OutdatedSchemaCacheError, a schema change) and its other messages are bugs.
+_CLOSED_INTERFACE = ("connection is closed", "pool is closing", "pool is closed")
+_CANNOT_START = ("not connected", "cannot switch to state ")
+
+
+def _postgres_client_gone(exc: BaseException) -> bool:
+    import asyncpg.exceptions as pg
+
+    message = str(exc.args[0]) if exc.args else ""
+    if isinstance(exc, pg.InterfaceError):
+        return type(exc) is pg.InterfaceError and message.endswith(_CLOSED_INTERFACE)
+    if type(exc) is pg.InternalClientError:
+        return message == _CANNOT_START[0] or message.startswith(_CANNOT_START[1])
+    return False
 
 
 def _raised_in(exc: BaseException) -> str:
@@ -175,7 +197,7 @@ def outage(exc: BaseException) -> Unavailable | None:
     for _ in range(16):  # an exception chain is short; a bound also ends a cycle
         if seen is None:
             return None
-        if isinstance(seen, postgres):
+        if isinstance(seen, postgres) or _postgres_client_gone(seen):
             service = "PostgreSQL"
         elif isinstance(seen, redis):
             service = "Redis"
