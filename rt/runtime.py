@@ -238,7 +238,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
                 from rt import metrics
 
                 runtime.spawn(metrics.serve(runtime, settings.metrics_port), "metrics")
-            account_venues = await _account_venues(store, box, engine.venues)
+            await _account_venues(store, box, engine.venues)
             # The runner knows its strategies and listens for fills before the market starts moving.
             await runtime.runner.start(runtime.roles)
             runtime.spawn(runtime.runner.run_fills(), "strategy-fills")
@@ -249,10 +249,6 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             await runtime.runner.reconcile()
             runtime.spawn(runtime.runner.run_clock(), "strategy-clock")
             runtime.runner.listen(engine.venues.all())
-            if account_venues:
-                from rt.exchanges.ccxt_exchange import resume
-
-                resume(account_venues, engine.books())
             # Every instance applies the market's steps; the one holding the role makes them.
             runtime.spawn(runtime.market.run(), "market-ticks")
             runtime.spawn(runtime.roles.run(), "roles")

@@ -7,21 +7,20 @@ from typing import TYPE_CHECKING, Any
 from rt.engine import ledger, risk
 from rt.engine.engine import Engine
 from rt.errors import BadRequest
-from rt.exchanges.feed import MarketFeed
 from rt.session.protocol import TICKS
 
 if TYPE_CHECKING:
     from rt.strategies.runner import Runner
 
 
-def _positions(engine: Engine, account_id: str) -> list[dict[str, Any]]:
-    book = engine.cached_book(account_id)
-    return [p.as_json() for p in book.positions.values() if p.status in ("open", "pending")] if book else []
+async def _positions(engine: Engine, account_id: str) -> list[dict[str, Any]]:
+    book = await engine.book(account_id)
+    return [p.as_json() for p in book.positions.values() if p.status in ("open", "pending")]
 
 
-def _orders(engine: Engine, account_id: str) -> list[dict[str, Any]]:
-    book = engine.cached_book(account_id)
-    return [o.as_json() for o in book.orders.values() if o.status == "open"] if book else []
+async def _orders(engine: Engine, account_id: str) -> list[dict[str, Any]]:
+    book = await engine.book(account_id)
+    return [o.as_json() for o in book.orders.values() if o.status == "open"]
 
 
 async def _risk(engine: Engine, account_id: str) -> dict[str, Any]:
@@ -32,14 +31,12 @@ async def _account(engine: Engine, account_id: str) -> dict[str, Any]:
     return ledger.summary(await engine.book(account_id), engine.config.leverage)
 
 
-async def snapshot(
-    engine: Engine, feed: MarketFeed, account_id: str, channel: str, runner: Runner | None = None
-) -> Any:
+async def snapshot(engine: Engine, account_id: str, channel: str, runner: Runner | None = None) -> Any:
     """The channel's current state for this account; call it under the account's writer lock for a consistent seq."""
     if channel == "positions":
-        return {"positions": _positions(engine, account_id)}
+        return {"positions": await _positions(engine, account_id)}
     if channel == "orders":
-        return {"orders": _orders(engine, account_id)}
+        return {"orders": await _orders(engine, account_id)}
     if channel == "strategies":
         if runner is None:
             return {"strategies": []}
@@ -53,14 +50,15 @@ async def snapshot(
     if channel == "events":
         return {
             "account": await _account(engine, account_id),
-            "positions": _positions(engine, account_id),
-            "orders": _orders(engine, account_id),
+            "positions": await _positions(engine, account_id),
+            "orders": await _orders(engine, account_id),
         }
     if channel.startswith(TICKS):
         symbol = channel[len(TICKS) :]
-        ticker = feed.ticker(symbol)
-        if ticker is None:
-            raise BadRequest(f"no market data for {symbol!r}")
+        try:
+            ticker = await engine.venues.paper.ticker(symbol)
+        except BadRequest:
+            raise BadRequest(f"no market data for {symbol!r}") from None
         return tick_json(ticker)
     raise BadRequest(f"unknown channel {channel!r}")
 

@@ -17,7 +17,8 @@ from rt.bus import Bus
 from rt.engine import ledger, risk
 from rt.engine.market import TickWork, limit_alerts
 from rt.engine.unit import Unit, atomic
-from rt.exchanges import Fill
+from rt.errors import RtError
+from rt.exchanges import Exchange, Fill
 from rt.exchanges.registry import Venues
 from rt.records.events import Event
 from rt.records.trading import Book, Envelope, Order, Position, TradeBatch
@@ -195,6 +196,8 @@ class Engine:
         if previous is not None:
             for order in previous.orders.values():
                 self.untrack(order)
+                if order.venue_order_id and order.id not in stored.orders and (venue := self._venue(order)):
+                    venue.forget(order.venue_order_id)
             for position in stored.positions.values():
                 mine = previous.positions.get(position.id)
                 if mine is not None and position.status == "open" and mine.status == "open":
@@ -203,16 +206,26 @@ class Engine:
         self._books[account_id] = stored
         for order in stored.orders.values():
             self.track(order)
-            self._adopt(order)
+        self._follow_at_venue(stored)
         return stored
 
-    def _adopt(self, order: Order) -> None:
-        if order.status == "open" and order.venue_order_id and order.exchange == "paper":
-            adopt = getattr(self.venues.paper, "adopt", None)
-            if adopt is not None:
-                from rt.engine.trading import spec_of
+    def _follow_at_venue(self, book: Book) -> None:
+        """Have each venue follow the book's open orders and tick the symbols of its open positions."""
+        from rt.engine.trading import spec_of
 
-                adopt(order.venue_order_id, spec_of(order))
+        for order in book.orders.values():
+            if order.status == "open" and order.venue_order_id and (venue := self._venue(order)):
+                venue.adopt(order.venue_order_id, spec_of(order))
+        for position in book.positions.values():
+            if position.status == "open" and (venue := self._venue(position)):
+                venue.watch(position.symbol)
+
+    def _venue(self, item: Order | Position) -> Exchange | None:
+        try:
+            return self.venues.get(item.account_id, item.exchange)
+        except RtError:
+            log.warning("the book names a venue this process does not have", extra={"exchange": item.exchange})
+            return None
 
     async def refresh(self, account_id: str) -> None:
         """Reload an account's book when the store has a later version (another process wrote it)."""

@@ -130,6 +130,14 @@ class Exchange(Protocol):
     async def balances(self) -> dict[str, Decimal]: ...
     def on_fill(self, handler: FillHandler) -> None: ...
     def on_tick(self, handler: TickHandler) -> None: ...
+    def adopt(self, venue_order_id: str, spec: OrderSpec) -> None:
+        """Follow an open order the store holds (placed before a restart, or by another instance) until it fills."""
+
+    def forget(self, venue_order_id: str) -> None:
+        """Stop following an order that is no longer open in the store (it filled or was canceled elsewhere)."""
+
+    def watch(self, symbol: str) -> None:
+        """Tick this symbol from now on (a position is open on it)."""
 
 
 __all__ = [

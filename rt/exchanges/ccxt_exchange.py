@@ -40,7 +40,6 @@ from rt.exchanges import (
 if TYPE_CHECKING:
     from rt.auth.vault import Box
     from rt.records.accounts import VenueRecord
-    from rt.records.trading import Book
 
 log = logging.getLogger("rt.ccxt")
 # ccxt logs every request and response at debug level, API key header included: keep it out of rt's logs.
@@ -190,10 +189,13 @@ class CcxtExchange:
         """Poll this symbol's ticker from now on (a position is open on it)."""
         self._watched.add(symbol)
 
-    def adopt(self, venue_order_id: str, symbol: str) -> None:
-        """Follow an order placed before a restart until it fills."""
-        self._open[venue_order_id] = symbol
-        self._watched.add(symbol)
+    def adopt(self, venue_order_id: str, spec: OrderSpec) -> None:
+        """Follow an order the store holds open (placed before a restart, or by another instance) until it fills."""
+        self._open[venue_order_id] = spec.symbol
+        self._watched.add(spec.symbol)
+
+    def forget(self, venue_order_id: str) -> None:
+        self._open.pop(venue_order_id, None)
 
     # the Exchange protocol
 
@@ -497,17 +499,3 @@ def venues_from(records: Iterable[VenueRecord], box: Box) -> list[CcxtExchange]:
                 extra={"exchange": record.exchange, "account_id": record.account_id, "error": type(exc).__name__},
             )
     return made
-
-
-def resume(venues: Iterable[CcxtExchange], books: Iterable[Book]) -> None:
-    """After a restart: follow each venue's open orders and tick the symbols its positions are on."""
-    by_key = {(v.account_id, v.id): v for v in venues}
-    for book in books:
-        for order in book.orders.values():
-            venue = by_key.get((book.account_id, order.exchange))
-            if venue is not None and order.status == "open" and order.venue_order_id:
-                venue.adopt(order.venue_order_id, order.symbol)
-        for position in book.positions.values():
-            venue = by_key.get((book.account_id, position.exchange))
-            if venue is not None and position.status == "open":
-                venue.watch(position.symbol)

@@ -132,8 +132,15 @@ class PaperExchange:
         return VenueOrder(venue_order_id, "canceled")
 
     def adopt(self, venue_order_id: str, spec: OrderSpec) -> None:
-        """Rest an order again after a restart (the engine's store is the source of truth)."""
-        self._resting[venue_order_id] = _Resting(spec, venue_order_id)
+        """Rest an order the store holds open (after a restart, or placed on another instance)."""
+        if venue_order_id not in self._filling:
+            self._resting[venue_order_id] = _Resting(spec, venue_order_id)
+
+    def forget(self, venue_order_id: str) -> None:
+        self._resting.pop(venue_order_id, None)
+
+    def watch(self, symbol: str) -> None:
+        """Every symbol of the simulated market ticks already."""
 
     def _on_tick(self, ticker: Ticker) -> None:
         if not self.matching:

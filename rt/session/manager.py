@@ -117,7 +117,7 @@ class Sessions:
         runtime = self.runtime
         account_id = session.principal.account_id
         if channel.startswith(protocol.TICKS):
-            data = await snapshot(runtime.engine, runtime.feed, account_id, channel)
+            data = await snapshot(runtime.engine, account_id, channel)
             last = runtime.hub.tick_seq(channel)
             missed = runtime.hub.tick_history(channel, since) if since is not None else None
             self._open(session, channel, request_id, last, since, missed, data)
@@ -134,7 +134,7 @@ class Sessions:
                     last = max([last, *(d.seq for d in history)])
             data = None
             if missed is None:
-                data = await snapshot(runtime.engine, runtime.feed, account_id, channel, runtime.runner)
+                data = await snapshot(runtime.engine, account_id, channel, runtime.runner)
             self._open(session, channel, request_id, last, since, missed, data)
 
     def _open(

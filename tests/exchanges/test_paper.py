@@ -119,3 +119,15 @@ async def test_starting_the_venue_does_not_move_the_market() -> None:
     await asyncio.sleep(0.01)  # ten intervals: a feed run by the venue would have stepped
     assert feed.ticker(BTC) == before
     await paper.close()
+
+
+async def test_an_adopted_order_rests_and_a_forgotten_one_never_fills() -> None:
+    feed, paper, fills = _venue()
+    spec = OrderSpec(BTC, "buy", "limit", D(1), price=D(95))
+    paper.adopt("paper-kept", spec)
+    paper.adopt("paper-gone", spec)
+    # Canceled (or filled) on another instance: the store no longer holds it open.
+    paper.forget("paper-gone")
+    feed.set_price(BTC, D(90))
+    await _settle(paper)
+    assert [f.venue_order_id for f in fills] == ["paper-kept"]

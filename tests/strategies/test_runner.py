@@ -364,12 +364,12 @@ async def test_the_strategies_channel_snapshot_shows_live_performance(rig: Rig, 
     await running.move("94.99")  # the 95 buy fills and rests a sell at 100
     await eventually(lambda: ("sell", D(100)) in resting(rig, record.id))
     await running.move("98")
-    data = await snapshot(rig.engine, rig.feed, rig.account_id, "strategies", running.runner)
+    data = await snapshot(rig.engine, rig.account_id, "strategies", running.runner)
     (shown,) = data["strategies"]
     assert shown["id"] == record.id
     assert shown["performance"] == await running.runner.performance(record)
     assert shown["performance"]["unrealized_pnl"] == D(98) - D(95)
-    other = await snapshot(rig.engine, rig.feed, "acct_someone_else", "strategies", running.runner)
+    other = await snapshot(rig.engine, "acct_someone_else", "strategies", running.runner)
     assert other == {"strategies": []}
 
 
