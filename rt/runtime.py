@@ -31,7 +31,7 @@ from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
 from rt.session.manager import Sessions
-from rt.store import AccountExists, Store, open_store
+from rt.store import AccountExists, Store, VenueRecords, open_store
 from rt.strategies.runner import Runner
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def _market(settings: Settings) -> tuple[MarketFeed, PaperExchange, EngineConfig
     return feed, paper, config
 
 
-async def _account_venues(store: Store, box: Box, venues: Venues) -> list[CcxtExchange]:
+async def _account_venues(store: VenueRecords, box: Box, venues: Venues) -> list[CcxtExchange]:
     """The real venues added with `rt venues add`; ccxt is imported only when there are some (that takes a second)."""
     records = await store.list_venues()
     if not records:
