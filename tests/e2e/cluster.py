@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
 from tests.e2e.server import Server, run_server
 from tests.pg import drop_database, fresh_database
 
@@ -38,10 +40,33 @@ class Cluster:
         return self.servers[index]
 
 
+def _glob_escaped(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\^" else c for c in text)
+
+
+async def delete_prefix(redis_url: str, prefix: str) -> int:
+    """UNLINK every key rt wrote under `prefix` (`{prefix}:...`), found with SCAN; the number deleted."""
+    client = aioredis.Redis.from_url(redis_url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{_glob_escaped(prefix)}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    return deleted
+
+
 @contextlib.contextmanager
 def cluster(root: Path, redis_url: str, size: int = 3, env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """`size` instances sharing a fresh PostgreSQL database, one Redis prefix, one pepper and one secret key; the
-    first bootstraps the first key. Every process is stopped (by its PID) and the database dropped at the end."""
+    first bootstraps the first key. Every process is stopped (by its PID), then the database is dropped and every Redis
+    key under the prefix deleted."""
     database_url = asyncio.run(fresh_database())
     shared = {
         "RT_DATABASE_URL": database_url,
@@ -60,4 +85,7 @@ def cluster(root: Path, redis_url: str, size: int = 3, env: dict[str, str] | Non
                 group.servers.append(group.stack.enter_context(run_server(root / f"i{index}", instance_env)))
             yield group
     finally:
-        asyncio.run(drop_database(database_url))
+        try:
+            asyncio.run(delete_prefix(redis_url, shared["RT_REDIS_PREFIX"]))
+        finally:
+            asyncio.run(drop_database(database_url))
