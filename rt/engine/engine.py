@@ -97,7 +97,8 @@ class Engine:
         self._own: OrderedDict[str, None] = OrderedDict()
         # Ids of the events published since the store last heard of it (see flush_sent).
         self._sent: list[str] = []
-        self._stale: set[str] = set()
+        self._stale: set[str] = set()  # accounts with a reload under way
+        self._behind: set[str] = set()  # accounts another process wrote since this one last read them
         # Whether this process does each tick's work (protective closes, resting fills, alerts, stored marks) and
         # relays held-back events: true alone, and on the one instance holding the market when several share a store.
         self.protects = True
@@ -153,6 +154,10 @@ class Engine:
     async def book(self, account_id: str) -> Book:
         """The account's book; a new account starts with the configured paper balance."""
         book = self._books.get(account_id)
+        if book is not None and account_id in self._behind and not self.lock(account_id).locked():
+            self._behind.discard(account_id)
+            await self.refresh(account_id)
+            book = self._books.get(account_id)
         if book is None:
             stored = await self.store.load_book(account_id)
             if stored is None:
@@ -191,6 +196,7 @@ class Engine:
     def _swap(self, account_id: str, stored: Book) -> Book:
         """Put a book read from the store in place of this process's copy."""
         previous = self._books.pop(account_id, None)
+        self._behind.discard(account_id)
         # Marks taken on the copy being replaced must never be stored: a position closed elsewhere would reopen.
         self.ticks.forget_marks(account_id)
         if previous is not None:
@@ -237,6 +243,7 @@ class Engine:
 
     async def refresh_all(self) -> None:
         """Reload every book the store has a later version of (an instance taking over the market's tick work)."""
+        self._behind.clear()
         for stored in await self.store.load_books():
             async with self.lock(stored.account_id):
                 book = self._books.get(stored.account_id)
@@ -245,13 +252,18 @@ class Engine:
 
     async def follow(self) -> None:
         """Keep this process's books in step with the writes of other processes on the same store: an event this
-        engine did not publish means its account changed elsewhere."""
+        engine did not publish means its account changed elsewhere. The process doing the tick work reloads the book
+        at once (its ticks close positions and fill orders); another reloads it when it is next read."""
         async for delivery in self.bus.subscribe():
             event = delivery.event
-            if event.id in self._own or event.account_id in self._stale:
+            account_id = event.account_id
+            if event.id in self._own or account_id in self._stale:
                 continue
-            self._stale.add(event.account_id)
-            self.spawn(self._follow_up(event.account_id), f"refresh-{event.account_id}")
+            if not self.protects:
+                self._behind.add(account_id)
+                continue
+            self._stale.add(account_id)
+            self.spawn(self._follow_up(account_id), f"refresh-{account_id}")
 
     async def _follow_up(self, account_id: str) -> None:
         self._stale.discard(account_id)  # an event from now on asks for another look

@@ -175,3 +175,20 @@ async def test_an_engine_following_the_bus_reads_the_other_engines_writes(pair: 
         assert (await a.book(account_id)).balance == (await b.book(account_id)).balance
     finally:
         follower.cancel()
+
+
+async def test_an_engine_not_doing_the_tick_work_reloads_a_book_written_elsewhere_when_it_reads_it(pair: Pair) -> None:
+    a, b, account_id = pair.a.engine, pair.b.engine, pair.account_id
+    a.protects = False
+    before = await a.book(account_id)
+    follower = asyncio.create_task(a.follow())
+    try:
+        await asyncio.sleep(0)
+        position, _ = await trading.open_position(b, account_id, LONG)
+        async with asyncio.timeout(5):
+            while position.id not in (await a.book(account_id)).positions:  # noqa: ASYNC110 - as a reader polls
+                await asyncio.sleep(0.01)
+        assert a.cached_book(account_id) is not before
+        assert (await a.book(account_id)).version == (await b.book(account_id)).version
+    finally:
+        follower.cancel()
