@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import stat
 import time
 import uuid
@@ -18,9 +19,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import need_redis
+from tests.conftest import need_postgres, need_redis
 from tests.e2e.checks import KEY_RE, PROBLEM_JSON, SECRET_LINE, LeakCheck, assert_problem
 from tests.e2e.server import Server, cli, run_server
+from tests.pg import database
 
 pytestmark = pytest.mark.e2e
 
@@ -645,21 +647,32 @@ def test_garbage_never_gets_a_500(server: Server) -> None:
 async def test_two_servers_on_one_redis_share_a_rate_budget(tmp_path: Path, leaks: LeakCheck) -> None:
     redis_url = await need_redis()
     prefix = f"rt-e2e-{uuid.uuid4().hex[:12]}"
-    env = {"RT_REDIS_URL": redis_url, "RT_REDIS_PREFIX": prefix, "RT_TIER_LIMITS": "starter=6/3"}
-    data_dir = tmp_path / "data"
     try:
-        with run_server(data_dir, env) as first, run_server(data_dir, env) as second:
-            leaks.watch(first)
-            leaks.watch(second)
-            with first.client(first.key) as admin:
-                made = admin.post("/v1/keys", json={"scopes": "read-only", "tier": "starter"})
-            assert made.status_code == 201, made.text
-            key = leaks.issued(made.json())["key"]
-            answers = [get(server, key) for server in (first, second, first, second, first)]
-            assert [r.status_code for r in answers] == [200, 200, 200, 429, 429]
-            assert [int(r.headers["x-ratelimit-remaining"]) for r in answers[:3]] == [2, 1, 0]
-            assert_problem(answers[3], 429, "RATE_LIMITED")
-            assert int(answers[3].headers["retry-after"]) >= 1
+        # Two instances as operators run them: one PostgreSQL database, one Redis prefix, one pepper and secret key.
+        async with database(await need_postgres()) as url:
+            env = {
+                "RT_DATABASE_URL": url,
+                "RT_REDIS_URL": redis_url,
+                "RT_REDIS_PREFIX": prefix,
+                "RT_TIER_LIMITS": "starter=6/3",
+                "RT_KEY_PEPPER": secrets.token_hex(32),
+                "RT_SECRET_KEY": secrets.token_hex(32),
+            }
+            with (
+                run_server(tmp_path / "a", env) as first,
+                run_server(tmp_path / "b", {**env, "RT_BOOTSTRAP": "0"}) as second,
+            ):
+                leaks.watch(first)
+                leaks.watch(second)
+                with first.client(first.key) as admin:
+                    made = admin.post("/v1/keys", json={"scopes": "read-only", "tier": "starter"})
+                assert made.status_code == 201, made.text
+                key = leaks.issued(made.json())["key"]
+                answers = [get(server, key) for server in (first, second, first, second, first)]
+                assert [r.status_code for r in answers] == [200, 200, 200, 429, 429]
+                assert [int(r.headers["x-ratelimit-remaining"]) for r in answers[:3]] == [2, 1, 0]
+                assert_problem(answers[3], 429, "RATE_LIMITED")
+                assert int(answers[3].headers["retry-after"]) >= 1
     finally:
         client = aioredis.Redis.from_url(redis_url)
         try:

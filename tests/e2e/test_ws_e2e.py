@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import socket
 import time
@@ -28,8 +29,9 @@ from rt.channels.hub import Hub
 from rt.config import Settings
 from rt.records.events import Event
 from rt.runtime import open_runtime
-from tests.conftest import need_redis
+from tests.conftest import need_postgres, need_redis
 from tests.e2e.server import Server, free_port, run_server
+from tests.pg import database
 
 pytestmark = pytest.mark.e2e
 
@@ -993,11 +995,30 @@ async def test_metrics_in_prometheus_text(server: Server, metrics_port: int) -> 
 # scale-out over Redis
 
 
-@contextlib.contextmanager
-def two_instances(data_dir: Path, redis_url: str, prefix: str) -> Iterator[tuple[Server, Server]]:
-    env = {**ENV, "RT_REDIS_URL": redis_url, "RT_REDIS_PREFIX": prefix}
-    with run_server(data_dir, env) as a, run_server(data_dir, {**env, "RT_BOOTSTRAP": "0"}) as b:
-        yield a, b
+@contextlib.asynccontextmanager
+async def two_instances(root: Path, redis_url: str, prefix: str) -> AsyncIterator[tuple[Server, Server]]:
+    """Two instances as operators run them: one PostgreSQL database (a fresh one, dropped after), one Redis prefix,
+    one pepper and one secret key, a data dir each; A bootstraps the first key."""
+    async with database(await need_postgres()) as url:
+        env = {
+            **ENV,
+            "RT_DATABASE_URL": url,
+            "RT_REDIS_URL": redis_url,
+            "RT_REDIS_PREFIX": prefix,
+            "RT_KEY_PEPPER": secrets.token_hex(32),
+            "RT_SECRET_KEY": secrets.token_hex(32),
+        }
+        with run_server(root / "a", env) as a, run_server(root / "b", {**env, "RT_BOOTSTRAP": "0"}) as b:
+            yield a, b
+
+
+async def shared_key(server: Server) -> Key:
+    """A full key made through the API with the bootstrap key: stored in the shared database, known to every
+    instance at once."""
+    assert server.key is not None
+    async with rest(server, server.key) as http:
+        made = ok(await http.post("/v1/keys", json={"scopes": "full", "tier": "pro_plus"}), 201)
+    return Key(made["id"], made["key"], made["account_id"])
 
 
 async def forget(redis_url: str, prefix: str) -> None:
@@ -1030,8 +1051,8 @@ async def drop_bus_subscriptions(redis_url: str, prefix: str) -> int:
 async def test_two_instances_share_events_seq_tokens_and_history(tmp_path: Path, redis_prefix: str) -> None:
     redis_url = await need_redis()
     try:
-        with two_instances(tmp_path / "data", redis_url, redis_prefix) as (a, b):
-            key = await full_key(a)
+        async with two_instances(tmp_path, redis_url, redis_prefix) as (a, b):
+            key = await shared_key(a)
             async with rest(a, key) as via_a:
                 # A client on B sees what A does, with one seq for both.
                 async with connect(a, key) as on_a, connect(b, key) as on_b:
