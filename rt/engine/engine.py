@@ -22,7 +22,7 @@ from rt.exchanges import Exchange, Fill
 from rt.exchanges.registry import Venues
 from rt.records.events import Event
 from rt.records.trading import Book, Envelope, Order, Position, TradeBatch
-from rt.store import Store
+from rt.store import Trading
 
 log = logging.getLogger("rt.engine")
 
@@ -83,7 +83,7 @@ class Engine:
     """The writer: runs each account's commands one at a time (across every process on the store), stores what they
     changed with their answer in one transaction and then publishes it; keeps this process's copy of every book."""
 
-    def __init__(self, store: Store, bus: Bus, venues: Venues, config: EngineConfig | None = None) -> None:
+    def __init__(self, store: Trading, bus: Bus, venues: Venues, config: EngineConfig | None = None) -> None:
         self.store = store
         self.bus = bus
         self.venues = venues

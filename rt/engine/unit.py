@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rt.records.trading import IdempotencyRecord, TradeBatch
 
 if TYPE_CHECKING:
-    from rt.store import Store, Writing
+    from rt.store import Trading, Writing
 
 Step = Callable[[], Awaitable[None]]
 
@@ -26,7 +26,7 @@ _current: ContextVar[Unit | None] = ContextVar("rt_unit", default=None)
 
 
 class Unit:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Trading) -> None:
         self._store = store
         self._task = asyncio.current_task()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -114,7 +114,7 @@ class Unit:
 
 
 @contextlib.asynccontextmanager
-async def atomic(store: Store) -> AsyncIterator[Unit]:
+async def atomic(store: Trading) -> AsyncIterator[Unit]:
     """Everything the engine commands of this task change inside, and what `keep()` gets, commits once at the end:
     also when the body fails (as each command's changes did before), then without what the body would have kept."""
     outer = Unit.current()

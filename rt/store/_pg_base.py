@@ -54,6 +54,7 @@ def status_count(status: str) -> int:
 
 class Connections:
     _pool: Pool
+    _writers: Pool
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Connection]:

@@ -199,7 +199,7 @@ class TradingTables(Connections, Trading):
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[PgWriting]:
-        async with self._pool.acquire() as conn, transaction(conn):
+        async with self._writers.acquire() as conn, transaction(conn):
             yield PgWriting(conn)
 
     async def load_books(self) -> list[Book]:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from rt.store._pg_base import Connection, Pool
 
 POOL_MIN, POOL_MAX = 1, 20
+# Write transactions (engine commands) take their connections from a pool of their own: a command that reads through
+# the store while it holds its transaction's connection always finds a reader free, however many commands run.
+WRITERS_MAX = 16
 CLOSE_SECONDS = 10.0
 SESSION = {
     "application_name": "rt",
@@ -111,8 +114,9 @@ async def migrate(conn: Connection) -> None:
 
 
 class PostgresStore(TradingTables, VenueTables, StrategyTables, Store):
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, writers: Pool) -> None:
         self._pool = pool
+        self._writers = writers
 
     @classmethod
     async def open(cls, url: str, min_size: int = POOL_MIN, max_size: int = POOL_MAX) -> PostgresStore:
@@ -127,17 +131,25 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, Store):
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
+            writers = await asyncpg.create_pool(
+                url,
+                min_size=min(min_size, WRITERS_MAX),
+                max_size=WRITERS_MAX,
+                reset=_keep_session,
+                server_settings=SESSION,
+            )
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, writers)
 
     async def close(self) -> None:
         """Close the pool once every connection is back; past CLOSE_SECONDS, close the ones still out as well."""
-        try:
-            await asyncio.wait_for(self._pool.close(), CLOSE_SECONDS)
-        except TimeoutError:
-            self._pool.terminate()
+        for pool in (self._writers, self._pool):
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_SECONDS)
+            except TimeoutError:
+                pool.terminate()
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")

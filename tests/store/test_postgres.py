@@ -125,6 +125,25 @@ async def test_a_writing_that_raises_releases_its_connection(pg_url: str) -> Non
         await store.close()
 
 
+async def test_commands_that_read_while_they_hold_a_writing_never_starve_the_pool(pg_url: str) -> None:
+    # More commands at once than the pool has connections, each reading through the store inside its transaction
+    # (as an order cancel reads a finished order): with one pool, each held a connection and waited for another.
+    store = await PostgresStore.open(pg_url, max_size=2)
+    try:
+        accounts = [await new_account(store, f"a{i}") for i in range(8)]
+
+        async def command(account: str) -> None:
+            async with store.writing() as writing:
+                await writing.lock(account)
+                await asyncio.sleep(0.01)  # the venue's answer: every command holds its connection meanwhile
+                assert await store.get_order(account, "ord_none") is None
+
+        async with asyncio.timeout(20):
+            await asyncio.gather(*(command(a) for a in accounts))
+    finally:
+        await store.close()
+
+
 async def test_create_book_from_many_instances_at_once_keeps_one(
     instances: tuple[PostgresStore, PostgresStore],
 ) -> None:
