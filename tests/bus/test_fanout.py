@@ -202,3 +202,28 @@ async def test_redis_reads_once_for_all_subscribers_and_stops_when_they_leave(re
     finally:
         await bus.close()
         await admin.aclose()
+
+
+async def test_redis_reader_errors_reach_every_subscriber_and_a_new_one_reads_again(redis_prefix: str) -> None:
+    url = await need_redis()
+    bus = RedisBus(url, redis_prefix)
+    admin = aioredis.Redis.from_url(url)
+    try:
+        await admin.set(f"{redis_prefix}:bus", "not a stream")  # every read of it fails with WRONGTYPE
+        for _ in range(2):
+            with pytest.raises(aioredis.ResponseError):
+                async with asyncio.timeout(5):
+                    async for _delivery in bus.subscribe():
+                        pass
+        await admin.delete(f"{redis_prefix}:bus")
+        consumer = Consumer(bus)
+        await subscribed(bus, redis_prefix)
+        out = await bus.publish([Event("acct_e", "server.shutdown", {})])
+        assert [key(d) for d in await consumer.take(1)] == [key(d) for d in out]
+        await consumer.stop()
+    finally:
+        await bus.close()
+        keys = [k async for k in admin.scan_iter(f"{redis_prefix}:*")]
+        if keys:
+            await admin.delete(*keys)
+        await admin.aclose()
