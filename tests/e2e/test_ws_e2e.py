@@ -227,7 +227,7 @@ async def connect(
     *,
     token: str | None = None,
     query: str = "",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     **options: Any,
 ) -> AsyncIterator[Conn]:
     """A session: `?token=` from a new token of `key`, or the given token, or none (first-message auth)."""
@@ -340,6 +340,12 @@ async def test_the_keys_ip_allowlist_applies_to_its_tokens(server: Server) -> No
     token = await ws_token(server, key, **inside)
     async with connect(server, headers=outside) as conn:
         await conn.send(op="auth", token=token)
+        assert await conn.close_code() == 4001
+    # A proxy that appends its own X-Forwarded-For line leaves the client's (here forged) line first: the lines are
+    # one list, and the client is the right-most untrusted hop, in the last line.
+    token = await ws_token(server, key, **inside)
+    appended = [("X-Forwarded-For", "10.9.1.1"), ("X-Forwarded-For", "203.0.113.5")]
+    async with connect(server, token=token, headers=appended) as conn:
         assert await conn.close_code() == 4001
     # From an allowed address the token opens a session.
     token = await ws_token(server, key, **inside)
