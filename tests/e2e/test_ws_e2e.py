@@ -566,7 +566,7 @@ async def test_since_older_than_history_sends_a_snapshot_with_reset(tmp_path: Pa
         bus = MemoryBus(history=3)
         runtime.bus = runtime.engine.bus = bus
         runtime.hub = Hub(bus)
-        account = "acct_history"
+        account = (await runtime.store.create_account("history")).id
         await bus.publish([Event(account, "order.created", {"id": f"ord_{n}"}) for n in range(1, 6)])
 
         old = FakeSession(account)
