@@ -45,6 +45,9 @@ class MemoryBus:
                 totals[(account_id, channel)] = totals.get((account_id, channel), 0) + count
         remaining = dict(totals)
         placed: list[Delivery] = []
+        for event in recent:
+            # In the history now, as if published: the outbox's relay must not deliver them again.
+            self._published.add(event.id)
         for event in reversed(recent):
             for channel in {event.channel, EVENTS_CHANNEL}:
                 key = (event.account_id, channel)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from rt.bus import Bus
+from rt.bus import Bus, BusLagged
 from rt.engine import ledger, risk
 from rt.engine.market import TickWork, limit_alerts
 from rt.engine.unit import Unit, atomic
@@ -254,16 +254,25 @@ class Engine:
         """Keep this process's books in step with the writes of other processes on the same store: an event this
         engine did not publish means its account changed elsewhere. The process doing the tick work reloads the book
         at once (its ticks close positions and fill orders); another reloads it when it is next read."""
-        async for delivery in self.bus.subscribe():
-            event = delivery.event
-            account_id = event.account_id
-            if event.id in self._own or account_id in self._stale:
-                continue
-            if not self.protects:
-                self._behind.add(account_id)
-                continue
-            self._stale.add(account_id)
-            self.spawn(self._follow_up(account_id), f"refresh-{account_id}")
+        while True:
+            try:
+                async for delivery in self.bus.subscribe():
+                    self._heard(delivery.event)
+                return
+            except BusLagged:
+                # Deliveries were lost to this reader: any book may have changed meanwhile.
+                log.warning("fell behind the bus; reloading every book")
+                self.spawn(self.refresh_all(), "refresh-all")
+
+    def _heard(self, event: Event) -> None:
+        account_id = event.account_id
+        if event.id in self._own or account_id in self._stale:
+            return
+        if not self.protects:
+            self._behind.add(account_id)
+            return
+        self._stale.add(account_id)
+        self.spawn(self._follow_up(account_id), f"refresh-{account_id}")
 
     async def _follow_up(self, account_id: str) -> None:
         self._stale.discard(account_id)  # an event from now on asks for another look

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from rt.bus import BusLagged
 from rt.coord.roles import Roles
 from rt.engine import trading
 from rt.engine.engine import Engine
@@ -423,11 +424,16 @@ class Runner:
 
     async def run_fills(self) -> None:
         """Fills and closed positions of strategy orders, from the bus."""
-        async for delivery in self.engine.bus.subscribe():
+        while True:
             try:
-                await self._on_delivery(delivery)
-            except Exception:
-                log.exception("strategy fill handling failed", extra={"event": delivery.event.event})
+                async for delivery in self.engine.bus.subscribe():
+                    try:
+                        await self._on_delivery(delivery)
+                    except Exception:
+                        log.exception("strategy fill handling failed", extra={"event": delivery.event.event})
+                return
+            except BusLagged:
+                log.error("fell behind the bus: fills of strategy orders may have been missed; subscribing again")
 
     async def _on_delivery(self, delivery: Delivery) -> None:
         event = delivery.event

@@ -60,3 +60,30 @@ async def test_only_the_process_doing_the_tick_work_relays(rig: Rig) -> None:
     assert await rig.engine.relay(older_than_s=0) == 0
     rig.engine.protects = True
     assert await rig.engine.relay(older_than_s=0) > 0
+
+
+async def test_after_a_restart_an_event_already_in_the_memory_bus_history_is_not_relayed_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lost(events: list[Event]) -> Any:
+        raise ConnectionError("the process died between the commit and the publish")
+
+    monkeypatch.setattr(rig.bus, "publish", lost)
+    with pytest.raises(ConnectionError):
+        await rig.order("buy", "1")
+    monkeypatch.undo()
+    # The next process restores its history (and sequences) from the stored events, the unpublished ones included.
+    restarted = await rig.restart()
+    bus = restarted.bus
+    await bus.restore(restarted.store)
+    channels = ("orders", "positions", "account", "events")
+
+    async def seqs() -> list[int]:
+        return [await bus.last_seq(rig.account_id, channel) for channel in channels]
+
+    before = await seqs()
+    assert before[0] > 0
+    assert await restarted.engine.relay(older_than_s=0) > 0
+    # Marked published, and delivered no second time: no sequence moved.
+    assert await seqs() == before
+    assert await restarted.store.unpublished_events(2**62, 10) == []

@@ -19,6 +19,7 @@ from rt.errors import RtError
 from rt.exchanges.feed import MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
+from rt.records.events import Event
 from rt.records.trading import Envelope
 from rt.store import Store, open_store
 from tests.conftest import need_postgres
@@ -192,3 +193,26 @@ async def test_an_engine_not_doing_the_tick_work_reloads_a_book_written_elsewher
         assert (await a.book(account_id)).version == (await b.book(account_id)).version
     finally:
         follower.cancel()
+
+
+async def test_an_engine_that_fell_behind_the_bus_reloads_every_book_and_keeps_following(pair: Pair) -> None:
+    a, account_id = pair.a.engine, pair.account_id
+    bus = MemoryBus(bound=2)
+    a.bus = bus
+    reloaded = asyncio.Event()
+
+    async def refresh_all() -> None:
+        reloaded.set()
+
+    a.refresh_all = refresh_all  # type: ignore[method-assign]
+    follower = asyncio.create_task(a.follow())
+    try:
+        await asyncio.sleep(0)
+        # More events than the follower's buffer holds, before it runs again.
+        await bus.publish([Event(account_id, "order.created", {"n": n}) for n in range(5)])
+        async with asyncio.timeout(5):
+            await reloaded.wait()
+        assert not follower.done()
+    finally:
+        follower.cancel()
+        await bus.close()
