@@ -148,6 +148,7 @@ def _lost_connection() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
         pg.AdminShutdownError,
         pg.CrashShutdownError,
         pg.CannotConnectNowError,
+        pg.TooManyConnectionsError,  # every connection slot taken (by other instances too): try again shortly
         pg.TargetServerAttributeNotMatched,  # no host reached is the primary (or standby) asked for: a failover
     )
     return postgres, (rd.ConnectionError, rd.TimeoutError)

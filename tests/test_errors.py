@@ -35,6 +35,7 @@ from tests.pg import database
             "PostgreSQL",
         ),
         (pg.AdminShutdownError("terminating connection due to administrator command"), "PostgreSQL"),
+        (pg.TooManyConnectionsError("sorry, too many clients already"), "PostgreSQL"),
         (rd.ConnectionError("Connection closed by server."), "Redis"),
         (rd.TimeoutError("Timeout reading from socket"), "Redis"),
         (ConnectionRefusedError(111, "Connection refused"), "a service rt depends on"),
