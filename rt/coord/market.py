@@ -1,5 +1,5 @@
-"""The market role: its holder steps the paper feed and sends each step on the tick channel; every instance (the
-holder too) applies what it hears to its own feed, so the engine, the paper venue and the hub see one market."""
+"""The market role: its holder steps the paper feed, sends each step on the tick channel and applies it; every other
+instance applies what it hears to its own feed, so the engine, the paper venue and the hub see one market."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ class Market:
         self._before_apply = before_apply
         self.highest = 0  # the largest fencing token heard: steps under a smaller one come from a deposed holder
         self.dropped = 0
+        self._own: set[int] = set()  # the tokens this instance stepped under: their echoes are applied already
         self._stepping: asyncio.Task[None] | None = None
 
     def lead(self, token: int) -> None:
         """Start stepping the market from the prices applied here, under this fencing token."""
+        self._own.add(token)
         self._stepping = asyncio.create_task(self._step(token), name="market-steps")
 
     async def follow(self) -> None:
@@ -38,10 +40,14 @@ class Market:
 
     async def _step(self, token: int) -> None:
         async def send(tickers: list[Ticker]) -> None:
-            sent = await self.channel.publish(MARKET, Ticks(token, tuple(tickers)))
+            ticks = Ticks(token, tuple(tickers))
+            sent = await self.channel.publish(MARKET, ticks)
             raise_if_cancelled()
             if not sent:
                 log.warning("market step not sent: the lease is no longer this instance's", extra={"token": token})
+                return
+            # Applied here at once, not when it comes back: the holder's tick work does not hang on its subscription.
+            self.receive(ticks)
 
         await self.feed.run(send)
 
@@ -60,11 +66,12 @@ class Market:
         return True
 
     async def run(self) -> None:
-        """Apply every step heard, for as long as this runs."""
+        """Apply every step heard from another instance, for as long as this runs."""
         while True:
             try:
                 async for ticks in self.channel.subscribe():
-                    self.receive(ticks)
+                    if ticks.token not in self._own:
+                        self.receive(ticks)
                 return
             except Exception:
                 log.exception("tick channel failed, subscribing again")

@@ -151,7 +151,12 @@ class Roles:
         role.held = False
         ROLE_HELD.labels(role.name).set(0)
         gaining.cancel()
-        await asyncio.wait({gaining})  # whatever the start ended with; a cancellation of this task goes on
+        # Whatever the work ended with; a cancellation of this task goes on. Work that swallows its cancellation (a
+        # redis-py call on Python 3.11 can) is asked again, and never holds up the loss.
+        done, _ = await asyncio.wait({gaining}, timeout=self._margin)
+        if not done:
+            gaining.cancel()
+            log.error("role work did not stop when cancelled", extra={"role": role.name})
         try:
             await role.on_lose()
         except Exception:

@@ -117,12 +117,14 @@ async def test_every_instance_applies_the_holders_steps_and_a_new_holder_walks_o
         client = aioredis.Redis.from_url(redis_url)
         await client.publish(f"{redis_prefix}:ticks", ticks_json(late))
         await client.aclose()
+        while True:
+            applied, ticks = await b.market.heard.get()
+            if ticks == late:
+                break
+        assert applied is False and b.market.dropped >= 1
+        # a knows the token for its own: it applied those steps when it made them, and applies none heard again.
+        await a.market.next_applied(b.roles.token(MARKET))
         for node in (a, b):
-            while True:
-                applied, ticks = await node.market.heard.get()
-                if ticks == late:
-                    break
-            assert applied is False and node.market.dropped >= 1
             assert all(t.last != 500 for t in node.seen)
     finally:
         for node in (a, b):
