@@ -115,7 +115,11 @@ class Hub:
 
     def tick(self, ticker: Ticker) -> None:
         channel = f"ticks:{ticker.symbol}"
-        seq = self._tick_seq.get(channel, 0) + 1
+        last = self._tick_seq.get(channel, 0)
+        # The market's number for it when several instances share one market, so each gives it the same seq.
+        seq = ticker.seq if ticker.seq else last + 1
+        if seq <= last:
+            return  # heard already
         self._tick_seq[channel] = seq
         frame = event_frame(channel, seq, "tick", dumps(tick_json(ticker)))
         ring = self._tick_history.get(channel)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from rt.coord import TickChannel, Ticks, raise_if_cancelled
 from rt.exchanges import Ticker
@@ -24,6 +25,7 @@ class Market:
         self.highest = 0  # the largest fencing token heard: steps under a smaller one come from a deposed holder
         self.dropped = 0
         self._own: set[int] = set()  # the tokens this instance stepped under: their echoes are applied already
+        self._seq: dict[str, int] = {}  # symbol -> the number of the last tick applied here
         self._stepping: asyncio.Task[None] | None = None
 
     def lead(self, token: int) -> None:
@@ -40,7 +42,9 @@ class Market:
 
     async def _step(self, token: int) -> None:
         async def send(tickers: list[Ticker]) -> None:
-            ticks = Ticks(token, tuple(tickers))
+            # Numbered on from the last tick applied here, so a new holder goes on where the last one stopped.
+            numbered = tuple(replace(t, seq=self._seq.get(t.symbol, 0) + 1) for t in tickers)
+            ticks = Ticks(token, numbered)
             sent = await self.channel.publish(MARKET, ticks)
             raise_if_cancelled()
             if not sent:
@@ -62,6 +66,7 @@ class Market:
             self._before_apply()
         for ticker in ticks.tickers:
             if ticker.symbol in self.feed.markets:
+                self._seq[ticker.symbol] = max(self._seq.get(ticker.symbol, 0), ticker.seq)
                 self.feed.apply(ticker)
         return True
 

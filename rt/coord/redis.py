@@ -93,7 +93,14 @@ def ticks_json(ticks: Ticks) -> bytes:
         {
             "token": ticks.token,
             "ticks": [
-                {"symbol": t.symbol, "bid": str(t.bid), "ask": str(t.ask), "last": str(t.last), "ts_ms": t.ts_ms}
+                {
+                    "symbol": t.symbol,
+                    "bid": str(t.bid),
+                    "ask": str(t.ask),
+                    "last": str(t.last),
+                    "ts_ms": t.ts_ms,
+                    "seq": t.seq,
+                }
                 for t in ticks.tickers
             ],
         }
@@ -103,7 +110,9 @@ def ticks_json(ticks: Ticks) -> bytes:
 def _ticks(raw: bytes) -> Ticks:
     data = orjson.loads(raw)
     tickers = tuple(
-        Ticker(t["symbol"], Decimal(t["bid"]), Decimal(t["ask"]), Decimal(t["last"]), int(t["ts_ms"]))
+        Ticker(
+            t["symbol"], Decimal(t["bid"]), Decimal(t["ask"]), Decimal(t["last"]), int(t["ts_ms"]), int(t.get("seq", 0))
+        )
         for t in data["ticks"]
     )
     return Ticks(int(data["token"]), tickers)

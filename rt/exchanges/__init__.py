@@ -69,6 +69,9 @@ class Ticker:
     ask: Decimal
     last: Decimal
     ts_ms: int
+    # The symbol's tick number in the one market of several instances (set by the market's holder, 0 elsewhere), so
+    # every instance gives a tick the same `seq` on its ticks channel.
+    seq: int = 0
 
     @property
     def mid(self) -> Decimal:

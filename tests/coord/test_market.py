@@ -101,6 +101,8 @@ async def test_every_instance_applies_the_holders_steps_and_a_new_holder_walks_o
         first = a.seen.index(b.seen[1])
         assert b.seen[1:] == a.seen[first : first + len(b.seen) - 1]
         assert all(abs(t.last - 100) < 5 for t in b.seen[1:])  # b's own start (200) is gone
+        # Numbered by the holder: one more each step, the same number on every instance (the hub's seq).
+        assert [t.seq for t in a.seen[first : first + 3]] == [a.seen[first].seq + n for n in range(3)]
 
         a.leases.paused = True  # a stops answering: b takes over once a's lease has run out
         while True:
@@ -110,6 +112,7 @@ async def test_every_instance_applies_the_holders_steps_and_a_new_holder_walks_o
         assert step.token > old_token and b.roles.held(MARKET)
         last_of_a = b.seen[-2].last
         assert abs(step.tickers[0].last / last_of_a - 1) < D("0.01")
+        assert step.tickers[0].seq == b.seen[-2].seq + 1  # the new holder numbers on from the last tick
         # A step a sends now under its old token is refused by the lease check in Redis...
         late = Ticks(old_token, (Ticker(BTC, D(499), D(501), D(500), 1),))
         assert await a.market.channel.publish(MARKET, late) is False
