@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rt.auth.principal import Principal
 from rt.channels import snapshot
 from rt.channels.hub import replay_frames
+from rt.coord import raise_if_cancelled
 from rt.coord.deadman import BEAT_S, open_deadman
 from rt.coord.roles import Roles
 from rt.engine import trading
@@ -190,7 +191,9 @@ class Sessions:
             try:
                 await self.sweep()
             except Exception as exc:
+                raise_if_cancelled()  # a stop that redis-py turned into an error still stops the sweeper
                 log.warning("dead man's switch sweep failed", extra={"error": type(exc).__name__})
+            raise_if_cancelled()
             await asyncio.sleep(SWEEP_S)
 
     async def _beat_forever(self) -> None:
@@ -206,6 +209,7 @@ class Sessions:
                     if session is not None:
                         await session.save_watch()
             except Exception as exc:
+                raise_if_cancelled()
                 log.warning("dead man's switch heartbeat failed", extra={"error": type(exc).__name__})
 
     # revocation and shutdown

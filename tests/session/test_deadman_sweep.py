@@ -112,3 +112,25 @@ async def test_after_an_outage_lapsed_heartbeats_wait_until_the_holders_could_be
     await sessions.sweep()
     assert await status(rig, order) == "open"
     assert [lapse.session_id for lapse in await sessions.deadman.lapsed()] == ["ses_a"]
+
+
+async def test_the_sweeper_stops_when_cancelled_even_if_the_store_call_swallows_the_cancellation(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = asyncio.Event()
+
+    async def swallowing_sweep() -> None:
+        # What redis-py can do on Python 3.11: a cancellation during a socket write comes back as its own error.
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise ConnectionError("Connection closed by server.") from None
+
+    monkeypatch.setattr(sessions, "sweep", swallowing_sweep)
+    task = asyncio.create_task(sessions._sweep_forever(1))
+    await started.wait()
+    task.cancel()
+    async with asyncio.timeout(2):
+        with pytest.raises(asyncio.CancelledError):
+            await task
