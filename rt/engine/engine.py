@@ -161,7 +161,11 @@ class Engine:
         if book is None:
             stored = await self.store.load_book(account_id)
             if stored is None:
-                await self.store.create_book(self._new_book(account_id))
+                # Made by a read, outside the account's lock: version -1, "never written", so the first write (which
+                # stores version 0) is always a later version than this copy, whichever process makes it.
+                fresh = self._new_book(account_id)
+                fresh.version = -1
+                await self.store.create_book(fresh)
                 stored = await self.store.load_book(account_id)
                 assert stored is not None
             # Another coroutine may have loaded it meanwhile: keep the one in use.
@@ -187,7 +191,7 @@ class Engine:
             return book or await self.book(account_id)
         if book is not None and book.version == version:
             return book
-        stored = await (await unit.writing()).load_book(account_id) if version >= 0 else None
+        stored = await (await unit.writing()).load_book(account_id)
         if stored is None:
             stored = self._new_book(account_id)
             stored.version = -1  # stored with the first write, as version 0
@@ -238,7 +242,7 @@ class Engine:
         async with self.lock(account_id):
             stored = await self.store.load_book(account_id)
             book = self._books.get(account_id)
-            if stored is not None and (book is None or stored.version != book.version):
+            if stored is not None and (book is None or stored.version > book.version):
                 self._swap(account_id, stored)
 
     async def refresh_all(self) -> None:
@@ -247,7 +251,8 @@ class Engine:
         for stored in await self.store.load_books():
             async with self.lock(stored.account_id):
                 book = self._books.get(stored.account_id)
-                if book is None or book.version != stored.version:
+                # Read before the lock: a write of this process may have committed a later version meanwhile.
+                if book is None or stored.version > book.version:
                     self._swap(stored.account_id, stored)
 
     async def follow(self) -> None:
@@ -307,6 +312,17 @@ class Engine:
             finally:
                 self.commit(changes, unit)
 
+    async def _undo(self, account_id: str) -> None:
+        """A commit failed: this process's copy holds changes nobody stored. Put the stored book back; when that
+        fails too, drop the copy, so the next command or read loads it (never taking the copy for a stored version)."""
+        try:
+            await self._reload(account_id)
+        except Exception:
+            previous = self._books.pop(account_id, None)
+            for order in previous.orders.values() if previous is not None else ():
+                self.untrack(order)
+            raise
+
     async def _reload(self, account_id: str) -> None:
         stored = await self.store.load_book(account_id)
         if stored is not None:
@@ -347,7 +363,7 @@ class Engine:
                 self._sent.extend(event.id for event in events)
 
         account_id = book.account_id
-        unit.defer(batch, publish, lambda: self._reload(account_id))
+        unit.defer(batch, publish, lambda: self._undo(account_id))
         # The book holds what is live; finished positions and orders are in the store only.
         for position in changes.positions.values():
             if position.status in ("closed", "rejected", "canceled"):

@@ -97,10 +97,24 @@ class TickWork:
             self.engine.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
 
     async def _protect(self, account_id: str, position_id: str, reason: str) -> None:
-        from rt.engine.trading import close_position
+        from rt.engine.trading import _close
+
+        engine = self.engine
+
+        async def command(changes: Changes) -> None:
+            # Decided on this process's copy: under the lock, with the book as stored, the stop loss or take profit
+            # may have moved (another instance) and this process may no longer do the tick work (a paused holder).
+            position = changes.book.positions.get(position_id)
+            if not engine.protects or position is None or position.status != "open":
+                return
+            venue = engine.venues.get(account_id, position.exchange)
+            ticker = await venue.ticker(position.symbol)
+            crossed = _crossed(position, ticker.bid if position.side == "long" else ticker.ask)
+            if crossed is not None:
+                await _close(engine, changes, position, crossed)
 
         try:
-            await close_position(self.engine, account_id, position_id, reason)
+            await engine.run(account_id, command)
         except RtError as exc:
             log.warning("protective close failed", extra={"position_id": position_id, "code": exc.code})
         except Exception:

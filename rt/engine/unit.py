@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from rt.store import Trading, Writing
 
 Step = Callable[[], Awaitable[None]]
+
+log = logging.getLogger("rt.engine")
 
 _current: ContextVar[Unit | None] = ContextVar("rt_unit", default=None)
 
@@ -105,7 +108,12 @@ class Unit:
                     await undo()
             raise
         for after in self._after:
-            await after()
+            # Stored: the write happened, whatever the bus says. An event the bus did not take is published by the
+            # outbox relay (Engine.relay); the caller gets its answer.
+            try:
+                await after()
+            except Exception:
+                log.warning("publishing a stored write's events failed; the outbox relay publishes them", exc_info=True)
 
     def _release(self) -> None:
         for lock in self._locks.values():

@@ -29,10 +29,10 @@ async def test_events_whose_publish_was_lost_after_the_commit_are_published_by_t
         raise ConnectionError("the process died between the commit and the publish")
 
     monkeypatch.setattr(rig.bus, "publish", lost)
-    with pytest.raises(ConnectionError):
-        await rig.order("buy", "1")
+    placed = await rig.order("buy", "1")  # stored: the caller hears it traded, not that the bus was down
     monkeypatch.setattr(rig.bus, "publish", publish)
     (stored,) = (await rig.store.list_orders(rig.account_id, None, None, None, 10, 0))[0]
+    assert stored.id == placed.id
     assert heard == []
     try:
         assert await rig.engine.relay(older_than_s=0) > 0
@@ -69,8 +69,7 @@ async def test_after_a_restart_an_event_already_in_the_memory_bus_history_is_not
         raise ConnectionError("the process died between the commit and the publish")
 
     monkeypatch.setattr(rig.bus, "publish", lost)
-    with pytest.raises(ConnectionError):
-        await rig.order("buy", "1")
+    await rig.order("buy", "1")
     monkeypatch.undo()
     # The next process restores its history (and sequences) from the stored events, the unpublished ones included.
     restarted = await rig.restart()
