@@ -1,6 +1,6 @@
 """The PostgreSQL twin of the Store (asyncpg): one database that any number of rt instances share.
 
-Connections come from a pool of 1 to 20 per process. The schema is migrated at open, under an advisory lock, so
+Connections come from two pools per process (write transactions, everything else), 20 in all. The schema is migrated at open, under an advisory lock, so
 instances that start together migrate it once. Money is TEXT holding the exact decimal rt wrote, times are epoch
 milliseconds (events: microseconds), as in the SQLite twin.
 """
@@ -29,10 +29,10 @@ from rt.wire import dumps
 if TYPE_CHECKING:
     from rt.store._pg_base import Connection, Pool
 
-POOL_MIN, POOL_MAX = 1, 20
+POOL_MIN, POOL_MAX = 1, 10
 # Write transactions (engine commands) take their connections from a pool of their own: a command that reads through
 # the store while it holds its transaction's connection always finds a reader free, however many commands run.
-WRITERS_MAX = 16
+WRITERS_MAX = 10
 CLOSE_SECONDS = 10.0
 SESSION = {
     "application_name": "rt",
