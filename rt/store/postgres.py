@@ -1,8 +1,8 @@
 """The PostgreSQL twin of the Store (asyncpg): one database that any number of rt instances share.
 
 Connections come from two pools per process (write transactions, everything else), 20 in all. The schema is
-migrated at open, under an advisory lock, so instances that start together migrate it once. Money is TEXT holding the exact decimal rt wrote, times are epoch
-milliseconds (events: microseconds), as in the SQLite twin.
+migrated at open, under an advisory lock, so instances that start together migrate it once. Money is TEXT holding
+the exact decimal rt wrote, times are epoch milliseconds (events: microseconds), as in the SQLite twin.
 """
 
 from __future__ import annotations
