@@ -199,7 +199,14 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     if settings.lease_ttl_ms <= 0:
         raise ConfigError("RT_LEASE_TTL_MS must be > 0")
     leases, ticks = open_coord(settings.redis_url, settings.redis_prefix, instance)
-    roles = Roles(leases, settings.lease_ttl_ms)
+
+    async def store_answers() -> bool:
+        # An instance that cannot reach the store cannot do the tick work, run strategies or sweep: it hands the
+        # roles to one that can.
+        await store.ping()
+        return True
+
+    roles = Roles(leases, settings.lease_ttl_ms, fit=store_answers)
     runtime = Runtime(
         settings=settings,
         store=store,

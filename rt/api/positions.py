@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -78,11 +79,15 @@ class PositionList(BaseModel):
 
 
 def live(call: Call, position: Position) -> Position:
-    """The engine's live copy of an open position (current price), else the stored one."""
+    """The stored position, marked to the last tick this instance heard while it is open. The store has what every
+    instance wrote (a close or a new stop loss elsewhere); this instance's copy has only the fresher price."""
+    if position.status != "open":
+        return position
     book = call.runtime.engine.cached_book(position.account_id)
-    if book is not None and position.id in book.positions:
-        return book.positions[position.id]
-    return position
+    mine = book.positions.get(position.id) if book is not None else None
+    if mine is None or mine.status != "open" or mine.current_price == position.current_price:
+        return position
+    return dataclasses.replace(position, current_price=mine.current_price)
 
 
 async def list_positions(call: Call) -> dict[str, Any]:

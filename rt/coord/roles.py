@@ -33,10 +33,15 @@ class _Role:
 
 
 class Roles:
-    def __init__(self, leases: Leases, ttl_ms: int = DEFAULT_TTL_MS) -> None:
+    def __init__(
+        self, leases: Leases, ttl_ms: int = DEFAULT_TTL_MS, fit: Callable[[], Awaitable[bool]] | None = None
+    ) -> None:
+        """`fit` says whether this instance can do a role's work now (its store answers): an unfit instance takes
+        no role and gives up those it holds at their next renewal, so another instance does the work."""
         if ttl_ms <= 0:
             raise ValueError("a lease's TTL must be > 0 ms")
         self.leases = leases
+        self.fit = fit
         self._ttl_ms = ttl_ms
         self._ttl = ttl_ms / 1000
         self._interval = self._ttl / 3
@@ -84,6 +89,9 @@ class Roles:
         failing = False
         while True:
             started = loop.time()
+            if not await self._fit():
+                await asyncio.sleep(max(0.0, started + self._interval - loop.time()))
+                continue
             try:
                 async with asyncio.timeout(self._interval):
                     token = await self.leases.acquire(role.name, self._ttl_ms)
@@ -122,7 +130,11 @@ class Roles:
             if loop.time() < last + self._interval:
                 continue  # the work finished early: wait for the renewal's turn
             last = loop.time()
-            budget = role.valid_until - self._margin - last
+            if not await self._fit():
+                self._renewed(role, "unfit")
+                log.warning("role given up: this instance cannot do its work now", extra={"role": role.name})
+                return
+            budget = role.valid_until - self._margin - loop.time()
             if budget <= 0:
                 self._renewed(role, "late")
                 log.warning("lease renewal late; role lost", extra={"role": role.name})
@@ -143,6 +155,16 @@ class Roles:
             role.valid_until = last + self._ttl
             role.renewals += 1
             self._renewed(role, "ok")
+
+    async def _fit(self) -> bool:
+        if self.fit is None:
+            return True
+        try:
+            async with asyncio.timeout(self._margin):
+                return await self.fit()
+        except Exception:
+            raise_if_cancelled()
+            return False
 
     def _renewed(self, role: _Role, result: str) -> None:
         LEASE_RENEWALS.labels(role.name, result).inc()

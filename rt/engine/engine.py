@@ -208,11 +208,7 @@ class Engine:
                 self.untrack(order)
                 if order.venue_order_id and order.id not in stored.orders and (venue := self._venue(order)):
                     venue.forget(order.venue_order_id)
-            for position in stored.positions.values():
-                mine = previous.positions.get(position.id)
-                if mine is not None and position.status == "open" and mine.status == "open":
-                    # Marked here since the store last heard of the price.
-                    position.current_price = mine.current_price
+        self.ticks.mark_loaded(stored)
         self._books[account_id] = stored
         for order in stored.orders.values():
             self.track(order)

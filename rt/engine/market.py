@@ -33,6 +33,8 @@ class TickWork:
         # account -> its open positions whose mark moved since they were last stored
         self._marked: dict[str, dict[str, Position]] = {}
         self._after_mark: dict[str, list[TickListener]] = {}
+        # (exchange, symbol) -> the last tick heard: a book read from the store is marked to it at once.
+        self._last: dict[tuple[str, str], Ticker] = {}
 
     def listen(self, venue: Exchange) -> None:
         async def filled(fill: Fill) -> None:
@@ -57,6 +59,7 @@ class TickWork:
     # ticks
 
     def on_tick(self, exchange: str, ticker: Ticker) -> None:
+        self._last[(exchange, ticker.symbol)] = ticker
         for account_id, position_id, reason in self.mark(exchange, ticker):
             self.engine.spawn(self._protect(account_id, position_id, reason), f"close-{position_id}")
 
@@ -157,6 +160,14 @@ class TickWork:
         await self.engine.run(account_id, command)
 
     # marks
+
+    def mark_loaded(self, book: Book) -> None:
+        """Mark the open positions of a book just read from the store to the last tick this process heard (the
+        store has the price of the last stored mark, up to a flush interval old)."""
+        for position in book.positions.values():
+            ticker = self._last.get((position.exchange, position.symbol))
+            if position.status == "open" and ticker is not None:
+                position.current_price = ticker.last
 
     def take_marks(self, book: Book) -> list[Position]:
         """The positions of this book marked since they were last stored (a commit of the account stores them)."""

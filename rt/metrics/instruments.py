@@ -52,7 +52,8 @@ ROLE_HELD = Gauge(
 )
 LEASE_RENEWALS = Counter(
     "rt_lease_renewals",
-    "Lease renewals by role and result: ok, lost (another holds it), error (Redis failed) or late.",
+    "Lease renewals by role and result: ok, lost (another holds it), error (Redis failed), late, or unfit (the store "
+    "is unreachable, so the role is given up).",
     ("role", "result"),
     registry=None,
 )

@@ -64,7 +64,9 @@ class Sessions:
         self.deadman = open_deadman(runtime.settings.redis_url, runtime.settings.redis_prefix)
         # The `deadman` role on a lease of its own, never longer than the other roles': the switch must move to
         # another instance within its 2 s of slack.
-        self.roles = Roles(runtime.roles.leases, min(runtime.settings.lease_ttl_ms, DEADMAN_TTL_MS))
+        self.roles = Roles(
+            runtime.roles.leases, min(runtime.settings.lease_ttl_ms, DEADMAN_TTL_MS), fit=runtime.roles.fit
+        )
         self.roles.role(DEADMAN, self._sweep_forever, _nothing)
         self.slow_consumer_closes = 0
         self.closing = False

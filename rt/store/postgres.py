@@ -33,6 +33,10 @@ POOL_MIN, POOL_MAX = 1, 10
 # Write transactions (engine commands) take their connections from a pool of their own: a command that reads through
 # the store while it holds its transaction's connection always finds a reader free, however many commands run.
 WRITERS_MAX = 10
+# A statement PostgreSQL has not answered in this long fails (a 503 to the client, which retries with its idempotency
+# key): a server that hangs instead of refusing must not leave a market order to fill a minute late.
+COMMAND_TIMEOUT_S = 10.0
+MIGRATION_TIMEOUT_S = 3600.0
 CLOSE_SECONDS = 10.0
 SESSION = {
     "application_name": "rt",
@@ -98,14 +102,15 @@ async def _keep_session(conn: object) -> None:
 async def migrate(conn: Connection) -> None:
     """Apply the migrations the database lacks, each once, recorded in schema_version."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        # Another instance may be migrating (it holds the lock), and a migration may take long: no command timeout.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT_S)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
         )
         current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
         for version, sql in load("postgres"):
             if version > current:
-                await conn.execute(sql)
+                await conn.execute(sql, timeout=MIGRATION_TIMEOUT_S)
                 await conn.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
                     version,
@@ -127,6 +132,7 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, Store):
             max_size=max_size,
             reset=_keep_session,
             server_settings=SESSION,
+            command_timeout=COMMAND_TIMEOUT_S,
         )
         try:
             async with pool.acquire() as conn:
@@ -137,6 +143,7 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, Store):
                 max_size=WRITERS_MAX,
                 reset=_keep_session,
                 server_settings=SESSION,
+                command_timeout=COMMAND_TIMEOUT_S,
             )
         except BaseException:
             await pool.close()

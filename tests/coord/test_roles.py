@@ -223,3 +223,30 @@ def test_a_role_is_registered_once() -> None:
     roles.role(MARKET, nothing, nothing)
     with pytest.raises(ValueError, match="already registered"):
         roles.role(MARKET, nothing, nothing)
+
+
+async def test_an_instance_whose_store_is_unreachable_gives_its_roles_up_and_takes_none(three: Start) -> None:
+    instances, log = three()
+    _, holder, _ = await log.next_gain()
+    held = _by_name(instances, holder)
+    reachable = True
+
+    async def store_answers() -> bool:
+        if not reachable:
+            raise ConnectionError("PostgreSQL is unreachable")
+        return True
+
+    held.roles.fit = store_answers
+    reachable = False
+    before = len(log.entries)
+    unfit = _renewals("unfit")
+    # Another instance takes over within a renewal interval and the lease's TTL.
+    async with asyncio.timeout(TTL * 3):
+        _, next_holder, _ = await log.next_gain(before)
+    assert next_holder != holder
+    assert _renewals("unfit") > unfit
+    # Still unfit, it never takes a role back, even when the holder goes.
+    await _by_name(instances, next_holder).stop()
+    async with asyncio.timeout(TTL * 3):
+        _, third, _ = await log.next_gain(len(log.entries))
+    assert third not in (holder, next_holder)

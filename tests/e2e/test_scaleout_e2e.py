@@ -188,8 +188,12 @@ def test_every_instance_reads_the_same_account_within_a_tick(group: Cluster) -> 
         with client(next(cycle), key) as http:
             ok(http.post("/v1/positions", json={"symbol": "ETH/USDT", "side": "long", "quantity": 0.1}), 201)
     with client(group.servers[2], key) as http:
-        position = open_positions(group.servers[2], key)[0]
+        position = open_positions(group.servers[2], key)[-1]  # the first, opened on the first instance
         ok(http.post(f"/v1/positions/{position['id']}/close"))
+    # Closed on the third instance, it reads closed on every one, before anything else is read there.
+    for server in group.servers:
+        with client(server, key) as http:
+            assert ok(http.get(f"/v1/positions/{position['id']}"))["position"]["status"] == "closed"
     time.sleep(0.3)  # one tick (200 ms) and the bus's hop
 
     def view(server: Server) -> tuple[Any, ...]:

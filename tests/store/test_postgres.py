@@ -262,3 +262,25 @@ async def test_a_writing_that_raises_keeps_nothing(instances: tuple[PostgresStor
     # The lock went with the transaction: another instance's writing on the account goes through.
     async with other.writing() as writing:
         assert await asyncio.wait_for(writing.lock(alice), 5) == 0
+
+
+async def test_a_statement_the_server_never_answers_fails_within_the_command_timeout(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server holds the account's lock for another instance's transaction: a write waiting behind it longer than
+    # the command timeout fails (a 503 for its client) instead of hanging for as long as the other one takes.
+    import rt.store.postgres as postgres
+
+    monkeypatch.setattr(postgres, "COMMAND_TIMEOUT_S", 0.5)
+    store = await PostgresStore.open(pg_url)
+    try:
+        account = await new_account(store)
+        async with store.writing() as holding:
+            await holding.lock(account)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutError):
+                async with store.writing() as waiting:
+                    await waiting.lock(account)
+            assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await store.close()
