@@ -17,7 +17,7 @@ from rt.auth.manage import IssuedKey
 from rt.config import OPTIONS, Settings
 from rt.errors import RtError
 from rt.records.accounts import Account, ApiKey, VenueRecord
-from rt.runtime import Runtime, open_runtime
+from rt.runtime import Runtime, check_secrets, open_runtime
 
 T = TypeVar("T")
 
@@ -192,6 +192,7 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     try:
         lock = hold_data_dir(settings)  # held until this process ends
         asyncio.run(check_services(settings))
+        asyncio.run(check_secrets(settings))
     except RtError as exc:
         raise CliError(exc.code, exc.detail) from None
     if workers == 1:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -31,7 +33,7 @@ from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
 from rt.session.manager import Sessions
-from rt.store import AccountExists, Store, VenueRecords, open_store
+from rt.store import AccountExists, Meta, Store, VenueRecords, open_store
 from rt.strategies.runner import Runner
 
 if TYPE_CHECKING:
@@ -175,6 +177,51 @@ def _one_market(
     return market
 
 
+# (meta name, setting, what it is, where a generated one lives, what it made) for each secret every process on one
+# store must share.
+_SECRETS = (
+    ("key_pepper_fingerprint", "RT_KEY_PEPPER", "pepper", "DATA_DIR/pepper", "API keys were made"),
+    (
+        "secret_key_fingerprint",
+        "RT_SECRET_KEY",
+        "secret key",
+        "DATA_DIR/secret.key",
+        "signing secrets and venue credentials were sealed",
+    ),
+)
+
+
+def fingerprint(secret: bytes, name: str) -> str:
+    """A stored stand-in for a secret: HMAC-SHA256 of a fixed label keyed by it, which tells two secrets apart and
+    gives nothing of either away."""
+    return hmac.new(secret, f"rt store fingerprint: {name}".encode(), hashlib.sha256).hexdigest()
+
+
+async def claim_secrets(store: Meta, pepper: bytes, secret_key: bytes) -> None:
+    """The store remembers the pepper and the secret key it was first opened with (a store from before this takes the
+    first ones that open it); a process with other ones raises ConfigError: its keys would answer 401 everywhere
+    and what it seals no other process could open."""
+    for (name, env, what, file, made), secret in zip(_SECRETS, (pepper, secret_key), strict=True):
+        mine = fingerprint(secret, name)
+        if await store.claim(name, mine) != mine:
+            raise ConfigError(
+                f"this store's {made} with another {what}: set {env} as the other instances have it "
+                f"(a {what} generated into {file} is not shared)"
+            )
+
+
+async def check_secrets(settings: Settings) -> None:
+    """What open_runtime checks of the secrets, on its own: `rt serve` refuses with one line before it starts."""
+    data_dir = settings.data_path
+    pepper = load_pepper(settings.key_pepper, data_dir)
+    secret_key = load_secret_key(settings.secret_key, data_dir)
+    store = await open_store(settings.store_url)
+    try:
+        await claim_secrets(store, pepper, secret_key)
+    finally:
+        await store.close()
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, background: bool = False) -> AsyncIterator[Runtime]:
     """Open the store and limiter; with background=True also start the engine, the market and the flushers."""
@@ -187,9 +234,16 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         raise ConfigError(f"RT_TRUSTED_PROXIES: {exc}") from None
     feed, paper, engine_config = _market(settings)
     data_dir = settings.data_path
-    hasher = KeyHasher(load_pepper(settings.key_pepper, data_dir))
-    box = Box(load_secret_key(settings.secret_key, data_dir))
+    pepper = load_pepper(settings.key_pepper, data_dir)
+    secret_key = load_secret_key(settings.secret_key, data_dir)
+    hasher = KeyHasher(pepper)
+    box = Box(secret_key)
     store = await open_store(settings.store_url)
+    try:
+        await claim_secrets(store, pepper, secret_key)
+    except BaseException:
+        await store.close()
+        raise
     limiter = open_limiter(settings.redis_url, settings.redis_prefix)
     audit_log = AuditLog(store)
     usage = UsageMeter(store)

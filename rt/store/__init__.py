@@ -174,7 +174,15 @@ class VenueRecords(Protocol):
         """False when the account had no such venue."""
 
 
-class Store(Lifecycle, Accounts, Keys, Audit, UsageCounts, Trading, Strategies, VenueRecords, Protocol):
+class Meta(Protocol):
+    """What the store keeps about itself, such as fingerprints of the secrets it was first used with."""
+
+    async def claim(self, name: str, value: str) -> str:
+        """Store `value` under `name` unless a value is stored already (by this or any process); return the stored
+        value: `value` itself when this was the first claim, the earlier one otherwise."""
+
+
+class Store(Lifecycle, Accounts, Keys, Audit, UsageCounts, Trading, Strategies, VenueRecords, Meta, Protocol):
     """Everything rt keeps: what each twin implements and open_store returns. A part of rt that needs only some of it
     takes the narrowest of the protocols above."""
 
@@ -198,6 +206,7 @@ __all__ = [
     "KeyLimitReached",
     "Keys",
     "Lifecycle",
+    "Meta",
     "Store",
     "Strategies",
     "Trading",

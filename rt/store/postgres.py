@@ -20,6 +20,7 @@ from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached, Store
 from rt.store._pg_base import status_count
+from rt.store._pg_meta import MetaTable
 from rt.store._pg_strategies import StrategyTables
 from rt.store._pg_trading import TradingTables
 from rt.store._pg_venues import VenueTables
@@ -118,7 +119,7 @@ async def migrate(conn: Connection) -> None:
                 )
 
 
-class PostgresStore(TradingTables, VenueTables, StrategyTables, Store):
+class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
     def __init__(self, pool: Pool, writers: Pool) -> None:
         self._pool = pool
         self._writers = writers

@@ -17,6 +17,7 @@ import orjson
 from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached, Store
+from rt.store._sqlite_meta import MetaTable
 from rt.store._sqlite_strategies import StrategyTables
 from rt.store._sqlite_trading import TradingTables
 from rt.store._sqlite_venues import VenueTables
@@ -75,7 +76,7 @@ def _owner_only(db: Path) -> None:
                 path.chmod(0o600)
 
 
-class SQLiteStore(TradingTables, VenueTables, StrategyTables, Store):
+class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
     def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = db
         # Reads go through a connection of their own, so they never run inside another coroutine's transaction
