@@ -15,6 +15,7 @@ from rt.records.events import Event
 from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
 from rt.store import Trading
 from rt.store._pg_base import Connections, has_nul, transaction
+from rt.store._reads import PagedReads, event_of
 from rt.store._rows import columns, from_row, state_json, to_row
 from rt.wire import dumps
 
@@ -192,7 +193,7 @@ def _filters(
     return " AND ".join(where), args
 
 
-class TradingTables(Connections, Trading):
+class TradingTables(Connections, PagedReads, Trading):
     async def save(self, batch: TradeBatch) -> None:
         async with self._transaction() as conn:
             await _save(conn, batch)
@@ -255,38 +256,6 @@ class TradingTables(Connections, Trading):
         )
         return from_row(cls, row) if row else None
 
-    async def list_positions(
-        self,
-        account_id: str,
-        status: Sequence[str] | None,
-        exchange: str | None,
-        symbol: str | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[Position], int]:
-        return await self._page(Position, "positions", account_id, status, exchange, symbol, limit, offset)
-
-    async def get_position(self, account_id: str, position_id: str) -> Position | None:
-        return await self._by_id(Position, "positions", account_id, position_id)
-
-    async def list_orders(
-        self,
-        account_id: str,
-        status: Sequence[str] | None,
-        exchange: str | None,
-        symbol: str | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[Order], int]:
-        return await self._page(Order, "orders", account_id, status, exchange, symbol, limit, offset)
-
-    async def get_order(self, account_id: str, order_id: str) -> Order | None:
-        return await self._by_id(Order, "orders", account_id, order_id)
-
-    async def event_counts(self) -> dict[tuple[str, str], int]:
-        rows = await self._all("SELECT account_id, event, COUNT(*) FROM events GROUP BY account_id, event")
-        return {(row[0], row[1]): int(row[2]) for row in rows}
-
     async def recent_events(self, limit: int) -> list[Event]:
         """The last `limit` events of every account, oldest first, in the order they were stored."""
         rows = await self._all(
@@ -295,7 +264,7 @@ class TradingTables(Connections, Trading):
             ") AS e WHERE n <= $1 ORDER BY seq",
             limit,
         )
-        return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
+        return [event_of(row) for row in rows]
 
     async def mark_published(self, event_ids: Sequence[str]) -> None:
         if event_ids:
@@ -308,7 +277,7 @@ class TradingTables(Connections, Trading):
             before_us,
             limit,
         )
-        return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
+        return [event_of(row) for row in rows]
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
         async with self._pool.acquire() as conn:

@@ -13,6 +13,7 @@ import orjson
 from rt.records.events import Event
 from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
 from rt.store import Trading
+from rt.store._reads import PagedReads, event_of
 from rt.store._rows import columns, from_row, state_json, to_row
 from rt.store._sqlite_base import Connections
 from rt.wire import dumps
@@ -120,7 +121,7 @@ class _OnlyWriter:
         await self._store.save(batch)
 
 
-class TradingTables(Connections, Trading):
+class TradingTables(Connections, PagedReads, Trading):
     async def save(self, batch: TradeBatch) -> None:
         db = self._db
         events = [(e.id, e.account_id, e.event, dumps(e.data).decode(), e.ts_us) for e in batch.events]
@@ -209,39 +210,6 @@ class TradingTables(Connections, Trading):
         )
         return from_row(cls, row) if row else None
 
-    async def list_positions(
-        self,
-        account_id: str,
-        status: Sequence[str] | None,
-        exchange: str | None,
-        symbol: str | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[Position], int]:
-        return await self._page(Position, "positions", account_id, status, exchange, symbol, limit, offset)
-
-    async def get_position(self, account_id: str, position_id: str) -> Position | None:
-        return await self._by_id(Position, "positions", account_id, position_id)
-
-    async def list_orders(
-        self,
-        account_id: str,
-        status: Sequence[str] | None,
-        exchange: str | None,
-        symbol: str | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[Order], int]:
-        return await self._page(Order, "orders", account_id, status, exchange, symbol, limit, offset)
-
-    async def get_order(self, account_id: str, order_id: str) -> Order | None:
-        return await self._by_id(Order, "orders", account_id, order_id)
-
-    async def event_counts(self) -> dict[tuple[str, str], int]:
-        """(account, event name) -> how many are stored."""
-        rows = await self._all("SELECT account_id, event, COUNT(*) FROM events GROUP BY account_id, event")
-        return {(row[0], row[1]): int(row[2]) for row in rows}
-
     async def recent_events(self, limit: int) -> list[Event]:
         """The last `limit` events of every account, oldest first, in the order they were stored."""
         rows = await self._all(
@@ -250,7 +218,7 @@ class TradingTables(Connections, Trading):
             ") WHERE n <= ? ORDER BY r",
             limit,
         )
-        return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
+        return [event_of(row) for row in rows]
 
     async def mark_published(self, event_ids: Sequence[str]) -> None:
         if not event_ids:
@@ -265,7 +233,7 @@ class TradingTables(Connections, Trading):
             before_us,
             limit,
         )
-        return [Event(row[1], row[2], orjson.loads(row[3]), id=row[0], ts_us=row[4]) for row in rows]
+        return [event_of(row) for row in rows]
 
     async def get_response(self, account_id: str, key: str) -> StoredResponse | None:
         row = await self._one(
