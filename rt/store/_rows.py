@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from rt.records.accounts import Account, ApiKey, AuditEntry
+
 T = TypeVar("T")
 
 
@@ -55,3 +57,57 @@ def _exact(value: Any) -> Any:
 def state_json(value: Any) -> str:
     """State kept as JSON (not event data, which rt.wire encodes): Decimals as their exact text."""
     return orjson.dumps(value, default=_exact).decode()
+
+
+def ms(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp() * 1000)
+
+
+def dt(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+KEY_COLUMNS = (
+    "id, account_id, name, prefix, digest, scopes, tier, allow_ips, test, signing_secret, "
+    "created_at, last_used_at, revoked_at"
+)
+ACCOUNT_COLUMNS = "id, name, parent_id, created_at"
+AUDIT_COLUMNS = "id, at, account_id, key_id, action, ip, detail"
+
+
+def key_of(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        account_id=row[1],
+        name=row[2],
+        prefix=row[3],
+        digest=row[4],
+        scopes=tuple(row[5].split()) if row[5] else (),
+        tier=row[6],
+        allow_ips=tuple(row[7].split(",")) if row[7] else (),
+        test=bool(row[8]),
+        sealed_signing_secret=row[9],
+        created_at=dt(row[10]) or utcnow(),
+        last_used_at=dt(row[11]),
+        revoked_at=dt(row[12]),
+    )
+
+
+def account_of(row: Any) -> Account:
+    return Account(id=row[0], name=row[1], parent_id=row[2], created_at=dt(row[3]) or utcnow())
+
+
+def audit_of(row: Any) -> AuditEntry:
+    return AuditEntry(
+        id=row[0],
+        at=dt(row[1]),
+        account_id=row[2],
+        key_id=row[3],
+        action=row[4],
+        ip=row[5],
+        detail=orjson.loads(row[6]),
+    )

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import orjson
 
 from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
@@ -24,6 +23,7 @@ from rt.store._pg_meta import MetaTable
 from rt.store._pg_strategies import StrategyTables
 from rt.store._pg_trading import TradingTables
 from rt.store._pg_venues import VenueTables
+from rt.store._rows import ACCOUNT_COLUMNS, AUDIT_COLUMNS, KEY_COLUMNS, account_of, audit_of, key_of, ms, utcnow
 from rt.store.migrations import load
 from rt.wire import dumps
 
@@ -51,47 +51,6 @@ SESSION = {
 }
 # The advisory lock migrations run under: one fixed 64-bit key, any instance of any version takes the same.
 MIGRATION_LOCK = 0x72745F6D69677261  # "rt_migra"
-
-
-def _ms(at: datetime | None) -> int | None:
-    return None if at is None else int(at.timestamp() * 1000)
-
-
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-_KEY_COLUMNS = (
-    "id, account_id, name, prefix, digest, scopes, tier, allow_ips, test, signing_secret, "
-    "created_at, last_used_at, revoked_at"
-)
-_ACCOUNT_COLUMNS = "id, name, parent_id, created_at"
-
-
-def _key(row: Any) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        account_id=row[1],
-        name=row[2],
-        prefix=row[3],
-        digest=row[4],
-        scopes=tuple(row[5].split()) if row[5] else (),
-        tier=row[6],
-        allow_ips=tuple(row[7].split(",")) if row[7] else (),
-        test=bool(row[8]),
-        sealed_signing_secret=row[9],
-        created_at=_dt(row[10]) or _now(),
-        last_used_at=_dt(row[11]),
-        revoked_at=_dt(row[12]),
-    )
-
-
-def _account(row: Any) -> Account:
-    return Account(id=row[0], name=row[1], parent_id=row[2], created_at=_dt(row[3]) or _now())
 
 
 async def _keep_session(conn: object) -> None:
@@ -169,33 +128,33 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
     # accounts
 
     async def create_account(self, name: str, parent_id: str | None = None) -> Account:
-        account = Account(id=new_id("acct"), name=name, parent_id=parent_id, created_at=_now())
+        account = Account(id=new_id("acct"), name=name, parent_id=parent_id, created_at=utcnow())
         try:
             await self._execute(
                 "INSERT INTO accounts (id, name, parent_id, created_at) VALUES ($1, $2, $3, $4)",
                 account.id,
                 name,
                 parent_id,
-                _ms(account.created_at),
+                ms(account.created_at),
             )
         except asyncpg.UniqueViolationError:
             raise AccountExists(f"an account named {name!r} already exists") from None
         return account
 
     async def get_account(self, account_id: str) -> Account | None:
-        row = await self._one(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = $1", account_id)
-        return _account(row) if row else None
+        row = await self._one(f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1", account_id)
+        return account_of(row) if row else None
 
     async def find_account(self, id_or_name: str) -> Account | None:
         row = await self._one(
-            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1",
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 OR name = $1 ORDER BY id = $1 DESC LIMIT 1",
             id_or_name,
         )
-        return _account(row) if row else None
+        return account_of(row) if row else None
 
     async def list_accounts(self) -> list[Account]:
-        rows = await self._all(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id")
-        return [_account(r) for r in rows]
+        rows = await self._all(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id")
+        return [account_of(r) for r in rows]
 
     async def count_accounts(self) -> int:
         return await self._count("SELECT COUNT(*) FROM accounts")
@@ -210,7 +169,7 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
     @staticmethod
     async def _insert_key(conn: Connection, key: ApiKey) -> None:
         await conn.execute(
-            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             key.id,
             key.account_id,
             key.name,
@@ -221,9 +180,9 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
             ",".join(key.allow_ips),
             key.test,
             key.sealed_signing_secret,
-            _ms(key.created_at),
-            _ms(key.last_used_at),
-            _ms(key.revoked_at),
+            ms(key.created_at),
+            ms(key.last_used_at),
+            ms(key.revoked_at),
         )
 
     async def insert_key(self, key: ApiKey, max_active: int) -> None:
@@ -242,7 +201,7 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
         async with self._transaction() as conn:
             await self._lock_keys(conn, new.account_id)
             status = await conn.execute(
-                "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", _ms(at), old_id
+                "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", ms(at), old_id
             )
             if status_count(status) != 1:
                 return None
@@ -250,12 +209,12 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
         return await self.get_key(old_id)
 
     async def key_by_digest(self, digest: str) -> ApiKey | None:
-        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE digest = $1", digest)
-        return _key(row) if row else None
+        row = await self._one(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE digest = $1", digest)
+        return key_of(row) if row else None
 
     async def get_key(self, key_id: str) -> ApiKey | None:
-        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
-        return _key(row) if row else None
+        row = await self._one(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+        return key_of(row) if row else None
 
     async def list_keys(self, account_id: str | None = None, include_revoked: bool = True) -> list[ApiKey]:
         where: list[str] = []
@@ -266,11 +225,11 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
         if not include_revoked:
             where.append("revoked_at IS NULL")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._all(f"SELECT {_KEY_COLUMNS} FROM api_keys {clause} ORDER BY created_at, id", *args)
-        return [_key(r) for r in rows]
+        rows = await self._all(f"SELECT {KEY_COLUMNS} FROM api_keys {clause} ORDER BY created_at, id", *args)
+        return [key_of(r) for r in rows]
 
     async def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
-        await self._execute("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", _ms(at), key_id)
+        await self._execute("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", ms(at), key_id)
         return await self.get_key(key_id)
 
     # audit
@@ -278,14 +237,14 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
     async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
-        now = _ms(_now())
+        now = ms(utcnow())
         await self._executemany(
             "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-            [(_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries],
+            [(ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries],
         )
 
     async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]:
-        cols = "id, at, account_id, key_id, action, ip, detail"
+        cols = AUDIT_COLUMNS
         # Newest by time, not by id: auth failures are buffered and land after key changes made later.
         if account_id is None:
             rows = await self._all(f"SELECT {cols} FROM audit_log ORDER BY at DESC, id DESC LIMIT $1", limit)
@@ -295,12 +254,7 @@ class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store
                 account_id,
                 limit,
             )
-        return [
-            AuditEntry(
-                id=r[0], at=_dt(r[1]), account_id=r[2], key_id=r[3], action=r[4], ip=r[5], detail=orjson.loads(r[6])
-            )
-            for r in rows
-        ]
+        return [audit_of(r) for r in rows]
 
     # usage
 

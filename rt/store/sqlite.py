@@ -7,62 +7,21 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
-import orjson
 
 from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached, Store
+from rt.store._rows import AUDIT_COLUMNS, KEY_COLUMNS, account_of, audit_of, key_of, ms, utcnow
 from rt.store._sqlite_meta import MetaTable
 from rt.store._sqlite_strategies import StrategyTables
 from rt.store._sqlite_trading import TradingTables
 from rt.store._sqlite_venues import VenueTables
 from rt.store.migrations import load
 from rt.wire import dumps
-
-
-def _ms(at: datetime | None) -> int | None:
-    return None if at is None else int(at.timestamp() * 1000)
-
-
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-_KEY_COLUMNS = (
-    "id, account_id, name, prefix, digest, scopes, tier, allow_ips, test, signing_secret, "
-    "created_at, last_used_at, revoked_at"
-)
-
-
-def _key(row: Any) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        account_id=row[1],
-        name=row[2],
-        prefix=row[3],
-        digest=row[4],
-        scopes=tuple(row[5].split()) if row[5] else (),
-        tier=row[6],
-        allow_ips=tuple(row[7].split(",")) if row[7] else (),
-        test=bool(row[8]),
-        sealed_signing_secret=row[9],
-        created_at=_dt(row[10]) or _now(),
-        last_used_at=_dt(row[11]),
-        revoked_at=_dt(row[12]),
-    )
-
-
-def _account(row: Any) -> Account:
-    return Account(id=row[0], name=row[1], parent_id=row[2], created_at=_dt(row[3]) or _now())
 
 
 def _owner_only(db: Path) -> None:
@@ -152,12 +111,12 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
     # accounts
 
     async def create_account(self, name: str, parent_id: str | None = None) -> Account:
-        account = Account(id=new_id("acct"), name=name, parent_id=parent_id, created_at=_now())
+        account = Account(id=new_id("acct"), name=name, parent_id=parent_id, created_at=utcnow())
         try:
             async with self._write:
                 await self._db.execute(
                     "INSERT INTO accounts (id, name, parent_id, created_at) VALUES (?, ?, ?, ?)",
-                    (account.id, name, parent_id, _ms(account.created_at)),
+                    (account.id, name, parent_id, ms(account.created_at)),
                 )
         except aiosqlite.IntegrityError as exc:
             if "UNIQUE" in str(exc):
@@ -167,7 +126,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
 
     async def get_account(self, account_id: str) -> Account | None:
         row = await self._one("SELECT id, name, parent_id, created_at FROM accounts WHERE id = ?", account_id)
-        return _account(row) if row else None
+        return account_of(row) if row else None
 
     async def find_account(self, id_or_name: str) -> Account | None:
         row = await self._one(
@@ -176,11 +135,11 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
             id_or_name,
             id_or_name,
         )
-        return _account(row) if row else None
+        return account_of(row) if row else None
 
     async def list_accounts(self) -> list[Account]:
         rows = await self._all("SELECT id, name, parent_id, created_at FROM accounts ORDER BY created_at, id")
-        return [_account(r) for r in rows]
+        return [account_of(r) for r in rows]
 
     async def count_accounts(self) -> int:
         row = await self._one("SELECT COUNT(*) FROM accounts")
@@ -190,7 +149,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
 
     async def _insert_key(self, key: ApiKey) -> None:
         await self._db.execute(
-            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key.id,
                 key.account_id,
@@ -202,9 +161,9 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
                 ",".join(key.allow_ips),
                 int(key.test),
                 key.sealed_signing_secret,
-                _ms(key.created_at),
-                _ms(key.last_used_at),
-                _ms(key.revoked_at),
+                ms(key.created_at),
+                ms(key.last_used_at),
+                ms(key.revoked_at),
             ),
         )
 
@@ -225,7 +184,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
     async def rotate_key(self, old_id: str, new: ApiKey, at: datetime) -> ApiKey | None:
         async with self._transaction():
             cur = await self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ms(at), old_id)
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (ms(at), old_id)
             )
             if cur.rowcount != 1:
                 return None
@@ -233,12 +192,12 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
         return await self.get_key(old_id)
 
     async def key_by_digest(self, digest: str) -> ApiKey | None:
-        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE digest = ?", digest)
-        return _key(row) if row else None
+        row = await self._one(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE digest = ?", digest)
+        return key_of(row) if row else None
 
     async def get_key(self, key_id: str) -> ApiKey | None:
-        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", key_id)
-        return _key(row) if row else None
+        row = await self._one(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", key_id)
+        return key_of(row) if row else None
 
     async def list_keys(self, account_id: str | None = None, include_revoked: bool = True) -> list[ApiKey]:
         where, args = [], []
@@ -248,28 +207,28 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
         if not include_revoked:
             where.append("revoked_at IS NULL")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._all(f"SELECT {_KEY_COLUMNS} FROM api_keys {clause} ORDER BY created_at, id", *args)
-        return [_key(r) for r in rows]
+        rows = await self._all(f"SELECT {KEY_COLUMNS} FROM api_keys {clause} ORDER BY created_at, id", *args)
+        return [key_of(r) for r in rows]
 
     async def revoke_key(self, key_id: str, at: datetime) -> ApiKey | None:
         async with self._write:
             await self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ms(at), key_id)
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (ms(at), key_id)
             )
         return await self.get_key(key_id)
 
     # audit
 
     async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
-        now = _ms(_now())
+        now = ms(utcnow())
         async with self._write:
             await self._db.executemany(
                 "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                [(_ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries],
+                [(ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries],
             )
 
     async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]:
-        cols = "id, at, account_id, key_id, action, ip, detail"
+        cols = AUDIT_COLUMNS
         # Newest by time, not by id: auth failures are buffered and land after key changes made later.
         if account_id is None:
             rows = await self._all(f"SELECT {cols} FROM audit_log ORDER BY at DESC, id DESC LIMIT ?", limit)
@@ -279,12 +238,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
                 account_id,
                 limit,
             )
-        return [
-            AuditEntry(
-                id=r[0], at=_dt(r[1]), account_id=r[2], key_id=r[3], action=r[4], ip=r[5], detail=orjson.loads(r[6])
-            )
-            for r in rows
-        ]
+        return [audit_of(r) for r in rows]
 
     # usage
 
