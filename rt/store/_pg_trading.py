@@ -3,20 +3,17 @@ transaction that holds an account's advisory lock."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
-
 from rt.records.events import Event
-from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
+from rt.records.trading import Book, Order, Position, StoredResponse, TradeBatch
 from rt.store import Trading
 from rt.store._pg_base import Connections, has_nul, transaction
 from rt.store._reads import PagedReads, event_of
-from rt.store._rows import columns, from_row, state_json, to_row
+from rt.store._rows import book_of, book_row, columns, from_row, response_row, to_row
 from rt.wire import dumps
 
 if TYPE_CHECKING:
@@ -67,42 +64,6 @@ _SELECT_ORDERS = f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE status = 'o
 _LOCK_ACCOUNT = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 
 
-def _response_row(record: IdempotencyRecord) -> tuple[Any, ...]:
-    answer = record.response
-    return (record.account_id, record.key, answer.fingerprint, answer.status, answer.body, int(time.time() * 1000))
-
-
-def _book_row(book: Book) -> tuple[Any, ...]:
-    return (
-        book.account_id,
-        str(book.balance),
-        book.currency,
-        book.state,
-        state_json(book.envelope.as_json()),
-        book.day,
-        str(book.day_realized),
-        str(book.realized_total),
-        orjson.dumps(book.alerts).decode(),
-        int(time.time() * 1000),
-        book.version,
-    )
-
-
-def _book(row: Any) -> Book:
-    return Book(
-        account_id=row[0],
-        balance=Decimal(row[1]),
-        currency=row[2],
-        state=row[3],
-        envelope=Envelope.from_json(orjson.loads(row[4])),
-        day=row[5],
-        day_realized=Decimal(row[6]),
-        realized_total=Decimal(row[7]),
-        alerts=orjson.loads(row[8]),
-        version=int(row[10]),
-    )
-
-
 def _by_id(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Rows in the order of their ids (a stable sort: of one id, the last still wins), so two transactions that
     touch the same rows lock them in the same order and never deadlock."""
@@ -111,7 +72,7 @@ def _by_id(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 async def _save(conn: Connection, batch: TradeBatch) -> None:
     if batch.books:
-        await conn.executemany(_UPSERT_BOOK, _by_id([_book_row(b) for b in batch.books]))
+        await conn.executemany(_UPSERT_BOOK, _by_id([book_row(b) for b in batch.books]))
     if batch.positions:
         await conn.executemany(_UPSERT_POSITION, _by_id([to_row(p) for p in batch.positions]))
     if batch.orders:
@@ -120,11 +81,11 @@ async def _save(conn: Connection, batch: TradeBatch) -> None:
         events = [(e.id, e.account_id, e.event, dumps(e.data).decode(), e.ts_us) for e in batch.events]
         await conn.executemany(_INSERT_EVENT, events)
     if batch.responses:
-        await conn.executemany(_INSERT_RESPONSE, [_response_row(r) for r in batch.responses])
+        await conn.executemany(_INSERT_RESPONSE, [response_row(r) for r in batch.responses])
 
 
 def _books(book_rows: Sequence[Any], position_rows: Sequence[Any], order_rows: Sequence[Any]) -> list[Book]:
-    books = {row[0]: _book(row) for row in book_rows}
+    books = {row[0]: book_of(row) for row in book_rows}
     for row in position_rows:
         position = from_row(Position, row)
         if position.account_id in books:
@@ -216,7 +177,7 @@ class TradingTables(Connections, PagedReads, Trading):
             return await _load_book(conn, account_id)
 
     async def create_book(self, book: Book) -> None:
-        await self._execute(_CREATE_BOOK, *_book_row(book))
+        await self._execute(_CREATE_BOOK, *book_row(book))
 
     async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
         if not marks:

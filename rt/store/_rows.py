@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 import orjson
 
 from rt.records.accounts import Account, ApiKey, AuditEntry
+from rt.records.trading import Book, Envelope, IdempotencyRecord
 
 T = TypeVar("T")
 
@@ -110,4 +112,40 @@ def audit_of(row: Any) -> AuditEntry:
         action=row[4],
         ip=row[5],
         detail=orjson.loads(row[6]),
+    )
+
+
+def response_row(record: IdempotencyRecord) -> tuple[Any, ...]:
+    answer = record.response
+    return (record.account_id, record.key, answer.fingerprint, answer.status, answer.body, int(time.time() * 1000))
+
+
+def book_row(book: Book) -> tuple[Any, ...]:
+    return (
+        book.account_id,
+        str(book.balance),
+        book.currency,
+        book.state,
+        state_json(book.envelope.as_json()),
+        book.day,
+        str(book.day_realized),
+        str(book.realized_total),
+        orjson.dumps(book.alerts).decode(),
+        int(time.time() * 1000),
+        book.version,
+    )
+
+
+def book_of(row: Any) -> Book:
+    return Book(
+        account_id=row[0],
+        balance=Decimal(row[1]),
+        currency=row[2],
+        state=row[3],
+        envelope=Envelope.from_json(orjson.loads(row[4])),
+        day=row[5],
+        day_realized=Decimal(row[6]),
+        realized_total=Decimal(row[7]),
+        alerts=orjson.loads(row[8]),
+        version=int(row[10]),
     )

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
-
 from rt.records.events import Event
-from rt.records.trading import Book, Envelope, IdempotencyRecord, Order, Position, StoredResponse, TradeBatch
+from rt.records.trading import Book, Order, Position, StoredResponse, TradeBatch
 from rt.store import Trading
 from rt.store._reads import PagedReads, event_of
-from rt.store._rows import columns, from_row, state_json, to_row
+from rt.store._rows import book_of, book_row, columns, from_row, response_row, to_row
 from rt.store._sqlite_base import Connections
 from rt.wire import dumps
 
@@ -50,42 +47,6 @@ _INSERT_RESPONSE = (
     "INSERT OR IGNORE INTO idempotency (account_id, key, fingerprint, status, body, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-
-
-def _response_row(record: IdempotencyRecord) -> tuple[Any, ...]:
-    answer = record.response
-    return (record.account_id, record.key, answer.fingerprint, answer.status, answer.body, int(time.time() * 1000))
-
-
-def _book_row(book: Book) -> tuple[Any, ...]:
-    return (
-        book.account_id,
-        str(book.balance),
-        book.currency,
-        book.state,
-        state_json(book.envelope.as_json()),
-        book.day,
-        str(book.day_realized),
-        str(book.realized_total),
-        orjson.dumps(book.alerts).decode(),
-        int(time.time() * 1000),
-        book.version,
-    )
-
-
-def _book(row: Any) -> Book:
-    return Book(
-        account_id=row[0],
-        balance=Decimal(row[1]),
-        currency=row[2],
-        state=row[3],
-        envelope=Envelope.from_json(orjson.loads(row[4])),
-        day=row[5],
-        day_realized=Decimal(row[6]),
-        realized_total=Decimal(row[7]),
-        alerts=orjson.loads(row[8]),
-        version=int(row[10]),
-    )
 
 
 def _filters(
@@ -128,7 +89,7 @@ class TradingTables(Connections, PagedReads, Trading):
         # The engine serializes per account only: two accounts' commits share this one connection.
         async with self._transaction("BEGIN"):
             if batch.books:
-                await db.executemany(_UPSERT_BOOK, [_book_row(b) for b in batch.books])
+                await db.executemany(_UPSERT_BOOK, [book_row(b) for b in batch.books])
             if batch.positions:
                 await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
             if batch.orders:
@@ -136,7 +97,7 @@ class TradingTables(Connections, PagedReads, Trading):
             if events:
                 await db.executemany(_INSERT_EVENT, events)
             if batch.responses:
-                await db.executemany(_INSERT_RESPONSE, [_response_row(r) for r in batch.responses])
+                await db.executemany(_INSERT_RESPONSE, [response_row(r) for r in batch.responses])
 
     async def load_books(self) -> list[Book]:
         """Every book with its open positions and resting orders."""
@@ -148,7 +109,7 @@ class TradingTables(Connections, PagedReads, Trading):
 
     async def _books(self, where: str, args: tuple[Any, ...]) -> list[Book]:
         rows = await self._all(f"SELECT {_BOOK_COLUMNS} FROM books WHERE 1 = 1{where}", *args)
-        books = {row[0]: _book(row) for row in rows}
+        books = {row[0]: book_of(row) for row in rows}
         rows = await self._all(
             f"SELECT {', '.join(_POSITION_COLS)} FROM positions WHERE status IN ('open', 'pending'){where}", *args
         )
@@ -165,7 +126,7 @@ class TradingTables(Connections, PagedReads, Trading):
 
     async def create_book(self, book: Book) -> None:
         async with self._transaction("BEGIN"):
-            await self._db.execute(_CREATE_BOOK, _book_row(book))
+            await self._db.execute(_CREATE_BOOK, book_row(book))
 
     async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
         if not marks:
