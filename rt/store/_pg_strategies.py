@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-
-import orjson
 
 from rt.records.strategies import StrategyRecord
 from rt.store import Strategies
 from rt.store._pg_base import Connections
+from rt.store._rows import strategy_of, strategy_row
 
 _NAMES = (
     "id",
@@ -34,51 +32,15 @@ _SAVE = (
 )
 
 
-def _row(r: StrategyRecord) -> tuple[Any, ...]:
-    return (
-        r.id,
-        r.account_id,
-        r.name,
-        r.type,
-        r.exchange,
-        r.symbol,
-        orjson.dumps(r.config).decode(),
-        orjson.dumps(r.risk_limits).decode(),
-        r.status,
-        orjson.dumps(r.state).decode(),
-        r.stop_reason,
-        int(r.created_at.timestamp() * 1000),
-        int(r.updated_at.timestamp() * 1000),
-    )
-
-
-def _record(row: Any) -> StrategyRecord:
-    return StrategyRecord(
-        id=row[0],
-        account_id=row[1],
-        name=row[2],
-        type=row[3],
-        exchange=row[4],
-        symbol=row[5],
-        config=orjson.loads(row[6]),
-        risk_limits=orjson.loads(row[7]),
-        status=row[8],
-        state=orjson.loads(row[9]),
-        stop_reason=row[10],
-        created_at=datetime.fromtimestamp(row[11] / 1000, UTC),
-        updated_at=datetime.fromtimestamp(row[12] / 1000, UTC),
-    )
-
-
 class StrategyTables(Connections, Strategies):
     async def save_strategy(self, record: StrategyRecord) -> None:
-        await self._execute(_SAVE, *_row(record))
+        await self._execute(_SAVE, *strategy_row(record))
 
     async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None:
         row = await self._one(
             f"SELECT {_COLS} FROM strategies WHERE id = $1 AND account_id = $2", strategy_id, account_id
         )
-        return _record(row) if row else None
+        return strategy_of(row) if row else None
 
     async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]:
         total = await self._count("SELECT COUNT(*) FROM strategies WHERE account_id = $1", account_id)
@@ -88,11 +50,11 @@ class StrategyTables(Connections, Strategies):
             limit,
             offset,
         )
-        return [_record(r) for r in rows], total
+        return [strategy_of(r) for r in rows], total
 
     async def load_strategies(self) -> list[StrategyRecord]:
         rows = await self._all(f"SELECT {_COLS} FROM strategies WHERE status = 'active'")
-        return [_record(r) for r in rows]
+        return [strategy_of(r) for r in rows]
 
     async def strategy_performance(self, strategy_id: str) -> dict[str, Any]:
         """As the SQLite twin's: realized, unrealized (at the last stored price) and total P&L, win rate, trades."""

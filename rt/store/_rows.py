@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import orjson
 
 from rt.records.accounts import Account, ApiKey, AuditEntry
+from rt.records.strategies import StrategyRecord
 from rt.records.trading import Book, Envelope, IdempotencyRecord
 
 T = TypeVar("T")
@@ -148,4 +149,40 @@ def book_of(row: Any) -> Book:
         realized_total=Decimal(row[7]),
         alerts=orjson.loads(row[8]),
         version=int(row[10]),
+    )
+
+
+def strategy_row(r: StrategyRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.account_id,
+        r.name,
+        r.type,
+        r.exchange,
+        r.symbol,
+        orjson.dumps(r.config).decode(),
+        orjson.dumps(r.risk_limits).decode(),
+        r.status,
+        orjson.dumps(r.state).decode(),
+        r.stop_reason,
+        int(r.created_at.timestamp() * 1000),
+        int(r.updated_at.timestamp() * 1000),
+    )
+
+
+def strategy_of(row: Any) -> StrategyRecord:
+    return StrategyRecord(
+        id=row[0],
+        account_id=row[1],
+        name=row[2],
+        type=row[3],
+        exchange=row[4],
+        symbol=row[5],
+        config=orjson.loads(row[6]),
+        risk_limits=orjson.loads(row[7]),
+        status=row[8],
+        state=orjson.loads(row[9]),
+        stop_reason=row[10],
+        created_at=dt(row[11]) or utcnow(),
+        updated_at=dt(row[12]) or utcnow(),
     )

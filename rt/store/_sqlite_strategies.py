@@ -2,56 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from rt.records.strategies import StrategyRecord
 from rt.store import Strategies
+from rt.store._rows import strategy_of, strategy_row
 from rt.store._sqlite_base import Connections
 
 _COLS = (
     "id, account_id, name, type, exchange, symbol, config, risk_limits, status, state, stop_reason, created_at, "
     "updated_at"
 )
-
-
-def _row(r: StrategyRecord) -> tuple[Any, ...]:
-    return (
-        r.id,
-        r.account_id,
-        r.name,
-        r.type,
-        r.exchange,
-        r.symbol,
-        orjson.dumps(r.config).decode(),
-        orjson.dumps(r.risk_limits).decode(),
-        r.status,
-        orjson.dumps(r.state).decode(),
-        r.stop_reason,
-        int(r.created_at.timestamp() * 1000),
-        int(r.updated_at.timestamp() * 1000),
-    )
-
-
-def _record(row: Any) -> StrategyRecord:
-    return StrategyRecord(
-        id=row[0],
-        account_id=row[1],
-        name=row[2],
-        type=row[3],
-        exchange=row[4],
-        symbol=row[5],
-        config=orjson.loads(row[6]),
-        risk_limits=orjson.loads(row[7]),
-        status=row[8],
-        state=orjson.loads(row[9]),
-        stop_reason=row[10],
-        created_at=datetime.fromtimestamp(row[11] / 1000, UTC),
-        updated_at=datetime.fromtimestamp(row[12] / 1000, UTC),
-    )
 
 
 class StrategyTables(Connections, Strategies):
@@ -61,14 +23,14 @@ class StrategyTables(Connections, Strategies):
             await self._db.execute(
                 f"INSERT INTO strategies ({_COLS}) VALUES ({', '.join('?' * 13)}) ON CONFLICT (id) DO UPDATE SET "
                 f"{updates}",
-                _row(record),
+                strategy_row(record),
             )
 
     async def get_strategy(self, account_id: str, strategy_id: str) -> StrategyRecord | None:
         row = await self._one(
             f"SELECT {_COLS} FROM strategies WHERE id = ? AND account_id = ?", strategy_id, account_id
         )
-        return _record(row) if row else None
+        return strategy_of(row) if row else None
 
     async def list_strategies(self, account_id: str, limit: int, offset: int) -> tuple[list[StrategyRecord], int]:
         total = await self._count("SELECT COUNT(*) FROM strategies WHERE account_id = ?", account_id)
@@ -78,11 +40,11 @@ class StrategyTables(Connections, Strategies):
             limit,
             offset,
         )
-        return [_record(r) for r in rows], total
+        return [strategy_of(r) for r in rows], total
 
     async def load_strategies(self) -> list[StrategyRecord]:
         rows = await self._all(f"SELECT {_COLS} FROM strategies WHERE status = 'active'")
-        return [_record(r) for r in rows]
+        return [strategy_of(r) for r in rows]
 
     async def strategy_performance(self, strategy_id: str) -> dict[str, Any]:
         """From the strategy's own positions: realized_pnl (closed and partly closed, net of fees), unrealized_pnl of
