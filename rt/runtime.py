@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
+from rt.alerts.desk import AlertDesk
 from rt.api.idempotency import Idempotency
 from rt.auth import tiers
 from rt.auth.audit import AuditLog
@@ -35,6 +36,7 @@ from rt.exchanges.registry import Venues
 from rt.session.manager import Sessions
 from rt.store import AccountExists, Meta, Store, VenueRecords, open_store
 from rt.strategies.runner import Runner
+from rt.webhooks.manage import WebhookManager
 
 if TYPE_CHECKING:
     from rt.exchanges.ccxt_exchange import CcxtExchange
@@ -62,6 +64,8 @@ class Runtime:
     instance_id: str
     roles: Roles
     market: Market
+    webhooks: WebhookManager
+    alerts: AlertDesk
     sessions: Sessions = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -261,6 +265,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         return True
 
     roles = Roles(leases, settings.lease_ttl_ms, fit=store_answers)
+    idempotency = Idempotency(engine)
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -274,7 +279,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         bus=bus,
         engine=engine,
         feed=feed,
-        idempotency=Idempotency(engine),
+        idempotency=idempotency,
         tokens=open_tokens(settings.redis_url, settings.redis_prefix),
         hub=Hub(bus),
         runner=Runner(engine, store),
@@ -282,6 +287,8 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         instance_id=instance,
         roles=roles,
         market=_one_market(feed, ticks, roles, engine, paper, shared=bool(settings.redis_url)),
+        webhooks=WebhookManager(store, box, bus, engine, settings, instance),
+        alerts=AlertDesk(store, engine, idempotency, limiter, hasher, audit_log, settings),
     )
     try:
         if background:
@@ -313,10 +320,12 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             # Every instance applies the market's steps; the one holding the role makes them.
             runtime.spawn(runtime.market.run(), "market-ticks")
             runtime.spawn(runtime.roles.run(), "roles")
+            runtime.spawn(runtime.webhooks.run(), "webhooks")
         yield runtime
     finally:
         try:
             await runtime.stop_roles()
+            await runtime.webhooks.close()
             await runtime.runner.close()
             await engine.close()
             await runtime.stop_tasks()

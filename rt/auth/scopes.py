@@ -18,6 +18,7 @@ RISK_KILL = "risk:kill"
 MARKET_READ = "market:read"
 WS_CONNECT = "ws:connect"
 WEBHOOKS_MANAGE = "webhooks:manage"
+ALERTS_MANAGE = "alerts:manage"
 KEYS_MANAGE = "keys:manage"
 
 ALL: tuple[str, ...] = (
@@ -33,6 +34,7 @@ ALL: tuple[str, ...] = (
     MARKET_READ,
     WS_CONNECT,
     WEBHOOKS_MANAGE,
+    ALERTS_MANAGE,
     KEYS_MANAGE,
 )
 

@@ -37,6 +37,9 @@ EVENTS: dict[str, str] = {
     "emergency.kill_triggered": "the kill switch ran: KILL, CLOSE_ALL, FLATTEN or LOCK",
     "risk.unlocked": "UNLOCK lifted the lock: trading is active again",
     "account.updated": "the account summary after a fill",
+    "alert.executed": "an inbound alert became an order (or closed positions)",
+    "alert.rejected": "an inbound alert was refused: its hook's limits, Cerberus or the trading state",
+    "webhook.endpoint_disabled": "a webhook endpoint was disabled: it answered 410 or failed longer than the retry window",
 }
 
 

@@ -13,9 +13,11 @@ from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta, 
 from rt.records.trading import StoredResponse, TradeBatch
 
 if TYPE_CHECKING:
+    from rt.records.alerts import AlertEntry, AlertHook
     from rt.records.events import Event
     from rt.records.strategies import StrategyRecord
     from rt.records.trading import Book, Order, Position
+    from rt.records.webhooks import Claimed, DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 
 class KeyLimitReached(RtError):
@@ -182,7 +184,99 @@ class Meta(Protocol):
         value: `value` itself when this was the first claim, the earlier one otherwise."""
 
 
-class Store(Lifecycle, Accounts, Keys, Audit, UsageCounts, Trading, Strategies, VenueRecords, Meta, Protocol):
+class Webhooks(Protocol):
+    """Webhook endpoints and the outbox of deliveries. Every event stored (by any write, in its transaction) gets one
+    pending delivery per enabled endpoint of its account that wants it: a crash after the commit loses none."""
+
+    async def create_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
+    async def get_endpoint(self, account_id: str, endpoint_id: str) -> WebhookEndpoint | None: ...
+    async def list_endpoints(
+        self, account_id: str, limit: int, offset: int
+    ) -> tuple[list[WebhookEndpoint], int]: ...
+    async def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        """Store the endpoint's url, events, description, secrets, status, disabled_reason and failing_since."""
+
+    async def delete_endpoint(self, account_id: str, endpoint_id: str) -> bool:
+        """Delete the endpoint with its deliveries; False when the account has no such endpoint."""
+
+    async def add_delivery(self, endpoint: WebhookEndpoint, event: Event) -> WebhookDelivery:
+        """Store `event` (published: it is not for the bus) and one pending delivery of it to `endpoint` alone, in one
+        transaction (POST /v1/webhooks/{id}/test)."""
+
+    async def claim_deliveries(
+        self, instance: str, now_us: int, lease_us: int, limit: int, per_endpoint: int, busy: Sequence[str] = ()
+    ) -> list[Claimed]:
+        """Claim up to `limit` pending deliveries due by `now_us` whose endpoint is enabled and not in `busy`, at most
+        `per_endpoint` per endpoint, oldest due first, until now_us + lease_us. A delivery claimed (and not yet
+        finished or expired) by one instance is never claimed by another: PostgreSQL skips locked rows."""
+
+    async def finish_attempt(
+        self,
+        delivery_id: str,
+        instance: str,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        next_attempt_us: int | None,
+    ) -> bool:
+        """Record one attempt and the delivery's next state (pending with next_attempt_us, succeeded or failed) and end
+        the claim. False (and nothing written) when `instance` no longer holds the claim."""
+
+    async def release_claims(self, instance: str) -> None:
+        """End every claim of `instance` (a graceful stop): its deliveries are due again at once."""
+
+    async def endpoint_answered(self, endpoint_id: str, ok: bool, at_us: int) -> int | None:
+        """Note an attempt's outcome on its endpoint: a success clears failing_since, a failure sets it when unset.
+        Returns failing_since (epoch us) after the change, None when the endpoint answers."""
+
+    async def disable_endpoint(self, endpoint_id: str, reason: str) -> WebhookEndpoint | None:
+        """Disable the endpoint and fail its pending deliveries; None when it is disabled already or gone."""
+
+    async def redeliver(self, account_id: str, delivery_id: str, now_us: int) -> WebhookDelivery | None:
+        """Make a delivery pending and due at now_us again (its attempts are kept); None when the account has no such
+        delivery."""
+
+    async def get_delivery(self, account_id: str, delivery_id: str) -> WebhookDelivery | None:
+        """With its attempts."""
+
+    async def list_deliveries(
+        self,
+        account_id: str,
+        endpoint_id: str | None,
+        event: str | None,
+        status: str | None,
+        event_id: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[WebhookDelivery], int]:
+        """Newest first, each with its attempts."""
+
+    async def delivery_backlog(self) -> int:
+        """Pending deliveries of enabled endpoints, over every account."""
+
+
+class AlertHooks(Protocol):
+    """Inbound alert hooks and the log of what each received."""
+
+    async def create_hook(self, hook: AlertHook) -> None: ...
+    async def get_hook(self, hook_id: str) -> AlertHook | None:
+        """Any account's hook, deleted ones too (the public alert route looks it up by id alone)."""
+
+    async def list_hooks(self, account_id: str, limit: int, offset: int) -> tuple[list[AlertHook], int]:
+        """The account's hooks that are not deleted, newest first."""
+
+    async def delete_hook(self, account_id: str, hook_id: str, at: datetime) -> bool:
+        """Mark deleted; False when the account has no such hook that is not deleted."""
+
+    async def add_alert(self, entry: AlertEntry) -> None: ...
+    async def list_alerts(
+        self, account_id: str, hook_id: str | None, limit: int, offset: int
+    ) -> tuple[list[AlertEntry], int]:
+        """Newest first."""
+
+
+class Store(
+    Lifecycle, Accounts, Keys, Audit, UsageCounts, Trading, Strategies, VenueRecords, Meta, Webhooks, AlertHooks, Protocol
+):
     """Everything rt keeps: what each twin implements and open_store returns. A part of rt that needs only some of it
     takes the narrowest of the protocols above."""
 
@@ -202,6 +296,7 @@ async def open_store(url: str) -> Store:
 __all__ = [
     "AccountExists",
     "Accounts",
+    "AlertHooks",
     "Audit",
     "KeyLimitReached",
     "Keys",
@@ -213,6 +308,7 @@ __all__ = [
     "TradingReads",
     "UsageCounts",
     "VenueRecords",
+    "Webhooks",
     "Writing",
     "open_store",
 ]

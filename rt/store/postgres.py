@@ -19,10 +19,12 @@ from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached, Store
 from rt.store._pg_base import status_count
+from rt.store._pg_alerts import AlertTables
 from rt.store._pg_meta import MetaTable
 from rt.store._pg_strategies import StrategyTables
 from rt.store._pg_trading import TradingTables
 from rt.store._pg_venues import VenueTables
+from rt.store._pg_webhooks import WebhookTables
 from rt.store._rows import ACCOUNT_COLUMNS, AUDIT_COLUMNS, KEY_COLUMNS, account_of, audit_of, key_of, ms, utcnow
 from rt.store.migrations import load
 from rt.wire import dumps
@@ -78,7 +80,7 @@ async def migrate(conn: Connection) -> None:
                 )
 
 
-class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
+class PostgresStore(TradingTables, VenueTables, StrategyTables, MetaTable, WebhookTables, AlertTables, Store):
     def __init__(self, pool: Pool, writers: Pool) -> None:
         self._pool = pool
         self._writers = writers

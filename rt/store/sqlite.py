@@ -16,10 +16,12 @@ from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached, Store
 from rt.store._rows import AUDIT_COLUMNS, KEY_COLUMNS, account_of, audit_of, key_of, ms, utcnow
+from rt.store._sqlite_alerts import AlertTables
 from rt.store._sqlite_meta import MetaTable
 from rt.store._sqlite_strategies import StrategyTables
 from rt.store._sqlite_trading import TradingTables
 from rt.store._sqlite_venues import VenueTables
+from rt.store._sqlite_webhooks import WebhookTables
 from rt.store.migrations import load
 from rt.wire import dumps
 
@@ -35,7 +37,7 @@ def _owner_only(db: Path) -> None:
                 path.chmod(0o600)
 
 
-class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Store):
+class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, WebhookTables, AlertTables, Store):
     def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = db
         # Reads go through a connection of their own, so they never run inside another coroutine's transaction

@@ -87,7 +87,8 @@ def test_scope_presets() -> None:
     assert "orders:write" not in read_only
     assert set(scopes.resolve("trade-only")) == {"positions:write", "orders:write", "market:read", "ws:connect"}
     assert scopes.resolve("full") == scopes.ALL
-    assert len(scopes.ALL) == 13
+    assert len(scopes.ALL) == 14
+    assert "alerts:manage" in scopes.resolve("full")
 
 
 def test_scope_strings_and_lists_resolve_to_canonical_order() -> None:

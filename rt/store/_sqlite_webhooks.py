@@ -1,0 +1,10 @@
+"""The webhooks part of the SQLite twin: endpoints, the outbox of deliveries (filled by a trigger on events), claims and attempts."""
+
+from __future__ import annotations
+
+from rt.store import Webhooks
+from rt.store._sqlite_base import Connections
+
+
+class WebhookTables(Connections, Webhooks):
+    pass
