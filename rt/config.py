@@ -127,6 +127,37 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("ws_max_per_key", "RT_WS_MAX_PER_KEY", 20, int, "Open WebSocket sessions allowed per API key."),
     Option("metrics_port", "RT_METRICS_PORT", 0, int, "Serve Prometheus /metrics on 127.0.0.1 on this port (0: off)."),
+    Option(
+        "webhook_allow_hosts",
+        "RT_WEBHOOK_ALLOW_HOSTS",
+        (),
+        _list,
+        "Webhook hosts exempt from the https and public-address rules, e.g. `127.0.0.1,hooks.internal`.",
+    ),
+    Option("webhook_timeout_s", "RT_WEBHOOK_TIMEOUT_S", 10.0, float, "Seconds a webhook receiver has to answer."),
+    Option(
+        "webhook_schedule",
+        "RT_WEBHOOK_SCHEDULE",
+        ("5s", "30s", "2m", "10m", "30m", "1h", "2h", "4h", "8h"),
+        _list,
+        "Waits before each webhook retry (the last repeats), each with +-20% jitter.",
+    ),
+    Option(
+        "webhook_give_up",
+        "RT_WEBHOOK_GIVE_UP",
+        "3d",
+        str,
+        "A delivery failing this long after its first attempt fails for good; an endpoint failing this long is disabled.",
+    ),
+    Option("webhook_concurrency", "RT_WEBHOOK_CONCURRENCY", 4, int, "Deliveries in flight per endpoint per instance."),
+    Option(
+        "alert_dedupe_s",
+        "RT_ALERT_DEDUPE_S",
+        60,
+        int,
+        "An alert without an `id` whose body repeats within this many seconds is a retry of the first.",
+    ),
+    Option("alert_rate", "RT_ALERT_RATE", "60/10", str, "Alerts one hook may receive per minute / burst."),
 )
 
 
@@ -166,6 +197,13 @@ class Settings:
     ws_idle_s: int = 60
     ws_max_per_key: int = 20
     metrics_port: int = 0
+    webhook_allow_hosts: tuple[str, ...] = ()
+    webhook_timeout_s: float = 10.0
+    webhook_schedule: tuple[str, ...] = ("5s", "30s", "2m", "10m", "30m", "1h", "2h", "4h", "8h")
+    webhook_give_up: str = "3d"
+    webhook_concurrency: int = 4
+    alert_dedupe_s: int = 60
+    alert_rate: str = "60/10"
 
     @property
     def data_path(self) -> Path:
