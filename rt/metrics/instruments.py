@@ -58,6 +58,24 @@ LEASE_RENEWALS = Counter(
     registry=None,
 )
 
+WEBHOOK_DELIVERIES = Counter(
+    "rt_webhook_deliveries",
+    "Webhook delivery attempts by outcome: succeeded, retry (tried again later) or failed (for good).",
+    ("outcome",),
+    registry=None,
+)
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "rt_webhook_delivery_seconds",
+    "Time from sending a webhook delivery to its answer (or to giving up on one).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=None,
+)
+WEBHOOK_BACKLOG = Gauge(
+    "rt_webhook_backlog",
+    "Pending webhook deliveries of enabled endpoints, over every account (refreshed every few seconds).",
+    registry=None,
+)
+
 INSTRUMENTS = (
     REQUEST_SECONDS,
     ORDERS_ACCEPTED,
@@ -67,4 +85,7 @@ INSTRUMENTS = (
     COMMIT_SECONDS,
     ROLE_HELD,
     LEASE_RENEWALS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_DELIVERY_SECONDS,
+    WEBHOOK_BACKLOG,
 )
