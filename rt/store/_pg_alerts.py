@@ -2,9 +2,62 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from rt.records.alerts import AlertEntry, AlertHook
 from rt.store import AlertHooks
-from rt.store._pg_base import Connections
+from rt.store._alert_rows import ENTRY_COLUMNS, HOOK_COLUMNS, entry_of, entry_row, hook_of, hook_row, ms
+from rt.store._pg_base import Connections, status_count
+
+_HOOK = ", ".join(HOOK_COLUMNS)
+_ENTRY = ", ".join(ENTRY_COLUMNS)
+_ADD_HOOK = f"INSERT INTO alert_hooks ({_HOOK}) VALUES ({', '.join(f'${i}' for i in range(1, len(HOOK_COLUMNS) + 1))})"
+_ADD_ENTRY = f"INSERT INTO alert_log ({_ENTRY}) VALUES ({', '.join(f'${i}' for i in range(1, len(ENTRY_COLUMNS) + 1))})"
 
 
 class AlertTables(Connections, AlertHooks):
-    pass
+    async def create_hook(self, hook: AlertHook) -> None:
+        await self._execute(_ADD_HOOK, *hook_row(hook))
+
+    async def get_hook(self, hook_id: str) -> AlertHook | None:
+        row = await self._one(f"SELECT {_HOOK} FROM alert_hooks WHERE id = $1", hook_id)
+        return hook_of(row) if row else None
+
+    async def list_hooks(self, account_id: str, limit: int, offset: int) -> tuple[list[AlertHook], int]:
+        where = "WHERE account_id = $1 AND deleted_at IS NULL"
+        total = await self._count(f"SELECT COUNT(*) FROM alert_hooks {where}", account_id)
+        rows = await self._all(
+            f"SELECT {_HOOK} FROM alert_hooks {where} ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+            account_id,
+            limit,
+            offset,
+        )
+        return [hook_of(r) for r in rows], total
+
+    async def delete_hook(self, account_id: str, hook_id: str, at: datetime) -> bool:
+        status = await self._execute(
+            "UPDATE alert_hooks SET deleted_at = $1 WHERE id = $2 AND account_id = $3 AND deleted_at IS NULL",
+            ms(at),
+            hook_id,
+            account_id,
+        )
+        return status_count(status) == 1
+
+    async def add_alert(self, entry: AlertEntry) -> None:
+        await self._execute(_ADD_ENTRY, *entry_row(entry))
+
+    async def list_alerts(
+        self, account_id: str, hook_id: str | None, limit: int, offset: int
+    ) -> tuple[list[AlertEntry], int]:
+        where, args = "WHERE account_id = $1", [account_id]
+        if hook_id is not None:
+            where, args = where + " AND hook_id = $2", [*args, hook_id]
+        n = len(args)
+        total = await self._count(f"SELECT COUNT(*) FROM alert_log {where}", *args)
+        rows = await self._all(
+            f"SELECT {_ENTRY} FROM alert_log {where} ORDER BY received_at DESC, id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
+            *args,
+            limit,
+            offset,
+        )
+        return [entry_of(r) for r in rows], total
