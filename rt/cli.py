@@ -1,4 +1,4 @@
-"""The `rt` command: serve, keys, accounts, venues, audit. Tables for people, --json for scripts."""
+"""The `rt` command: serve, keys, accounts, venues, webhooks, audit. Tables for people, --json for scripts."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from rt._table import render
 from rt.auth import scopes as scope_names
 from rt.auth.manage import IssuedKey
 from rt.config import OPTIONS, Settings
-from rt.errors import RtError
+from rt.errors import NotFound, RtError
 from rt.records.accounts import Account, ApiKey, VenueRecord
+from rt.records.webhooks import WebhookDelivery, WebhookEndpoint
 from rt.runtime import Runtime, check_secrets, open_runtime
 
 T = TypeVar("T")
@@ -522,6 +523,277 @@ def venues_remove(ctx: click.Context, account: str, exchange: str, as_json: bool
         {"account_id": account_id, "exchange": exchange, "removed": True},
         f"removed venue {exchange} from account {account_id}",
     )
+
+
+# webhooks
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook endpoints, their secrets and the delivery log. A running `rt serve` sends the deliveries."""
+
+
+async def _accounts(rt: Runtime, account: str | None) -> list[Account]:
+    return [await _account(rt, account)] if account else await rt.store.list_accounts()
+
+
+async def _endpoint(rt: Runtime, webhook_id: str, account: str | None) -> WebhookEndpoint:
+    for found in await _accounts(rt, account):
+        endpoint = await rt.store.get_endpoint(found.id, webhook_id)
+        if endpoint is not None:
+            return endpoint
+    raise CliError("NOT_FOUND", f"no webhook endpoint {webhook_id!r} in {where(rt.settings)} (see `rt webhooks list`)")
+
+
+def _endpoint_row(e: WebhookEndpoint) -> list[Any]:
+    return [
+        e.id,
+        e.account_id,
+        e.url,
+        ",".join(e.events),
+        e.status if e.disabled_reason is None else f"{e.status} ({e.disabled_reason})",
+        _when(e.failing_since),
+        _when(e.created_at),
+    ]
+
+
+def _delivery_row(d: WebhookDelivery) -> list[Any]:
+    return [
+        d.id,
+        d.event,
+        d.endpoint_id,
+        d.status,
+        d.attempts,
+        d.last_status_code if d.last_status_code is not None else "-",
+        _when(d.next_attempt_at),
+        _when(d.created_at),
+    ]
+
+
+def _with_secret(endpoint: WebhookEndpoint, secret: str, as_json: bool) -> None:
+    from rt.webhooks.manage import endpoint_json
+
+    shown = {**endpoint_json(endpoint), "secret": secret}
+    if as_json:
+        click.echo(wire.dumps(shown).decode())
+        return
+    click.echo(f"webhook id:  {endpoint.id}")
+    click.echo(f"account:     {endpoint.account_id}")
+    click.echo(f"url:         {endpoint.url}")
+    click.echo(f"events:      {','.join(endpoint.events)}")
+    click.echo(f"secret:      {secret}")
+    if shown.get("previous_secret_expires_at"):
+        click.echo(f"the previous secret signs too until {_when(shown['previous_secret_expires_at'])}")
+    click.echo("Store the secret now: it is not shown again.", err=True)
+
+
+def _due(deliveries: list[WebhookDelivery], as_json: bool, what: str) -> None:
+    from rt.webhooks.manage import delivery_json
+
+    if as_json:
+        click.echo(wire.dumps([delivery_json(d) for d in deliveries]).decode())
+        return
+    click.echo(f"{what}: {', '.join(d.id for d in deliveries)}")
+    click.echo("A running `rt serve` sends it now (its worker watches the outbox); see `rt webhooks log`.")
+
+
+@webhooks.command("list")
+@_store_options
+@click.option("--account", "account", default=None, help="Account id or name (default: all).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_list(ctx: click.Context, account: str | None, as_json: bool) -> None:
+    """List webhook endpoints (never their secrets)."""
+    from rt.webhooks.manage import endpoint_json
+
+    async def work(rt: Runtime) -> list[WebhookEndpoint]:
+        found: list[WebhookEndpoint] = []
+        for owner in await _accounts(rt, account):
+            while True:
+                page, total = await rt.webhooks.list(owner.id, 500, len(found))
+                found.extend(page)
+                if not page or len(found) >= total:
+                    break
+        return found
+
+    endpoints = _run(ctx, work, reads=True)
+    _emit(
+        ctx,
+        as_json,
+        [endpoint_json(e) for e in endpoints],
+        render(
+            ["id", "account", "url", "events", "status", "failing since", "created"],
+            [_endpoint_row(e) for e in endpoints],
+        ),
+        empty="webhook endpoints",
+    )
+
+
+@webhooks.command("create")
+@_store_options
+@click.argument("url")
+@click.option("--events", default="*", show_default=True, help="Event names, comma-separated, or * for every one.")
+@click.option("--description", default="", help="A label for the endpoint.")
+@click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def webhooks_create(ctx: click.Context, url: str, events: str, description: str, account: str, as_json: bool) -> None:
+    """Create an endpoint; its signing secret is printed once."""
+    names = [name.strip() for name in events.split(",") if name.strip()]
+
+    async def work(rt: Runtime) -> tuple[WebhookEndpoint, str]:
+        found = await _account(rt, account)
+        return await rt.webhooks.create(found.id, url, names, description)
+
+    _with_secret(*_run(ctx, work), as_json)
+
+
+@webhooks.command("delete")
+@_store_options
+@click.argument("webhook_id")
+@click.option("--account", "account", default=None, help="Account id or name (default: whichever holds it).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_delete(ctx: click.Context, webhook_id: str, account: str | None, as_json: bool) -> None:
+    """Delete an endpoint with its deliveries."""
+
+    async def work(rt: Runtime) -> WebhookEndpoint:
+        endpoint = await _endpoint(rt, webhook_id, account)
+        await rt.webhooks.delete(endpoint.account_id, endpoint.id)
+        return endpoint
+
+    endpoint = _run(ctx, work)
+    done = f"deleted webhook endpoint {endpoint.id} ({endpoint.url})"
+    _emit(ctx, as_json, {"id": endpoint.id, "deleted": True}, done)
+
+
+@webhooks.command("rotate")
+@_store_options
+@click.argument("webhook_id")
+@click.option("--account", "account", default=None, help="Account id or name (default: whichever holds it).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_rotate(ctx: click.Context, webhook_id: str, account: str | None, as_json: bool) -> None:
+    """Give an endpoint a new secret, printed once; the previous one keeps signing for 7 days."""
+
+    async def work(rt: Runtime) -> tuple[WebhookEndpoint, str]:
+        endpoint = await _endpoint(rt, webhook_id, account)
+        return await rt.webhooks.rotate(endpoint.account_id, endpoint.id)
+
+    _with_secret(*_run(ctx, work), as_json)
+
+
+@webhooks.command("log")
+@_store_options
+@click.argument("delivery_id", required=False)
+@click.option("--account", "account", default=None, help="Account id or name (default: all).")
+@click.option("--endpoint", "endpoint_id", default=None, help="Only deliveries to this endpoint (whk_…).")
+@click.option("--event", default=None, help="Only deliveries of this event name.")
+@click.option("--event-id", default=None, help="Only deliveries of this event (evt_…).")
+@click.option("--status", type=click.Choice(["pending", "succeeded", "failed"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_log(
+    ctx: click.Context,
+    delivery_id: str | None,
+    account: str | None,
+    endpoint_id: str | None,
+    event: str | None,
+    event_id: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The delivery log, newest first; with a DELIVERY_ID, that delivery with every attempt."""
+    from rt.webhooks.manage import delivery_json
+
+    async def one(rt: Runtime) -> WebhookDelivery:
+        assert delivery_id is not None
+        for owner in await _accounts(rt, account):
+            found = await rt.store.get_delivery(owner.id, delivery_id)
+            if found is not None:
+                return found
+        raise CliError("NOT_FOUND", f"no webhook delivery {delivery_id!r} in {where(rt.settings)}")
+
+    async def newest(rt: Runtime) -> list[WebhookDelivery]:
+        found: list[WebhookDelivery] = []
+        for owner in await _accounts(rt, account):
+            page, _ = await rt.webhooks.deliveries(owner.id, endpoint_id, event, status, event_id, limit, 0)
+            found.extend(page)
+        found.sort(key=lambda d: d.created_at, reverse=True)
+        return found[:limit]
+
+    if delivery_id is None:
+        deliveries = _run(ctx, newest, reads=True)
+        _emit(
+            ctx,
+            as_json,
+            [delivery_json(d) for d in deliveries],
+            render(
+                ["id", "event", "endpoint", "status", "attempts", "last code", "next attempt", "created"],
+                [_delivery_row(d) for d in deliveries],
+            ),
+            empty="webhook deliveries",
+        )
+        return
+    delivery = _run(ctx, one, reads=True)
+    attempts = render(
+        ["at", "code", "latency ms", "error", "response"],
+        [
+            [
+                _when(a.at),
+                a.status_code if a.status_code is not None else "-",
+                f"{a.latency_ms:.0f}",
+                a.error or "-",
+                " ".join(a.response.split())[:60] or "-",
+            ]
+            for a in delivery.log
+        ],
+    )
+    summary = render(
+        ["id", "event", "endpoint", "status", "attempts", "last code", "next attempt", "created"],
+        [_delivery_row(delivery)],
+    )
+    _emit(ctx, as_json, delivery_json(delivery), f"{summary}\n\nevent: {delivery.event_id}\n\n{attempts}")
+
+
+@webhooks.command("test")
+@_store_options
+@click.argument("webhook_id")
+@click.option("--account", "account", default=None, help="Account id or name (default: whichever holds it).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_test(ctx: click.Context, webhook_id: str, account: str | None, as_json: bool) -> None:
+    """Queue a webhook.test event for an endpoint."""
+
+    async def work(rt: Runtime) -> WebhookDelivery:
+        endpoint = await _endpoint(rt, webhook_id, account)
+        return await rt.webhooks.test(endpoint.account_id, endpoint.id)
+
+    _due([_run(ctx, work)], as_json, "queued a webhook.test delivery")
+
+
+@webhooks.command("redeliver")
+@_store_options
+@click.argument("delivery_or_event_id")
+@click.option("--account", "account", default=None, help="Account id or name (default: whichever holds it).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_redeliver(ctx: click.Context, delivery_or_event_id: str, account: str | None, as_json: bool) -> None:
+    """Make a delivery (whd_…), or every delivery of an event (evt_…), due again at once."""
+
+    async def work(rt: Runtime) -> list[WebhookDelivery]:
+        for owner in await _accounts(rt, account):
+            try:
+                found = await rt.webhooks.redeliver(owner.id, delivery_or_event_id)
+            except NotFound:
+                continue
+            if found:
+                return found
+        raise CliError("NOT_FOUND", f"no webhook delivery or event {delivery_or_event_id!r} in {where(rt.settings)}")
+
+    _due(_run(ctx, work), as_json, "made due again")
 
 
 @main.command()

@@ -220,6 +220,49 @@ class Client:
         body = {"action": action, **({"account_id": account_id} if account_id else {})}
         return dict(await self._write("POST", "/v1/risk/kill", json=body, idempotency_key=idempotency_key))
 
+    # webhooks (docs/webhooks.md)
+
+    async def create_webhook(
+        self, url: str, events: Sequence[str] = ("*",), description: str = "", *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A new endpoint, with its `secret` (`whsec_…`): the only answer that shows it; keep it to verify deliveries
+        (rt.client.webhooks.verify)."""
+        body = {"url": url, "events": list(events), "description": description}
+        return dict(await self._write("POST", "/v1/webhooks", json=body, idempotency_key=idempotency_key))
+
+    async def webhooks(self, *, limit: int | None = None, page: int | None = None) -> list[dict[str, Any]]:
+        answer = await self.request("GET", "/v1/webhooks", params={"limit": limit, "page": page})
+        return list(answer["webhooks"])
+
+    async def webhook(self, webhook_id: str) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/webhooks/{quote(webhook_id, safe='')}"))
+
+    async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return dict(await self.request("DELETE", f"/v1/webhooks/{quote(webhook_id, safe='')}"))
+
+    async def rotate_webhook_secret(self, webhook_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """The endpoint with its new `secret`; the previous one keeps signing for 7 days."""
+        path = f"/v1/webhooks/{quote(webhook_id, safe='')}/rotate-secret"
+        return dict(await self._write("POST", path, idempotency_key=idempotency_key))
+
+    async def test_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Queue a `webhook.test` event for the endpoint; returns its delivery."""
+        path = f"/v1/webhooks/{quote(webhook_id, safe='')}/test"
+        return dict((await self.request("POST", path))["delivery"])
+
+    async def webhook_deliveries(self, **filters: Any) -> list[dict[str, Any]]:
+        """The delivery log, newest first: filters `endpoint_id`, `event`, `status`, `event_id`, `limit`, `page`."""
+        return list((await self.request("GET", "/v1/webhooks/events", params=filters))["deliveries"])
+
+    async def webhook_delivery(self, delivery_id: str) -> dict[str, Any]:
+        path = f"/v1/webhooks/events/{quote(delivery_id, safe='')}"
+        return dict((await self.request("GET", path))["delivery"])
+
+    async def redeliver(self, delivery_or_event_id: str, *, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        """Send a delivery (`whd_…`) again, or every delivery of an event (`evt_…`); returns them, due at once."""
+        path = f"/v1/webhooks/events/{quote(delivery_or_event_id, safe='')}/redeliver"
+        return list((await self._write("POST", path, idempotency_key=idempotency_key))["deliveries"])
+
     # streaming
 
     async def ws_token(self, *, at: str | None = None) -> str:
