@@ -13,5 +13,6 @@ from __future__ import annotations
 
 from rt.client.rest import ApiError, Client, new_idempotency_key
 from rt.client.stream import Stream
+from rt.client.webhooks import WebhookVerificationError, verify
 
-__all__ = ["ApiError", "Client", "Stream", "new_idempotency_key"]
+__all__ = ["ApiError", "Client", "Stream", "WebhookVerificationError", "new_idempotency_key", "verify"]
