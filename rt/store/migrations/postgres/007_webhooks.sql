@@ -14,9 +14,11 @@ CREATE TABLE webhook_endpoints (
 );
 CREATE INDEX webhook_endpoints_account ON webhook_endpoints (account_id, status);
 
+-- One row per event name an endpoint wants (`*` for all of them); n keeps the order they were given in.
 CREATE TABLE webhook_subscriptions (
     endpoint_id  TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
     event        TEXT NOT NULL,
+    n            INTEGER NOT NULL,
     PRIMARY KEY (endpoint_id, event)
 );
 
