@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ws bench-scaleout clean
+.PHONY: run test lint bench bench-ws bench-scaleout bench-webhooks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench-ws: $(STAMP)
 # BENCH_SCALEOUT_ARGS=--quick for a smoke test). Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379.
 bench-scaleout: $(STAMP)
 	$(BIN)/python bench/scaleout.py $(BENCH_SCALEOUT_ARGS)
+
+# Webhook delivery latency, throughput over 10 endpoints, a dead endpoint beside a healthy one, 10,000 queued
+# deliveries drained after a restart, and alert -> order (a few minutes; BENCH_WEBHOOKS_ARGS=--quick for a smoke test).
+bench-webhooks: $(STAMP)
+	$(BIN)/python bench/webhooks.py $(BENCH_WEBHOOKS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
