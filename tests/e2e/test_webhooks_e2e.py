@@ -266,7 +266,7 @@ def test_a_500_is_retried_and_retry_after_is_honoured(trader: Trader, receiver: 
     http = trader.http
     receiver.answer("/flaky", Reply(500, b"oops"), Reply(503, headers={"Retry-After": "1"}))
     endpoint, secret = create_endpoint(http, leaks, receiver.url("/flaky"))
-    test = ok(http.post(f"/v1/webhooks/{endpoint['id']}/test"))
+    test = ok(http.post(f"/v1/webhooks/{endpoint['id']}/test"), 202)["delivery"]
     assert test["event"] == "webhook.test" and test["endpoint_id"] == endpoint["id"]
     first, second, third = receiver.wait_count(3, path="/flaky")
     assert first.body == second.body == third.body and first.webhook_id == third.webhook_id == test["event_id"]
@@ -280,6 +280,13 @@ def test_a_500_is_retried_and_retry_after_is_honoured(trader: Trader, receiver: 
     assert done["id"] == test["id"] and done["attempts"] == 3
     assert [a["status_code"] for a in done["log"]] == [500, 503, 200]
     assert done["log"][0]["response"] == "oops"
+    # Redelivered by hand: the same delivery (and event) is sent once more, and its log grows by that attempt.
+    (again,) = ok(http.post(f"/v1/webhooks/events/{done['id']}/redeliver"), 202)["deliveries"]
+    assert again["id"] == done["id"]
+    fourth = receiver.wait_count(4, path="/flaky")[3]
+    assert fourth.webhook_id == test["event_id"] and fourth.body == first.body
+    (redone,) = poll(lambda: deliveries(http, endpoint["id"]), lambda ds: ds and ds[0]["attempts"] == 4)
+    assert redone["status"] == "succeeded" and [a["status_code"] for a in redone["log"]] == [500, 503, 200, 200]
 
 
 def test_a_410_disables_the_endpoint_and_says_so_on_the_events_channel(
@@ -290,7 +297,7 @@ def test_a_410_disables_the_endpoint_and_says_so_on_the_events_channel(
     endpoint, _ = create_endpoint(http, leaks, receiver.url("/gone"))
     with connect(ws_url(server, http), open_timeout=10) as ws:
         ws.send(orjson.dumps({"op": "subscribe", "channel": "events", "id": 1}).decode())
-        ok(http.post(f"/v1/webhooks/{endpoint['id']}/test"))
+        ok(http.post(f"/v1/webhooks/{endpoint['id']}/test"), 202)
         receiver.wait_count(1, path="/gone")
         deadline = time.monotonic() + 30
         while True:
@@ -325,19 +332,19 @@ def test_a_dead_endpoint_does_not_hold_back_a_healthy_one(trader: Trader, receiv
     lags = [r.at - sent_at(r.json()) for r in healthy]
     assert max(lags) < TIMEOUT_S, lags
     assert len({r.webhook_id for r in healthy}) == count
-    assert http.delete(f"/v1/webhooks/{dead_endpoint['id']}").status_code in (200, 204)
+    assert ok(http.delete(f"/v1/webhooks/{dead_endpoint['id']}"))["deleted"] is True
 
 
 def test_a_redirect_is_not_followed(trader: Trader, receiver: Receiver, leaks: LeakCheck) -> None:
     http = trader.http
     receiver.answer("/moved", then=Reply(302, headers={"Location": receiver.url("/target")}))
     endpoint, _ = create_endpoint(http, leaks, receiver.url("/moved"))
-    ok(http.post(f"/v1/webhooks/{endpoint['id']}/test"))
+    ok(http.post(f"/v1/webhooks/{endpoint['id']}/test"), 202)
     (delivery,) = poll(lambda: deliveries(http, endpoint["id"]), lambda ds: ds and ds[0]["attempts"] >= 2)
     assert receiver.requests("/target") == []
     assert delivery["status"] == "pending" and delivery["last_status_code"] == 302
     assert [a["status_code"] for a in delivery["log"][:2]] == [302, 302]
-    assert http.delete(f"/v1/webhooks/{endpoint['id']}").status_code in (200, 204)
+    assert ok(http.delete(f"/v1/webhooks/{endpoint['id']}"))["deleted"] is True
 
 
 def test_unknown_events_and_urls_not_allowed_are_refused(trader: Trader, receiver: Receiver) -> None:
@@ -377,4 +384,4 @@ def test_without_allowed_hosts_https_and_a_public_address_are_required(tmp_path:
         assert ok(http.get("/v1/webhooks"))["total"] == 0
         public, _ = create_endpoint(http, leaks, "https://93.184.215.14/hook")  # a public address literal: no DNS
         assert ok(http.get("/v1/webhooks"))["webhooks"] == [public]
-        assert http.delete(f"/v1/webhooks/{public['id']}").status_code in (200, 204)
+        assert ok(http.delete(f"/v1/webhooks/{public['id']}"))["deleted"] is True
