@@ -400,3 +400,33 @@ def test_the_webhooks_bench_runs_in_its_quick_form() -> None:
         assert name in rows, done.stdout
     (drain,) = [line for line in done.stdout.splitlines() if "drain after a restart" in line]
     assert "0 sent twice" in drain, drain
+
+
+def test_an_endpoint_failing_past_the_give_up_window_is_disabled(tmp_path: Path, leaks: LeakCheck) -> None:
+    with receiving() as receiver:
+        receiver.down()
+        with run_server(tmp_path / "data", {**ENV, "RT_WEBHOOK_GIVE_UP": "2s"}) as server:
+            leaks.watch(server)
+            with server.client(server.key) as http, connect(ws_url(server, http), open_timeout=10) as ws:
+                ws.send(orjson.dumps({"op": "subscribe", "channel": "events", "id": 1}).decode())
+                endpoint, _ = create_endpoint(http, leaks, receiver.url(), ("position.opened",))
+                ok(http.post("/v1/positions", json=LONG), 201)
+                shown = poll(lambda: ok(http.get(f"/v1/webhooks/{endpoint['id']}")), lambda e: e["failing_since"])
+                assert shown["status"] == "enabled"
+                disabled = poll(
+                    lambda: ok(http.get(f"/v1/webhooks/{endpoint['id']}")), lambda e: e["status"] == "disabled"
+                )
+                deadline = time.monotonic() + 30
+                while True:
+                    message = orjson.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+                    if message.get("type") == "event" and message["event"] == "webhook.endpoint_disabled":
+                        break
+                (delivery,) = deliveries(http, endpoint["id"])
+    assert disabled["disabled_reason"] == message["data"]["reason"] and "failing since" in disabled["disabled_reason"]
+    assert message["data"]["endpoint_id"] == endpoint["id"]
+    failing_for = datetime.fromisoformat(delivery["log"][-1]["at"].replace("Z", "+00:00")) - datetime.fromisoformat(
+        shown["failing_since"].replace("Z", "+00:00")
+    )
+    assert failing_for >= timedelta(seconds=1.9), "disabled before the give-up window ended"
+    assert delivery["status"] == "failed" and delivery["attempts"] >= 3
+    assert all(a["status_code"] is None for a in delivery["log"])
