@@ -22,6 +22,7 @@ import pytest
 import standardwebhooks
 from websockets.sync.client import connect
 
+import rt.client
 from tests.e2e.checks import LeakCheck
 from tests.e2e.receiver import HANG, Receiver, Reply, Request, receiving
 from tests.e2e.server import Server, run_server
@@ -221,6 +222,14 @@ def test_after_rotation_each_delivery_carries_both_secrets(
     assert len(request.headers["webhook-signature"].split(" ")) == 2
     # A receiver that holds only the old secret verifies, and so does one that holds only the new.
     assert verify(request, old) == verify(request, new) == request.json()
+    # So does the SDK's helper, under either secret, with either scheme's headers alone.
+    rt_only = {k: v for k, v in request.headers.items() if not k.startswith("webhook-")}
+    standard_only = {k: v for k, v in request.headers.items() if k != "x-rt-signature"}
+    for secret in (old, new):
+        for headers in (rt_only, standard_only):
+            assert rt.client.verify(request.body, headers, secret) == request.json()
+    with pytest.raises(rt.client.WebhookVerificationError):
+        rt.client.verify(request.body + b" ", request.headers, new)
     with pytest.raises(standardwebhooks.WebhookVerificationError):
         standardwebhooks.Webhook("whsec_" + "A" * 43 + "=").verify(request.body, request.headers)
 
