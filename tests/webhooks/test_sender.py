@@ -37,6 +37,7 @@ class Receiver:
     connections: int = 0
     seen: list[Seen] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)  # set at teardown: /slow gives up
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a request was read
     handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
@@ -57,6 +58,7 @@ class Receiver:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             path = line.split(" ")[1]
             self.seen.append(Seen(path, headers, body))
+            self.arrived.set()
             if path == "/slow":
                 await self.release.wait()
                 return
@@ -239,8 +241,7 @@ async def test_proxies_from_the_environment_are_not_used(receiver: Receiver, mon
 async def test_cancelling_a_send_cancels_it(sender: Sender, receiver: Receiver) -> None:
     task = asyncio.create_task(sender.send(receiver.url("/slow"), BODY, HEADERS))
     async with asyncio.timeout(5):
-        while not receiver.seen:
-            await asyncio.sleep(0.01)
+        await receiver.arrived.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -21,7 +21,9 @@ TS_US = 1796158800_123456
 
 
 def event(name: str = "order.filled", **data: object) -> Event:
-    return Event(account_id="acct_1", event=name, data=data or {"id": "ord_1", "price": 101.5}, id="evt_abc", ts_us=TS_US)
+    return Event(
+        account_id="acct_1", event=name, data=data or {"id": "ord_1", "price": 101.5}, id="evt_abc", ts_us=TS_US
+    )
 
 
 def now_ms() -> int:
