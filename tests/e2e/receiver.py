@@ -196,7 +196,7 @@ class Receiver:
 
 
 async def _chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readline()).split(b";", 1)[0], 16)
         if size == 0:

@@ -152,8 +152,8 @@ def test_trading_events_arrive_with_both_signatures(
     ok(http.put("/v1/risk/envelope", json={**envelope, **GENEROUS, "max_concurrent_positions": 5}))
     opened = [ok(http.post("/v1/positions", json=LONG), 201)["position"] for _ in range(4)]  # 4 of 5: 80%
     ok(http.post(f"/v1/positions/{opened[0]['id']}/close"))
-    grid = {"type": "grid", "symbol": "BTC/USDT", "name": "g"}
-    grid["config"] = {"grid_levels": 5, "price_range": [40000, 48000], "quantity_per_level": "0.001"}
+    config = {"grid_levels": 5, "price_range": [40000, 48000], "quantity_per_level": "0.001"}
+    grid = {"type": "grid", "symbol": "BTC/USDT", "name": "g", "config": config}
     strategy = ok(http.post("/v1/strategies", json=grid), 201)["strategy"]
     ok(http.post(f"/v1/strategies/{strategy['id']}/stop"))
     ok(http.post(f"/v1/strategies/{strategy['id']}/start"))
