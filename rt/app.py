@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, strategies, system, ws
+from rt.api.alerts import OPERATIONS as ALERT_OPERATIONS
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
 from rt.api.routing import Operation, routes
@@ -30,6 +31,7 @@ OPERATIONS: list[Operation] = [
     *strategies.OPERATIONS,
     *risk.OPERATIONS,
     *keys.OPERATIONS,
+    *ALERT_OPERATIONS,
     *ws.OPERATIONS,
 ]
 

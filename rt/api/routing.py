@@ -43,6 +43,7 @@ class Call:
     body: Any
     query: Any
     ip: str
+    data: Any = None  # the body as JSON, for a route that reads it itself (no body model)
 
     @property
     def caller(self) -> Principal:
@@ -165,7 +166,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
             body = parse_body(op.body, data) if op.body else None
             query = parse_query(op.query, request) if op.query else None
             principal = verdict.principal if verdict is not None else None
-            call = Call(request, runtime, principal, body, query, ip)
+            call = Call(request, runtime, principal, body, query, ip, data)
             key = _idempotency_key(op, request, body) if op.idempotent else None
             if key is not None and principal is not None:
                 print_ = fingerprint(op.command or f"{op.method} {op.path}", _params(request, data))
