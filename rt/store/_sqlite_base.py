@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import aiosqlite
@@ -20,7 +20,13 @@ class Connections:
     @asynccontextmanager
     async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
         async with self._write:
-            await self._db.execute(begin)
+            try:
+                await self._db.execute(begin)
+            except asyncio.CancelledError:
+                # aiosqlite runs the statement in its thread even when the await is cancelled: end what it began.
+                with suppress(aiosqlite.Error):
+                    await self._db.execute("ROLLBACK")
+                raise
             try:
                 yield
                 with metrics.COMMIT_SECONDS.time():
