@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
-from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, strategies, system, ws
+from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, strategies, system, webhooks, ws
 from rt.api.alerts import OPERATIONS as ALERT_OPERATIONS
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
@@ -32,6 +32,7 @@ OPERATIONS: list[Operation] = [
     *risk.OPERATIONS,
     *keys.OPERATIONS,
     *ALERT_OPERATIONS,
+    *webhooks.OPERATIONS,
     *ws.OPERATIONS,
 ]
 

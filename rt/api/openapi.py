@@ -35,6 +35,8 @@ STATUS_OF: dict[str, int] = {
     "IP_LOCKED_OUT": 429,
     "BAD_REQUEST": 400,
     "EXCHANGE_UNAVAILABLE": 503,
+    "WEBHOOK_URL_NOT_ALLOWED": 400,
+    "WEBHOOK_LIMIT_REACHED": 409,
 }
 
 _REF = "#/components/schemas/{model}"
