@@ -582,8 +582,8 @@ def _with_secret(endpoint: WebhookEndpoint, secret: str, as_json: bool) -> None:
     click.echo(f"url:         {endpoint.url}")
     click.echo(f"events:      {','.join(endpoint.events)}")
     click.echo(f"secret:      {secret}")
-    if shown.get("previous_secret_expires_at"):
-        click.echo(f"the previous secret signs too until {_when(shown['previous_secret_expires_at'])}")
+    if shown["previous_secret_expires_at"]:
+        click.echo(f"previous:    signs too until {shown['previous_secret_expires_at']}")
     click.echo("Store the secret now: it is not shown again.", err=True)
 
 
@@ -718,8 +718,12 @@ def webhooks_log(
 
     async def newest(rt: Runtime) -> list[WebhookDelivery]:
         found: list[WebhookDelivery] = []
-        for owner in await _accounts(rt, account):
-            page, _ = await rt.webhooks.deliveries(owner.id, endpoint_id, event, status, event_id, limit, 0)
+        if endpoint_id is not None:
+            owners = [(await _endpoint(rt, endpoint_id, account)).account_id]
+        else:
+            owners = [owner.id for owner in await _accounts(rt, account)]
+        for owner_id in owners:
+            page, _ = await rt.webhooks.deliveries(owner_id, endpoint_id, event, status, event_id, limit, 0)
             found.extend(page)
         found.sort(key=lambda d: d.created_at, reverse=True)
         return found[:limit]
