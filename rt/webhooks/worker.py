@@ -73,7 +73,9 @@ class Worker:
         self._wakeup = asyncio.Event()
         self._sending: dict[asyncio.Task[None], str] = {}  # each delivery's task -> its endpoint
         self._tasks: set[asyncio.Task[Any]] = set()  # the loop's helpers: the bus listener
+        self._posting: set[asyncio.Task[Any]] = set()  # the delivery tasks waiting on a receiver right now
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._backlog_at = float("-inf")
         self._failing = False
 
@@ -91,7 +93,7 @@ class Worker:
         self._tasks.add(listener)
         listener.add_done_callback(self._tasks.discard)
         try:
-            while True:
+            while not self._stopping:
                 self._wakeup.clear()
                 try:
                     await self._round()
@@ -104,6 +106,8 @@ class Worker:
                     if self._failing:
                         log.info("webhook claims work again")
                     self._failing = False
+                if self._stopping:
+                    break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), POLL_S)
         finally:
@@ -111,12 +115,19 @@ class Worker:
             await asyncio.gather(listener, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop the loop and every send under way, then hand this instance's claims back: they are due at once."""
+        """Stop the loop and every send under way, then hand this instance's claims back: they are due at once.
+
+        Only the waits on receivers are cancelled; a store call under way ends first, so the store is never closed
+        under one."""
+        self._stopping = True
+        self.wake()
         loop_task = self._loop_task
         if loop_task is not None and loop_task is not asyncio.current_task() and not loop_task.done():
-            loop_task.cancel()
-            await asyncio.wait([loop_task])
-        for task in [*self._sending, *self._tasks]:
+            done, _ = await asyncio.wait([loop_task], timeout=self._lease_s)
+            if not done:
+                loop_task.cancel()
+                await asyncio.wait([loop_task])
+        for task in [*self._posting, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._sending, *self._tasks, return_exceptions=True)
         try:
@@ -180,7 +191,15 @@ class Worker:
         secrets = [self._box.open(s.sealed) for s in endpoint.secrets if s.valid_at(started)]
         body = signing.body_of(event)
         headers = signing.headers(body, event.id, secrets, started_us // 1000)
-        answer = await self._sender.send(endpoint.url, body, headers)
+        if self._stopping:
+            return  # claimed as the stop began: released with the rest
+        task = asyncio.current_task()
+        assert task is not None
+        self._posting.add(task)
+        try:
+            answer = await self._sender.send(endpoint.url, body, headers)
+        finally:
+            self._posting.discard(task)
         now_us = self._clock()
         attempts = delivery.attempts + 1
         first_us = _us(delivery.log[0].at) if delivery.log else started_us

@@ -4,6 +4,8 @@ running; and a receiver on 127.0.0.1 (the allowed host, so http is fine)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,12 +23,12 @@ from rt.exchanges.feed import MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
 from rt.records.events import Event
-from rt.records.webhooks import WebhookDelivery
+from rt.records.webhooks import DeliveryStatus, WebhookDelivery
 from rt.store import Store, open_store
 from rt.webhooks.manage import WebhookManager
 from tests.conftest import need_postgres
 from tests.pg import database
-from tests.webhooks.hooks import Hooks
+from tests.webhooks.hooks import Hooks, Request
 
 # Short waits so retries happen within a test; the receiver's host is allowed.
 SETTINGS = Settings(
@@ -101,6 +103,18 @@ class Instance:
             while not ready(found := await self.deliveries(**filters)):  # noqa: ASYNC110 - the log is in the store
                 await asyncio.sleep(0.02)
         return found
+
+
+def rt_signature_valid(request: Request, secret: str) -> bool:
+    """X-RT-Signature: t=<ms>,v1=<hex hmac of "<t>.<body>"> with the whole secret as the key."""
+    parts = [p.split("=", 1) for p in request.headers["x-rt-signature"].split(",")]
+    t = next(v for k, v in parts if k == "t")
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + request.body, hashlib.sha256).hexdigest()
+    return any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts)
+
+
+def all_in(*wanted: DeliveryStatus) -> Any:
+    return lambda found: bool(found) and all(d.status in wanted for d in found)
 
 
 Opener = Callable[..., Awaitable[Instance]]

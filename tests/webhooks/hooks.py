@@ -50,6 +50,8 @@ class Hooks:
         self._changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = asyncio.Event()
         self.port = 0
 
     async def __aenter__(self) -> Hooks:
@@ -60,8 +62,11 @@ class Hooks:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
+        # Handlers end on their own (a cancelled one is reported by asyncio's stream callback): closed connections
+        # end their reads, and a hanging reply is let go.
+        self._stopping.set()
+        for writer in list(self._writers):
+            writer.close()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
@@ -91,6 +96,7 @@ class Hooks:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self._writers.add(writer)
         try:
             while True:
                 line = await reader.readline()
@@ -107,7 +113,8 @@ class Hooks:
                     self.requests.append(Request(target, headers, body, time.monotonic()))
                     self._changed.notify_all()
                 if reply.hang:
-                    await asyncio.Event().wait()
+                    await self._stopping.wait()
+                    return
                 head = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}"]
                 head += [f"{k}: {v}" for k, v in {"Content-Length": str(len(reply.body)), **reply.headers}.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + reply.body)
@@ -116,6 +123,7 @@ class Hooks:
             return
         finally:
             self._handlers.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

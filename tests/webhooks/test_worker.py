@@ -4,8 +4,6 @@ endpoint beside a live one, a graceful stop that loses nothing, and two instance
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -13,26 +11,14 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from rt.auth.vault import Box
-from rt.records.webhooks import DeliveryAttempt, DeliveryStatus, WebhookDelivery
+from rt.records.webhooks import DeliveryAttempt, WebhookDelivery
 from rt.webhooks.manage import WebhookManager
-from tests.webhooks.conftest import KEY, SETTINGS, Opener
-from tests.webhooks.hooks import HANG, Hooks, Reply, Request
-
-
-def rt_signature_valid(request: Request, secret: str) -> bool:
-    """X-RT-Signature: t=<ms>,v1=<hex hmac of "<t>.<body>"> with the whole secret as the key."""
-    parts = [p.split("=", 1) for p in request.headers["x-rt-signature"].split(",")]
-    t = next(v for k, v in parts if k == "t")
-    expected = hmac.new(secret.encode(), f"{t}.".encode() + request.body, hashlib.sha256).hexdigest()
-    return any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts)
+from tests.webhooks.conftest import KEY, SETTINGS, Opener, all_in, rt_signature_valid
+from tests.webhooks.hooks import HANG, Hooks, Reply
 
 
 def statuses(delivery: WebhookDelivery) -> list[int | None]:
     return [a.status_code for a in delivery.log]
-
-
-def all_in(*wanted: DeliveryStatus) -> Any:
-    return lambda found: bool(found) and all(d.status in wanted for d in found)
 
 
 async def test_an_event_the_engine_stores_reaches_the_receiver_signed_both_ways(
