@@ -233,9 +233,9 @@ OPERATIONS = [
         body=WebhookCreate,
         response=WebhookIssued,
         status=201,
-        errors=(*_errors.WRITE, "WEBHOOK_URL_NOT_ALLOWED", "WEBHOOK_LIMIT_REACHED", "IDEMPOTENCY_CONFLICT"),
-        idempotent=True,
-        description="At most 20 endpoints per account. The URL must be https and resolve to public addresses only, "
+        errors=(*_errors.WRITE, "WEBHOOK_URL_NOT_ALLOWED", "WEBHOOK_LIMIT_REACHED"),
+        description="Not idempotent, as creating an API key is not: a stored answer would keep the secret in the "
+        "clear. At most 20 endpoints per account. The URL must be https and resolve to public addresses only, "
         "unless its host is in RT_WEBHOOK_ALLOW_HOSTS.",
     ),
     Operation(
@@ -267,9 +267,9 @@ OPERATIONS = [
         _TAG,
         scopes.WEBHOOKS_MANAGE,
         response=WebhookIssued,
-        errors=_WRITE,
-        idempotent=True,
-        description="Returns the new secret once. The previous one keeps signing for 7 days: each delivery "
+        errors=(*_errors.WRITE, "NOT_FOUND"),
+        description="Not idempotent, as creating an API key is not: a stored answer would keep the secret in the "
+        "clear. Returns the new secret once. The previous one keeps signing for 7 days: each delivery "
         "carries a signature by each.",
     ),
     Operation(

@@ -222,13 +222,12 @@ class Client:
 
     # webhooks (docs/webhooks.md)
 
-    async def create_webhook(
-        self, url: str, events: Sequence[str] = ("*",), description: str = "", *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+    async def create_webhook(self, url: str, events: Sequence[str] = ("*",), description: str = "") -> dict[str, Any]:
         """A new endpoint, with its `secret` (`whsec_…`): the only answer that shows it; keep it to verify deliveries
-        (rt.client.webhooks.verify)."""
+        (rt.client.webhooks.verify). Not retried elsewhere once it may have left: the server keeps no copy of the
+        answer (it holds the secret), so list the endpoints to find one a lost answer made."""
         body = {"url": url, "events": list(events), "description": description}
-        return dict(await self._write("POST", "/v1/webhooks", json=body, idempotency_key=idempotency_key))
+        return dict(await self.request("POST", "/v1/webhooks", json=body))
 
     async def webhooks(self, *, limit: int | None = None, page: int | None = None) -> list[dict[str, Any]]:
         answer = await self.request("GET", "/v1/webhooks", params={"limit": limit, "page": page})
@@ -240,10 +239,10 @@ class Client:
     async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
         return dict(await self.request("DELETE", f"/v1/webhooks/{quote(webhook_id, safe='')}"))
 
-    async def rotate_webhook_secret(self, webhook_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
         """The endpoint with its new `secret`; the previous one keeps signing for 7 days."""
         path = f"/v1/webhooks/{quote(webhook_id, safe='')}/rotate-secret"
-        return dict(await self._write("POST", path, idempotency_key=idempotency_key))
+        return dict(await self.request("POST", path))
 
     async def test_webhook(self, webhook_id: str) -> dict[str, Any]:
         """Queue a `webhook.test` event for the endpoint; returns its delivery."""

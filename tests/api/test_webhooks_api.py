@@ -166,17 +166,22 @@ async def test_rotation_answers_a_new_secret_and_when_the_old_one_stops(tmp_path
         assert "secret" not in shown and shown["previous_secret_expires_at"] == rotated["previous_secret_expires_at"]
 
 
-async def test_an_idempotent_create_makes_one_endpoint(tmp_path: Path) -> None:
+def _every_byte_under(root: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in root.rglob("*") if path.is_file())
+
+
+async def test_no_secret_is_kept_in_the_clear_not_even_for_a_replay(tmp_path: Path) -> None:
     async with desk(tmp_path) as d:
-        body = {"url": PUBLIC, "events": ["*"]}
         headers = {"Idempotency-Key": "make-hook-1"}
-        first = await d.http.post("/v1/webhooks", json=body, headers=headers)
-        again = await d.http.post("/v1/webhooks", json=body, headers=headers)
+        first = await d.http.post("/v1/webhooks", json={"url": PUBLIC, "events": ["*"]}, headers=headers)
+        again = await d.http.post("/v1/webhooks", json={"url": PUBLIC, "events": ["*"]}, headers=headers)
         assert first.status_code == again.status_code == 201
-        assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
-        assert (await d.http.get("/v1/webhooks")).json()["total"] == 1
-        other = await d.http.post("/v1/webhooks", json={**body, "description": "x"}, headers=headers)
-        assert other.status_code == 409 and other.json()["code"] == "IDEMPOTENCY_CONFLICT"
+        assert "idempotent-replayed" not in again.headers and again.json()["id"] != first.json()["id"]
+        rotated = await d.http.post(f"/v1/webhooks/{first.json()['id']}/rotate-secret", headers=headers)
+        assert rotated.status_code == 200
+        secrets = [first.json()["secret"], again.json()["secret"], rotated.json()["secret"]]
+    stored = _every_byte_under(tmp_path)
+    assert stored and not any(secret.encode() in stored for secret in secrets)
 
 
 async def test_delete_answers_the_id_and_the_endpoint_is_gone(tmp_path: Path) -> None:
