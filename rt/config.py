@@ -147,7 +147,7 @@ OPTIONS: tuple[Option, ...] = (
         "RT_WEBHOOK_GIVE_UP",
         "3d",
         str,
-        "A delivery failing this long after its first attempt fails for good; an endpoint failing this long is disabled.",
+        "A delivery failing this long after its event fails for good; an endpoint failing this long is disabled.",
     ),
     Option("webhook_concurrency", "RT_WEBHOOK_CONCURRENCY", 4, int, "Deliveries in flight per endpoint per instance."),
     Option(

@@ -39,7 +39,7 @@ EVENTS: dict[str, str] = {
     "account.updated": "the account summary after a fill",
     "alert.executed": "an inbound alert became an order (or closed positions)",
     "alert.rejected": "an inbound alert was refused: its hook's limits, Cerberus or the trading state",
-    "webhook.endpoint_disabled": "a webhook endpoint was disabled: it answered 410 or failed longer than the retry window",
+    "webhook.endpoint_disabled": "a webhook endpoint was disabled: it answered 410, or failed past the retry window",
 }
 
 

@@ -1,4 +1,4 @@
-"""Webhook endpoints, their secrets, and the deliveries of events to them with every attempt: records the store keeps."""
+"""Webhook endpoints, their secrets, and the deliveries of events to them with each attempt: records the store keeps."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
@@ -190,9 +190,7 @@ class Webhooks(Protocol):
 
     async def create_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
     async def get_endpoint(self, account_id: str, endpoint_id: str) -> WebhookEndpoint | None: ...
-    async def list_endpoints(
-        self, account_id: str, limit: int, offset: int
-    ) -> tuple[list[WebhookEndpoint], int]: ...
+    async def list_endpoints(self, account_id: str, limit: int, offset: int) -> tuple[list[WebhookEndpoint], int]: ...
     async def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
         """Store the endpoint's url, events, description, secrets, status, disabled_reason and failing_since."""
 
@@ -204,11 +202,18 @@ class Webhooks(Protocol):
         transaction (POST /v1/webhooks/{id}/test)."""
 
     async def claim_deliveries(
-        self, instance: str, now_us: int, lease_us: int, limit: int, per_endpoint: int, busy: Sequence[str] = ()
+        self,
+        instance: str,
+        now_us: int,
+        lease_us: int,
+        limit: int,
+        per_endpoint: int,
+        busy: Mapping[str, int] | None = None,
     ) -> list[Claimed]:
-        """Claim up to `limit` pending deliveries due by `now_us` whose endpoint is enabled and not in `busy`, at most
-        `per_endpoint` per endpoint, oldest due first, until now_us + lease_us. A delivery claimed (and not yet
-        finished or expired) by one instance is never claimed by another: PostgreSQL skips locked rows."""
+        """Claim up to `limit` pending deliveries due by `now_us` whose endpoint is enabled, at most `per_endpoint` per
+        endpoint less what `busy` says this instance has in flight to it (endpoint id -> count), oldest due first,
+        until now_us + lease_us. A delivery claimed (and not yet finished or expired) by one instance is never claimed
+        by another: PostgreSQL skips locked rows."""
 
     async def finish_attempt(
         self,
@@ -275,7 +280,18 @@ class AlertHooks(Protocol):
 
 
 class Store(
-    Lifecycle, Accounts, Keys, Audit, UsageCounts, Trading, Strategies, VenueRecords, Meta, Webhooks, AlertHooks, Protocol
+    Lifecycle,
+    Accounts,
+    Keys,
+    Audit,
+    UsageCounts,
+    Trading,
+    Strategies,
+    VenueRecords,
+    Meta,
+    Webhooks,
+    AlertHooks,
+    Protocol,
 ):
     """Everything rt keeps: what each twin implements and open_store returns. A part of rt that needs only some of it
     takes the narrowest of the protocols above."""

@@ -3,7 +3,7 @@ and attempts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rt.records.events import Event
@@ -17,6 +17,7 @@ from rt.store._rows import (
     DELIVERY_COLUMNS,
     ENDPOINT_COLUMNS,
     ERROR_CHARS,
+    at_cap,
     attempt_row,
     capped,
     deliveries_of,
@@ -182,13 +183,20 @@ class WebhookTables(Connections, Webhooks):
         return delivery
 
     async def claim_deliveries(
-        self, instance: str, now_us: int, lease_us: int, limit: int, per_endpoint: int, busy: Sequence[str] = ()
+        self,
+        instance: str,
+        now_us: int,
+        lease_us: int,
+        limit: int,
+        per_endpoint: int,
+        busy: Mapping[str, int] | None = None,
     ) -> list[Claimed]:
         if limit <= 0 or per_endpoint <= 0:
             return []
+        full = at_cap(busy, per_endpoint)
         async with self._transaction() as conn:
-            candidates = await conn.fetch(_CANDIDATES, now_us, list(busy), limit * 4)
-            chosen = capped([(row[0], row[1]) for row in candidates], limit, per_endpoint)
+            candidates = await conn.fetch(_CANDIDATES, now_us, full, limit * 4)
+            chosen = capped([(row[0], row[1]) for row in candidates], limit, per_endpoint, busy)
             if not chosen:
                 return []
             await conn.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, overload
@@ -344,10 +344,12 @@ def attempt_row(delivery: str, n: int, attempt: DeliveryAttempt) -> tuple[Any, .
     )
 
 
-def capped(candidates: Sequence[Any], limit: int, per_endpoint: int) -> list[str]:
+def capped(
+    candidates: Sequence[Any], limit: int, per_endpoint: int, busy: Mapping[str, int] | None = None
+) -> list[str]:
     """Of (delivery id, endpoint id) rows, oldest due first: the ids to claim, at most `per_endpoint` of one endpoint
-    and `limit` in all."""
-    taken: dict[str, int] = {}
+    (counting the `busy` ones in flight already) and `limit` in all."""
+    taken: dict[str, int] = dict(busy or {})
     chosen: list[str] = []
     for delivery, endpoint in candidates:
         if len(chosen) == limit:
@@ -365,3 +367,8 @@ def next_attempt(status: str, next_attempt_us: int | None) -> int | None:
     if next_attempt_us is None:
         raise ValueError("a pending delivery needs its next attempt's time")
     return next_attempt_us
+
+
+def at_cap(busy: Mapping[str, int] | None, per_endpoint: int) -> list[str]:
+    """The endpoints this instance has `per_endpoint` deliveries in flight to: none more of theirs is claimed."""
+    return sorted(endpoint for endpoint, count in (busy or {}).items() if count >= per_endpoint)

@@ -3,7 +3,7 @@ and attempts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rt.records.events import Event
@@ -16,6 +16,7 @@ from rt.store._rows import (
     DELIVERY_COLUMNS,
     ENDPOINT_COLUMNS,
     ERROR_CHARS,
+    at_cap,
     attempt_row,
     capped,
     deliveries_of,
@@ -164,18 +165,25 @@ class WebhookTables(Connections, Webhooks):
         return delivery
 
     async def claim_deliveries(
-        self, instance: str, now_us: int, lease_us: int, limit: int, per_endpoint: int, busy: Sequence[str] = ()
+        self,
+        instance: str,
+        now_us: int,
+        lease_us: int,
+        limit: int,
+        per_endpoint: int,
+        busy: Mapping[str, int] | None = None,
     ) -> list[Claimed]:
         if limit <= 0 or per_endpoint <= 0:
             return []
-        skip = f" AND d.endpoint_id NOT IN ({_marks(busy)})" if busy else ""
+        full = at_cap(busy, per_endpoint)
+        skip = f" AND d.endpoint_id NOT IN ({_marks(full)})" if full else ""
         async with self._transaction():
             candidates = await self._db.execute_fetchall(
                 "SELECT d.id, d.endpoint_id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
                 f"WHERE {_DUE}{skip} ORDER BY d.next_attempt_us, d.id LIMIT ?",
-                (now_us, now_us, *busy, limit * 4),
+                (now_us, now_us, *full, limit * 4),
             )
-            chosen = capped(list(candidates), limit, per_endpoint)
+            chosen = capped(list(candidates), limit, per_endpoint, busy)
             if not chosen:
                 return []
             await self._db.execute(

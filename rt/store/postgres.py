@@ -18,8 +18,8 @@ import asyncpg
 from rt.records.accounts import Account, ApiKey, AuditEntry, Usage, UsageDelta
 from rt.records.ids import new_id
 from rt.store import AccountExists, KeyLimitReached, Store
-from rt.store._pg_base import status_count
 from rt.store._pg_alerts import AlertTables
+from rt.store._pg_base import status_count
 from rt.store._pg_meta import MetaTable
 from rt.store._pg_strategies import StrategyTables
 from rt.store._pg_trading import TradingTables

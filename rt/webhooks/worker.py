@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -150,19 +151,22 @@ class Worker:
 
     async def _round(self) -> None:
         await self._refresh_backlog()
-        room = CLAIM_LIMIT - len(self._sending)
-        if room <= 0:
-            return
-        # An endpoint with sends under way gets no more until they end, so this process never has more than
-        # `concurrency` in flight to one endpoint, and a slow or dead one holds only its own slots.
-        busy = sorted(set(self._sending.values()))
-        claimed = await self._store.claim_deliveries(
-            self._instance, self._clock(), self._lease_us, room, self._concurrency, busy
-        )
-        for item in claimed:
-            task = asyncio.create_task(self._deliver(item), name=f"webhook-{item.delivery.id}")
-            self._sending[task] = item.endpoint.id
-            task.add_done_callback(self._sent)
+        # Each endpoint gets at most `concurrency` sends in flight from this process, so a slow or dead one holds only
+        # its own slots. Claims repeat while they bring work: the endpoints one claim filled are left out of the next,
+        # so the oldest rows of one endpoint's backlog never keep another's out of a round.
+        while not self._stopping:
+            room = CLAIM_LIMIT - len(self._sending)
+            if room <= 0:
+                return
+            claimed = await self._store.claim_deliveries(
+                self._instance, self._clock(), self._lease_us, room, self._concurrency, Counter(self._sending.values())
+            )
+            for item in claimed:
+                task = asyncio.create_task(self._deliver(item), name=f"webhook-{item.delivery.id}")
+                self._sending[task] = item.endpoint.id
+                task.add_done_callback(self._sent)
+            if not claimed:
+                return
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.pop(task, None)
@@ -202,7 +206,8 @@ class Worker:
             self._posting.discard(task)
         now_us = self._clock()
         attempts = delivery.attempts + 1
-        first_us = _us(delivery.log[0].at) if delivery.log else started_us
+        # The give-up window counts from the event: a claim carries no attempts.
+        first_us = _us(delivery.created_at)
         status, next_us = self._next(answer, attempts, first_us, now_us)
         attempt = DeliveryAttempt(
             at=started,

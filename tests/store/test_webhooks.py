@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import aiosqlite
@@ -55,7 +55,7 @@ async def claim(
     instance: str = "i1",
     limit: int = 64,
     per_endpoint: int = 64,
-    busy: Sequence[str] = (),
+    busy: Mapping[str, int] | None = None,
 ) -> list[Claimed]:
     return await store.claim_deliveries(instance, now_us, LEASE_US, limit, per_endpoint, busy)
 
@@ -174,7 +174,7 @@ async def test_a_claim_takes_the_oldest_due_first_at_most_per_endpoint_and_none_
         for ep, name in ((one, "order.filled"), (two, "order.created"), (three, "order.canceled")):
             await emit(store, alpha, name, T0_US + i * 10 + (ep is two))
 
-    claimed = await claim(store, T0_US + SECOND, limit=64, per_endpoint=2, busy=[three.id])
+    claimed = await claim(store, T0_US + SECOND, limit=64, per_endpoint=2, busy={three.id: 2})
 
     assert [(c.endpoint.id, c.event.ts_us) for c in claimed] == [
         (one.id, T0_US),
@@ -183,6 +183,23 @@ async def test_a_claim_takes_the_oldest_due_first_at_most_per_endpoint_and_none_
         (two.id, T0_US + 11),
     ]
     assert len(await claim(store, T0_US + SECOND, limit=1)) == 1, "limit counts over every endpoint"
+
+
+async def test_an_endpoint_with_sends_in_flight_gets_only_the_rest_of_its_slots(store: Store) -> None:
+    alpha = await account(store)
+    one, two = [await made(store, alpha, [name]) for name in ("order.filled", "order.created")]
+    for i in range(4):
+        await emit(store, alpha, "order.filled", T0_US + i)
+        await emit(store, alpha, "order.created", T0_US + 10 + i)
+
+    claimed = await claim(store, T0_US + SECOND, limit=64, per_endpoint=3, busy={one.id: 2, two.id: 0})
+
+    assert [(c.endpoint.id, c.event.ts_us) for c in claimed] == [
+        (one.id, T0_US),
+        (two.id, T0_US + 10),
+        (two.id, T0_US + 11),
+        (two.id, T0_US + 12),
+    ]
 
 
 async def test_a_delivery_not_yet_due_is_not_claimed(store: Store) -> None:
