@@ -75,11 +75,12 @@ def _check_rt(body: bytes, header: str, secret: str, tolerance_s: int, now: floa
             stamp = value
         elif key == "v1":
             signatures.append(value)
-    if stamp is None or not stamp.isdigit():
+    if stamp is None or not _is_unix_time(stamp):
         raise WebhookVerificationError("X-RT-Signature has no timestamp")
     _check_time(int(stamp) / 1000, tolerance_s, now)
     expected = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, s.lower()) for s in signatures):
+    # Bytes, not str: compare_digest raises TypeError on a str with non-ASCII characters, which anyone can send.
+    if not any(hmac.compare_digest(expected.encode(), s.lower().encode()) for s in signatures):
         raise WebhookVerificationError("no signature matches the secret")
 
 
@@ -88,7 +89,7 @@ def _check_standard(body: bytes, headers: Mapping[str, str], secret: str, tolera
     stamp = headers.get("webhook-timestamp")
     if not message_id or not stamp:
         raise WebhookVerificationError("webhook-id or webhook-timestamp is missing")
-    if not stamp.isdigit():
+    if not _is_unix_time(stamp):
         raise WebhookVerificationError("webhook-timestamp is not a unix time")
     _check_time(int(stamp), tolerance_s, now)
     try:
@@ -107,6 +108,11 @@ def _check_standard(body: bytes, headers: Mapping[str, str], secret: str, tolera
         if hmac.compare_digest(expected, given):
             return
     raise WebhookVerificationError("no signature matches the secret")
+
+
+def _is_unix_time(stamp: str) -> bool:
+    # isdigit() alone accepts "²" and digits of other scripts, which int() refuses or reads.
+    return stamp.isascii() and stamp.isdigit() and len(stamp) <= 20
 
 
 def _check_time(at: float, tolerance_s: int, now: float) -> None:
