@@ -17,6 +17,7 @@ from rt.api.problems import request_id_of
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine.requests import Amount
+from rt.errors import INSUFFICIENT_SCOPE, Forbidden
 from rt.records.alerts import AlertEntry, AlertHook
 
 
@@ -129,6 +130,9 @@ def _desk(call: Call) -> AlertDesk:
 async def create_hook(call: Call) -> dict[str, Any]:
     body: HookCreate = call.body
     caller = call.caller
+    # A hook's alerts place orders on its passphrase alone: a key may not hand out trading it lacks.
+    if scopes.ORDERS_WRITE not in caller.scopes:
+        raise Forbidden(f"a hook places orders: the key needs {scopes.ORDERS_WRITE} too", code=INSUFFICIENT_SCOPE)
     hook, passphrase = await _desk(call).create(
         caller.account_id,
         max_quantity=body.max_quantity,
@@ -199,7 +203,8 @@ OPERATIONS = [
         response=HookIssued,
         status=201,
         errors=(*_MANAGE, "REQUEST_SIGNATURE_INVALID", "ALERT_HOOK_LIMIT_REACHED"),
-        description="At most 20 hooks per account. A hook made by an rt_test_ key trades on the paper venue only.",
+        description="At most 20 hooks per account. The key needs orders:write as well (403 otherwise). A hook made "
+        "by an rt_test_ key trades on the paper venue only.",
     ),
     Operation(
         "GET",
