@@ -73,6 +73,7 @@ class Worker:
         self._clock = clock
         self._wakeup = asyncio.Event()
         self._sending: dict[asyncio.Task[None], str] = {}  # each delivery's task -> its endpoint
+        self._delivering: dict[asyncio.Task[None], str] = {}  # each delivery's task -> the delivery
         self._tasks: set[asyncio.Task[Any]] = set()  # the loop's helpers: the bus listener
         self._posting: set[asyncio.Task[Any]] = set()  # the delivery tasks waiting on a receiver right now
         self._loop_task: asyncio.Task[None] | None = None
@@ -161,15 +162,20 @@ class Worker:
             claimed = await self._store.claim_deliveries(
                 self._instance, self._clock(), self._lease_us, room, self._concurrency, Counter(self._sending.values())
             )
+            under_way = set(self._delivering.values())
             for item in claimed:
+                if item.delivery.id in under_way:
+                    continue  # its claim lapsed while its send went on: claimed again, it is still sent once
                 task = asyncio.create_task(self._deliver(item), name=f"webhook-{item.delivery.id}")
                 self._sending[task] = item.endpoint.id
+                self._delivering[task] = item.delivery.id
                 task.add_done_callback(self._sent)
             if not claimed:
                 return
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.pop(task, None)
+        self._delivering.pop(task, None)
         self.wake()
 
     async def _refresh_backlog(self) -> None:
