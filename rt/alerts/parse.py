@@ -125,7 +125,8 @@ def without_passphrase(body: object) -> dict[str, Any]:
     """What the log keeps of a body, and what a body's dedupe hash covers."""
     if not isinstance(body, dict):
         return {} if body is None else {"body": body}
-    return {k: v for k, v in body.items() if k != "passphrase"}
+    # Any spelling of the key: a template that writes "Passphrase" fails to authenticate, and its secret is still one.
+    return {k: v for k, v in body.items() if not (isinstance(k, str) and k.strip().lower() == "passphrase")}
 
 
 def body_hash(body: object) -> str:
