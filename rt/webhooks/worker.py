@@ -18,7 +18,7 @@ from rt.auth.vault import Box
 from rt.bus import Bus, BusLagged
 from rt.engine.engine import Changes, Engine
 from rt.metrics.instruments import WEBHOOK_BACKLOG, WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS
-from rt.records.webhooks import Claimed, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from rt.records.webhooks import Claimed, DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from rt.store import Webhooks
 from rt.webhooks import signing
 from rt.webhooks.schedule import Schedule
@@ -227,11 +227,21 @@ class Worker:
             return
         WEBHOOK_DELIVERIES.labels(status if status != "pending" else "retry").inc()
         WEBHOOK_DELIVERY_SECONDS.observe(answer.latency_ms / 1000)
-        failing_since_us = await self._store.endpoint_answered(endpoint.id, answer.ok, now_us)
+        # A failure counts from when its attempt began, as the attempt's log entry does.
+        failing_since_us = await self._store.endpoint_answered(endpoint.id, answer.ok, started_us)
         if answer.status_code == GONE:
             await self._disable(endpoint, "answered 410 Gone")
-        elif failing_since_us is not None and self._schedule.gives_up(failing_since_us, now_us):
+        elif failing_since_us is not None and (
+            self._schedule.gives_up(failing_since_us, now_us)
+            or (status == "failed" and await self._failed_throughout(delivery, failing_since_us))
+        ):
             await self._disable(endpoint, f"failing since {wire.rfc3339(_at(failing_since_us))}")
+
+    async def _failed_throughout(self, delivery: WebhookDelivery, failing_since_us: int) -> bool:
+        """A delivery that gave up on an endpoint failing since its first attempt (or before): the endpoint failed for
+        the whole window, less the moment between the event and that attempt."""
+        found = await self._store.get_delivery(delivery.account_id, delivery.id)
+        return found is not None and bool(found.log) and failing_since_us <= _us(found.log[0].at) + 1000
 
     def _next(self, answer: Answer, attempts: int, first_us: int, now_us: int) -> tuple[DeliveryStatus, int | None]:
         if answer.ok:

@@ -4,6 +4,7 @@ endpoint beside a live one, a graceful stop that loses nothing, and two instance
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from rt.auth.vault import Box
+from rt.records.events import Event
+from rt.records.trading import TradeBatch
 from rt.records.webhooks import DeliveryAttempt, WebhookDelivery
 from rt.webhooks.manage import WebhookManager
 from tests.webhooks.conftest import KEY, SETTINGS, Opener, all_in, rt_signature_valid
@@ -137,6 +140,30 @@ async def test_a_delivery_failing_longer_than_the_give_up_window_fails_and_its_e
     attempts = len(hooks.to("/down"))
     await one.settled(all_in("failed"), endpoint_id=down.id)
     assert len(hooks.to("/down")) == attempts
+
+
+async def test_an_endpoint_failing_every_attempt_of_a_delivery_that_gives_up_is_disabled_with_it(
+    instances: Opener, hooks: Hooks
+) -> None:
+    # The event is older than the endpoint's first failure: the delivery runs out of its window before the endpoint's
+    # failing streak does, and the endpoint, which failed every attempt of it, is disabled then too.
+    settings = replace(SETTINGS, webhook_schedule=("200ms",), webhook_give_up="1s")
+    one = await instances(settings=settings)
+    hooks.answer("/down", then=Reply(500))
+    down, _ = await one.manager.create(one.account_id, hooks.url("/down"), ["order.created"])
+    old = Event(one.account_id, "order.created", {"id": "ord_old"}, ts_us=time.time_ns() // 1000 - 900_000)
+    await one.store.save(TradeBatch(events=[old]))
+    one.manager.wake()
+
+    [failed] = await one.settled(all_in("failed"), endpoint_id=down.id)
+    assert failed.attempts == 2
+    endpoint = await one.manager.get(one.account_id, down.id)
+    deadline = asyncio.get_running_loop().time() + 5  # the endpoint is disabled just after the attempt is stored
+    while endpoint.status == "enabled" and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        endpoint = await one.manager.get(one.account_id, down.id)
+    assert endpoint.status == "disabled"
+    assert (endpoint.disabled_reason or "").startswith("failing since ")
 
 
 async def test_a_dead_endpoint_holds_only_its_own_slots_while_a_live_one_keeps_receiving(
