@@ -17,7 +17,7 @@ from rt.auth.manage import IssuedKey
 from rt.config import OPTIONS, Settings
 from rt.errors import NotFound, RtError
 from rt.records.accounts import Account, ApiKey, VenueRecord
-from rt.records.webhooks import WebhookDelivery, WebhookEndpoint
+from rt.records.webhooks import EndpointStatus, WebhookDelivery, WebhookEndpoint
 from rt.runtime import Runtime, check_secrets, open_runtime
 
 T = TypeVar("T")
@@ -646,6 +646,44 @@ def webhooks_create(ctx: click.Context, url: str, events: str, description: str,
         return await rt.webhooks.create(found.id, url, names, description)
 
     _with_secret(*_run(ctx, work), as_json)
+
+
+@webhooks.command("update")
+@_store_options
+@click.argument("webhook_id")
+@click.option("--url", default=None, help="A new destination (checked as at creation).")
+@click.option("--events", default=None, help="Event names, comma-separated, or * for every one (replaces the list).")
+@click.option("--description", default=None, help="A new label.")
+@click.option("--enable/--disable", "enable", default=None, help="Turn the endpoint back on, or off.")
+@click.option("--account", "account", default=None, help="Account id or name (default: whichever holds it).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_update(
+    ctx: click.Context,
+    webhook_id: str,
+    url: str | None,
+    events: str | None,
+    description: str | None,
+    enable: bool | None,
+    account: str | None,
+    as_json: bool,
+) -> None:
+    """Change an endpoint's url, events or description, or enable (clearing why it was disabled) or disable it.
+    Deliveries that failed while it was disabled stay failed: redeliver them."""
+    from rt.webhooks.manage import endpoint_json
+
+    names = None if events is None else [name.strip() for name in events.split(",") if name.strip()]
+    status: EndpointStatus | None = None if enable is None else "enabled" if enable else "disabled"
+
+    async def work(rt: Runtime) -> WebhookEndpoint:
+        endpoint = await _endpoint(rt, webhook_id, account)
+        return await rt.webhooks.update(
+            endpoint.account_id, endpoint.id, url=url, events=names, description=description, status=status
+        )
+
+    endpoint = _run(ctx, work)
+    table = render(["id", "account", "url", "events", "status", "failing since", "created"], [_endpoint_row(endpoint)])
+    _emit(ctx, as_json, endpoint_json(endpoint), table)
 
 
 @webhooks.command("delete")

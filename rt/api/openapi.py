@@ -37,6 +37,7 @@ STATUS_OF: dict[str, int] = {
     "EXCHANGE_UNAVAILABLE": 503,
     "WEBHOOK_URL_NOT_ALLOWED": 400,
     "WEBHOOK_LIMIT_REACHED": 409,
+    "WEBHOOK_DISABLED": 409,
 }
 
 _REF = "#/components/schemas/{model}"

@@ -32,6 +32,24 @@ class WebhookCreate(Strict):
     description: str = Field("", max_length=500)
 
 
+class WebhookUpdate(Strict):
+    url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="A new destination: checked as at creation (https, public addresses, or RT_WEBHOOK_ALLOW_HOSTS).",
+    )
+    events: list[EventName] | None = Field(
+        None, min_length=1, max_length=100, description="Replaces the list; it applies from the next event."
+    )
+    description: str | None = Field(None, max_length=500)
+    status: Literal["enabled", "disabled"] | None = Field(
+        None,
+        description="`enabled` turns a disabled endpoint back on and clears `disabled_reason` and `failing_since`; "
+        "`disabled` stops its deliveries (the pending ones fail).",
+    )
+
+
 class WebhookOut(BaseModel):
     id: str
     url: str
@@ -125,6 +143,19 @@ async def get_webhook(call: Call) -> dict[str, Any]:
     return endpoint_json(await call.runtime.webhooks.get(call.caller.account_id, call.param("webhook_id")))
 
 
+async def update_webhook(call: Call) -> dict[str, Any]:
+    body: WebhookUpdate = call.body
+    endpoint = await call.runtime.webhooks.update(
+        call.caller.account_id,
+        call.param("webhook_id"),
+        url=body.url,
+        events=None if body.events is None else list(body.events),
+        description=body.description,
+        status=body.status,
+    )
+    return endpoint_json(endpoint)
+
+
 async def delete_webhook(call: Call) -> dict[str, Any]:
     webhook_id = call.param("webhook_id")
     await call.runtime.webhooks.delete(call.caller.account_id, webhook_id)
@@ -207,10 +238,11 @@ OPERATIONS = [
         scopes.WEBHOOKS_MANAGE,
         response=Redelivered,
         status=202,
-        errors=_WRITE,
+        errors=(*_WRITE, "WEBHOOK_DISABLED"),
         idempotent=True,
         description="A `whd_` id sends that delivery again; an `evt_` id sends every delivery of the event. The "
-        "delivery keeps its id and its log; it is due at once.",
+        "delivery keeps its id and its log; it is due at once. When one of them goes to a disabled endpoint, "
+        "nothing is sent: 409 `WEBHOOK_DISABLED` names the endpoint (enable it first).",
     ),
     Operation(
         "GET",
@@ -249,6 +281,21 @@ OPERATIONS = [
         errors=_ONE,
     ),
     Operation(
+        "PATCH",
+        "/v1/webhooks/{webhook_id}",
+        update_webhook,
+        "Change or re-enable a webhook endpoint",
+        _TAG,
+        scopes.WEBHOOKS_MANAGE,
+        body=WebhookUpdate,
+        response=WebhookOut,
+        errors=(*_WRITE, "WEBHOOK_URL_NOT_ALLOWED"),
+        idempotent=True,
+        description="Any of url, events, description and status; what is absent stays. The secret is kept. "
+        "Enabling clears `disabled_reason` and `failing_since`; deliveries that failed while the endpoint was "
+        "disabled stay failed (redeliver them by delivery or event id), and events of that time have none.",
+    ),
+    Operation(
         "DELETE",
         "/v1/webhooks/{webhook_id}",
         delete_webhook,
@@ -281,7 +328,8 @@ OPERATIONS = [
         scopes.WEBHOOKS_MANAGE,
         response=DeliveryEnvelope,
         status=202,
-        errors=(*_errors.WRITE, "NOT_FOUND"),
-        description="The delivery is queued at once and logged like any other.",
+        errors=(*_errors.WRITE, "NOT_FOUND", "WEBHOOK_DISABLED"),
+        description="The delivery is queued at once and logged like any other. A disabled endpoint: 409 "
+        "`WEBHOOK_DISABLED`.",
     ),
 ]

@@ -236,6 +236,23 @@ class Client:
     async def webhook(self, webhook_id: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"/v1/webhooks/{quote(webhook_id, safe='')}"))
 
+    async def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+        status: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Change what is given (None keeps it); `status="enabled"` turns a disabled endpoint back on. Returns the
+        endpoint; its secret is unchanged."""
+        changes = {"url": url, "events": None if events is None else list(events), "description": description}
+        body = {k: v for k, v in {**changes, "status": status}.items() if v is not None}
+        path = f"/v1/webhooks/{quote(webhook_id, safe='')}"
+        return dict(await self._write("PATCH", path, json=body, idempotency_key=idempotency_key))
+
     async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
         return dict(await self.request("DELETE", f"/v1/webhooks/{quote(webhook_id, safe='')}"))
 

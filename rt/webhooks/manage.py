@@ -15,10 +15,10 @@ from rt.auth.vault import Box
 from rt.bus import Bus
 from rt.config import Settings
 from rt.engine.engine import Engine
-from rt.errors import WEBHOOK_LIMIT_REACHED, BadRequest, Conflict, NotFound
+from rt.errors import WEBHOOK_DISABLED, WEBHOOK_LIMIT_REACHED, BadRequest, Conflict, NotFound
 from rt.records.events import EVENTS, Event
 from rt.records.ids import new_id
-from rt.records.webhooks import TEST_EVENT, WebhookDelivery, WebhookEndpoint, WebhookSecret
+from rt.records.webhooks import TEST_EVENT, EndpointStatus, WebhookDelivery, WebhookEndpoint, WebhookSecret
 from rt.store import Store
 from rt.webhooks import signing, ssrf
 from rt.webhooks.schedule import Schedule
@@ -34,6 +34,8 @@ KNOWN_EVENTS = frozenset(EVENTS) | {"*", TEST_EVENT}
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 REDELIVER_AT_MOST = 500
 TEST_MESSAGE = "This is a test delivery from rt."
+ENDPOINT_STATUSES = ("enabled", "disabled")
+DISABLED_BY_ACCOUNT = "disabled by the account"
 
 
 def _time(at: datetime | None) -> str | None:
@@ -99,12 +101,30 @@ def _events(events: Sequence[str]) -> tuple[str, ...]:
 
 
 def _check(url: str, description: str) -> None:
+    _check_url(url)
+    _check_description(description)
+
+
+def _check_url(url: str) -> None:
     if not isinstance(url, str) or not url:
         raise _bad("url", "the https URL to deliver to")
     if len(url) > MAX_URL:
         raise _bad("url", f"at most {MAX_URL} characters")
+
+
+def _check_description(description: str) -> None:
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise _bad("description", f"text of at most {MAX_DESCRIPTION} characters")
+
+
+def _disabled(endpoint: WebhookEndpoint) -> Conflict:
+    return Conflict(
+        f"webhook endpoint {endpoint.id} is disabled ({endpoint.disabled_reason}); enable it first: "
+        f"PATCH /v1/webhooks/{endpoint.id} with status enabled, or `rt webhooks update {endpoint.id} --enable`",
+        code=WEBHOOK_DISABLED,
+        endpoint_id=endpoint.id,
+        disabled_reason=endpoint.disabled_reason,
+    )
 
 
 class WebhookManager:
@@ -197,6 +217,43 @@ class WebhookManager:
         if not await self.store.delete_endpoint(account_id, endpoint_id):
             raise NotFound(f"no webhook endpoint {endpoint_id}")
 
+    async def update(
+        self,
+        account_id: str,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+        status: EndpointStatus | None = None,
+    ) -> WebhookEndpoint:
+        """Change what is given (None keeps it). Enabling clears why it was disabled and how long it has failed; the
+        deliveries that failed meanwhile stay failed (redeliver them). Disabling fails its pending deliveries."""
+        if url is not None:
+            _check_url(url)
+        if description is not None:
+            _check_description(description)
+        wanted = None if events is None else _events(events)
+        if status is not None and status not in ENDPOINT_STATUSES:
+            raise _bad("status", f"one of {', '.join(ENDPOINT_STATUSES)}")
+        endpoint = await self.get(account_id, endpoint_id)
+        if url is not None and url != endpoint.url:
+            await ssrf.check_url(url, self.settings.webhook_allow_hosts)
+        changed = replace(
+            endpoint,
+            url=endpoint.url if url is None else url,
+            events=endpoint.events if wanted is None else wanted,
+            description=endpoint.description if description is None else description,
+        )
+        if status == "enabled" and endpoint.status != "enabled":
+            changed = replace(changed, status="enabled", disabled_reason=None, failing_since=None)
+        if changed != endpoint:
+            await self.store.update_endpoint(changed)
+        if status == "disabled" and changed.status == "enabled":
+            # The store's disable also fails the pending deliveries, which no worker would send any more.
+            await self.store.disable_endpoint(changed.id, DISABLED_BY_ACCOUNT)
+        return await self.get(account_id, endpoint_id)
+
     async def rotate(self, account_id: str, endpoint_id: str) -> tuple[WebhookEndpoint, str]:
         """A new signing secret; the one it replaces keeps signing for 7 days, and expired ones are dropped."""
         endpoint = await self.get(account_id, endpoint_id)
@@ -217,24 +274,30 @@ class WebhookManager:
         """Send the endpoint a `webhook.test` event (to it alone), now."""
         endpoint = await self.get(account_id, endpoint_id)
         if endpoint.status != "enabled":
-            reason = endpoint.disabled_reason
-            raise BadRequest(f"webhook endpoint {endpoint_id} is disabled ({reason}); create a new one")
+            raise _disabled(endpoint)
         event = Event(account_id, TEST_EVENT, {"endpoint_id": endpoint.id, "message": TEST_MESSAGE})
         delivery = await self.store.add_delivery(endpoint, event)
         self.wake()
         return delivery
 
     async def redeliver(self, account_id: str, delivery_or_event_id: str) -> builtins.list[WebhookDelivery]:
-        """Send again, now: one delivery (`whd_…`) or every delivery of an event (`evt_…`)."""
+        """Send again, now: one delivery (`whd_…`) or every delivery of an event (`evt_…`). Refused, with nothing sent,
+        when one of them goes to a disabled endpoint: it would stay pending and never go."""
         now_us = time.time_ns() // 1000
         if delivery_or_event_id.startswith("evt_"):
             found, _ = await self.store.list_deliveries(
                 account_id, None, None, None, delivery_or_event_id, REDELIVER_AT_MOST, 0
             )
-            ids = [d.id for d in found]
+        elif delivery_or_event_id.startswith("whd_"):
+            one = await self.store.get_delivery(account_id, delivery_or_event_id)
+            found = [] if one is None else [one]
         else:
-            ids = [delivery_or_event_id] if delivery_or_event_id.startswith("whd_") else []
-        redelivered = [d for i in ids if (d := await self.store.redeliver(account_id, i, now_us)) is not None]
+            found = []
+        for endpoint_id in dict.fromkeys(d.endpoint_id for d in found):
+            endpoint = await self.store.get_endpoint(account_id, endpoint_id)
+            if endpoint is not None and endpoint.status != "enabled":
+                raise _disabled(endpoint)
+        redelivered = [d for f in found if (d := await self.store.redeliver(account_id, f.id, now_us)) is not None]
         if not redelivered:
             raise NotFound(f"no webhook delivery or event {delivery_or_event_id}")
         self.wake()
