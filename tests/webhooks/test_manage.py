@@ -12,9 +12,17 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from rt.auth.vault import Box
-from rt.errors import BAD_REQUEST, NOT_FOUND, WEBHOOK_LIMIT_REACHED, WEBHOOK_URL_NOT_ALLOWED, RtError
-from rt.records.events import EVENTS
-from rt.webhooks.manage import MAX_ENDPOINTS, delivery_json, endpoint_json
+from rt.errors import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    WEBHOOK_DISABLED,
+    WEBHOOK_LIMIT_REACHED,
+    WEBHOOK_URL_NOT_ALLOWED,
+    RtError,
+)
+from rt.records.events import EVENTS, Event
+from rt.records.webhooks import WebhookEndpoint
+from rt.webhooks.manage import DISABLED_BY_ACCOUNT, MAX_ENDPOINTS, delivery_json, endpoint_json
 from tests.webhooks.conftest import KEY, Opener, all_in, rt_signature_valid
 from tests.webhooks.hooks import Hooks, Reply
 
@@ -254,5 +262,128 @@ async def test_a_disabled_endpoint_refuses_a_test(instances: Opener, hooks: Hook
         while (await one.manager.get(one.account_id, gone.id)).status != "disabled":  # noqa: ASYNC110 - in the store
             await asyncio.sleep(0.02)
     error = await refused(one.manager.test(one.account_id, gone.id))
-    assert error.status == 400
-    assert "disabled" in error.detail
+    assert (error.status, error.code) == (409, WEBHOOK_DISABLED)
+    assert gone.id in error.detail
+
+
+async def disabled_by_a_410(one: Any, hooks: Hooks, path: str = "/gone") -> tuple[WebhookEndpoint, Event]:
+    """An endpoint that answered its first delivery 410 Gone (and answers 200 after), disabled for it."""
+    hooks.answer(path, Reply(410))
+    endpoint, _ = await one.manager.create(one.account_id, hooks.url(path), ["*"])
+    [event] = await one.emit()
+    await one.settled(all_in("failed"), endpoint_id=endpoint.id)
+    async with asyncio.timeout(10):
+        while (await one.manager.get(one.account_id, endpoint.id)).status != "disabled":  # noqa: ASYNC110 - in the store
+            await asyncio.sleep(0.02)
+    return endpoint, event
+
+
+async def test_a_re_enabled_endpoint_receives_the_next_event_and_its_failed_deliveries_stay_failed(
+    instances: Opener, hooks: Hooks
+) -> None:
+    one = await instances()
+    gone, first = await disabled_by_a_410(one, hooks)
+    [failed] = await one.deliveries(endpoint_id=gone.id)
+    await one.emit()  # while disabled: no delivery at all
+    assert [d.id for d in await one.deliveries(endpoint_id=gone.id)] == [failed.id]
+
+    enabled = await one.manager.update(one.account_id, gone.id, status="enabled")
+    assert (enabled.status, enabled.disabled_reason, enabled.failing_since) == ("enabled", None, None)
+    assert [x.sealed for x in enabled.secrets] == [x.sealed for x in gone.secrets]
+    assert (await one.store.get_delivery(one.account_id, failed.id)).status == "failed"  # type: ignore[union-attr]
+
+    [nxt] = await one.emit()
+    await hooks.wait_count("/gone", 2)
+    await one.settled(lambda found: any(d.event_id == nxt.id and d.status == "succeeded" for d in found))
+    assert [r.event_id for r in hooks.to("/gone")] == [first.id, nxt.id]
+    assert (await one.store.get_delivery(one.account_id, failed.id)).status == "failed"  # type: ignore[union-attr]
+
+    # Once enabled, the failed one can be sent again by hand.
+    [again] = await one.manager.redeliver(one.account_id, failed.id)
+    assert again.status == "pending"
+    await hooks.wait_count("/gone", 3)
+    assert hooks.to("/gone")[2].event_id == first.id
+
+
+async def test_redelivery_to_a_disabled_endpoint_is_refused_and_queues_nothing(instances: Opener, hooks: Hooks) -> None:
+    one = await instances()
+    ok, _ = await one.manager.create(one.account_id, hooks.url("/ok"), ["order.created"])
+    gone, event = await disabled_by_a_410(one, hooks)
+    await one.settled(all_in("succeeded"), endpoint_id=ok.id)
+    [failed] = await one.deliveries(endpoint_id=gone.id)
+    for asked in (failed.id, event.id):
+        error = await refused(one.manager.redeliver(one.account_id, asked))
+        assert (error.status, error.code) == (409, WEBHOOK_DISABLED)
+        assert gone.id in error.detail
+        assert "answered 410" in error.detail
+    # Nothing was made pending: not the disabled endpoint's delivery, nor (for the event) the enabled one's.
+    after = {d.id: (d.status, d.attempts) for d in await one.deliveries(event_id=event.id)}
+    assert after == {failed.id: ("failed", 1), next(iter(after.keys() - {failed.id})): ("succeeded", 1)}
+    assert await one.store.delivery_backlog() == 0
+    assert len(hooks.to("/ok")) == 1
+
+
+async def test_changed_events_take_effect_from_the_next_event(sqlite_instances: Opener) -> None:
+    one = await sqlite_instances(start=False)
+    endpoint, _ = await one.manager.create(one.account_id, "http://127.0.0.1:9/hook", ["order.created"])
+    await one.emit("order.created")
+    changed = await one.manager.update(one.account_id, endpoint.id, events=["order.filled", "order.filled"])
+    assert changed.events == ("order.filled",)
+    await one.emit("order.created")
+    await one.emit("order.filled")
+    # The outbox rows are written with the events, so the log is complete as soon as emit returns.
+    assert [d.event for d in reversed(await one.deliveries(endpoint_id=endpoint.id))] == [
+        "order.created",
+        "order.filled",
+    ]
+
+
+async def test_an_update_changes_only_what_it_names_and_a_new_url_is_checked(sqlite_instances: Opener) -> None:
+    one = await sqlite_instances(start=False)
+    endpoint, _ = await one.manager.create(one.account_id, "http://127.0.0.1:9/hook", ["order.filled"], "desk")
+    moved = await one.manager.update(one.account_id, endpoint.id, url="http://127.0.0.1:9/v2", description="")
+    assert (moved.url, moved.events, moved.description, moved.status) == (
+        "http://127.0.0.1:9/v2",
+        ("order.filled",),
+        "",
+        "enabled",
+    )
+    assert [x.sealed for x in moved.secrets] == [x.sealed for x in endpoint.secrets]
+    for url in ("https://10.0.0.1/hook", "https://169.254.169.254/latest", "http://93.184.216.34/x"):
+        error = await refused(one.manager.update(one.account_id, endpoint.id, url=url))
+        assert (error.status, error.code) == (400, WEBHOOK_URL_NOT_ALLOWED)
+    for change, says in (
+        ({"events": []}, "events"),
+        ({"events": ["order.eaten"]}, "order.eaten"),
+        ({"url": ""}, "url"),
+        ({"description": "d" * 501}, "500"),
+        ({"status": "paused"}, "status"),
+    ):
+        error = await refused(one.manager.update(one.account_id, endpoint.id, **change))
+        assert (error.status, error.code) == (400, BAD_REQUEST)
+        assert says in error.detail
+    assert await one.manager.get(one.account_id, endpoint.id) == moved
+
+
+async def test_disabling_by_hand_fails_what_was_pending_and_queues_no_more(sqlite_instances: Opener) -> None:
+    one = await sqlite_instances(start=False)
+    endpoint, _ = await one.manager.create(one.account_id, "http://127.0.0.1:9/hook", ["*"])
+    await one.emit()
+    assert [d.status for d in await one.deliveries()] == ["pending"]
+    off = await one.manager.update(one.account_id, endpoint.id, status="disabled")
+    assert (off.status, off.disabled_reason) == ("disabled", DISABLED_BY_ACCOUNT)
+    assert [d.status for d in await one.deliveries()] == ["failed"]
+    await one.emit()
+    assert len(await one.deliveries()) == 1
+    again = await one.manager.update(one.account_id, endpoint.id, status="disabled", description="later")
+    assert (again.disabled_reason, again.description) == (DISABLED_BY_ACCOUNT, "later")
+
+
+async def test_another_accounts_endpoint_cannot_be_changed(sqlite_instances: Opener) -> None:
+    one = await sqlite_instances(start=False)
+    other = (await one.store.create_account("other")).id
+    created, _ = await one.manager.create(one.account_id, "http://127.0.0.1:9/hook", ["*"])
+    endpoint = await one.manager.get(one.account_id, created.id)
+    for change in ({"status": "disabled"}, {"url": "http://127.0.0.1:9/mine"}, {}):
+        assert (await refused(one.manager.update(other, endpoint.id, **change))).code == NOT_FOUND
+    assert await one.manager.get(one.account_id, endpoint.id) == endpoint
