@@ -209,9 +209,11 @@ class Webhooks(Protocol):
         limit: int,
         per_endpoint: int,
         busy: Mapping[str, int] | None = None,
+        busy_accounts: Sequence[str] = (),
     ) -> list[Claimed]:
-        """Claim up to `limit` pending deliveries due by `now_us` whose endpoint is enabled, at most `per_endpoint` per
-        endpoint less what `busy` says this instance has in flight to it (endpoint id -> count), oldest due first,
+        """Claim up to `limit` pending deliveries due by `now_us` whose endpoint is enabled and whose account is not in
+        `busy_accounts`, at most `per_endpoint` per endpoint less what `busy` says this instance has in flight to it
+        (endpoint id -> count), oldest due first,
         until now_us + lease_us. A delivery claimed (and not yet finished or expired) by one instance is never claimed
         by another: PostgreSQL skips locked rows."""
 

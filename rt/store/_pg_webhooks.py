@@ -57,7 +57,8 @@ _CLAIMED = (
 _CANDIDATES = (
     "SELECT d.id, d.endpoint_id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
     "WHERE d.status = 'pending' AND d.next_attempt_us <= $1 AND d.claimed_until_us < $1 AND e.status = 'enabled' "
-    "AND NOT (d.endpoint_id = ANY($2::text[])) ORDER BY d.next_attempt_us, d.id LIMIT $3 FOR UPDATE OF d SKIP LOCKED"
+    "AND NOT (d.endpoint_id = ANY($2::text[])) AND NOT (d.account_id = ANY($4::text[])) "
+    "ORDER BY d.next_attempt_us, d.id LIMIT $3 FOR UPDATE OF d SKIP LOCKED"
 )
 
 
@@ -190,12 +191,13 @@ class WebhookTables(Connections, Webhooks):
         limit: int,
         per_endpoint: int,
         busy: Mapping[str, int] | None = None,
+        busy_accounts: Sequence[str] = (),
     ) -> list[Claimed]:
         if limit <= 0 or per_endpoint <= 0:
             return []
         full = at_cap(busy, per_endpoint)
         async with self._transaction() as conn:
-            candidates = await conn.fetch(_CANDIDATES, now_us, full, limit * 4)
+            candidates = await conn.fetch(_CANDIDATES, now_us, full, limit * 4, list(busy_accounts))
             chosen = capped([(row[0], row[1]) for row in candidates], limit, per_endpoint, busy)
             if not chosen:
                 return []

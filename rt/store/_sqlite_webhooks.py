@@ -172,16 +172,19 @@ class WebhookTables(Connections, Webhooks):
         limit: int,
         per_endpoint: int,
         busy: Mapping[str, int] | None = None,
+        busy_accounts: Sequence[str] = (),
     ) -> list[Claimed]:
         if limit <= 0 or per_endpoint <= 0:
             return []
         full = at_cap(busy, per_endpoint)
         skip = f" AND d.endpoint_id NOT IN ({_marks(full)})" if full else ""
+        if busy_accounts:
+            skip += f" AND d.account_id NOT IN ({_marks(busy_accounts)})"
         async with self._transaction():
             candidates = await self._db.execute_fetchall(
                 "SELECT d.id, d.endpoint_id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
                 f"WHERE {_DUE}{skip} ORDER BY d.next_attempt_us, d.id LIMIT ?",
-                (now_us, now_us, *full, limit * 4),
+                (now_us, now_us, *full, *busy_accounts, limit * 4),
             )
             chosen = capped(list(candidates), limit, per_endpoint, busy)
             if not chosen:

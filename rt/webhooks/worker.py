@@ -27,7 +27,9 @@ from rt.webhooks.sender import Answer, Sender
 log = logging.getLogger("rt.webhooks")
 
 POLL_S = 0.5
-CLAIM_LIMIT = 64
+CLAIM_LIMIT = 256
+# One account's endpoints never hold more than this many of an instance's sends: the rest stay for other accounts.
+ACCOUNT_LIMIT = 64
 BACKLOG_EVERY_S = 5.0
 LEASE_MARGIN_S = 5.0
 GONE = 410
@@ -72,7 +74,7 @@ class Worker:
         self._concurrency = max(1, concurrency)
         self._clock = clock
         self._wakeup = asyncio.Event()
-        self._sending: dict[asyncio.Task[None], str] = {}  # each delivery's task -> its endpoint
+        self._sending: dict[asyncio.Task[None], WebhookEndpoint] = {}  # each delivery's task -> its endpoint
         self._delivering: dict[asyncio.Task[None], str] = {}  # each delivery's task -> the delivery
         self._tasks: set[asyncio.Task[Any]] = set()  # the loop's helpers: the bus listener
         self._posting: set[asyncio.Task[Any]] = set()  # the delivery tasks waiting on a receiver right now
@@ -159,19 +161,30 @@ class Worker:
             room = CLAIM_LIMIT - len(self._sending)
             if room <= 0:
                 return
+            busy, accounts = self._load()
             claimed = await self._store.claim_deliveries(
-                self._instance, self._clock(), self._lease_us, room, self._concurrency, Counter(self._sending.values())
+                self._instance, self._clock(), self._lease_us, room, self._concurrency, busy, accounts
             )
             under_way = set(self._delivering.values())
             for item in claimed:
                 if item.delivery.id in under_way:
                     continue  # its claim lapsed while its send went on: claimed again, it is still sent once
                 task = asyncio.create_task(self._deliver(item), name=f"webhook-{item.delivery.id}")
-                self._sending[task] = item.endpoint.id
+                self._sending[task] = item.endpoint
                 self._delivering[task] = item.delivery.id
                 task.add_done_callback(self._sent)
             if not claimed:
                 return
+
+    def _load(self) -> tuple[dict[str, int], list[str]]:
+        """What is in flight here: per endpoint (one that is failing counts as full once it has a send under way, so
+        a dead endpoint holds one slot, not `concurrency`), and the accounts at their share."""
+        busy: Counter[str] = Counter()
+        per_account: Counter[str] = Counter()
+        for endpoint in self._sending.values():
+            busy[endpoint.id] += self._concurrency if endpoint.failing_since is not None else 1
+            per_account[endpoint.account_id] += 1
+        return dict(busy), sorted(a for a, n in per_account.items() if n >= ACCOUNT_LIMIT)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.pop(task, None)

@@ -56,8 +56,9 @@ async def claim(
     limit: int = 64,
     per_endpoint: int = 64,
     busy: Mapping[str, int] | None = None,
+    busy_accounts: Sequence[str] = (),
 ) -> list[Claimed]:
-    return await store.claim_deliveries(instance, now_us, LEASE_US, limit, per_endpoint, busy)
+    return await store.claim_deliveries(instance, now_us, LEASE_US, limit, per_endpoint, busy, busy_accounts)
 
 
 def attempt(status_code: int | None = 500, error: str | None = "answered 500", response: str = "no") -> DeliveryAttempt:
@@ -200,6 +201,19 @@ async def test_an_endpoint_with_sends_in_flight_gets_only_the_rest_of_its_slots(
         (two.id, T0_US + 11),
         (two.id, T0_US + 12),
     ]
+
+
+async def test_an_account_at_its_share_gets_nothing_more_and_others_still_do(store: Store) -> None:
+    alpha, beta = await account(store, "alpha"), await account(store, "beta")
+    mine, theirs = await made(store, alpha), await made(store, beta)
+    for i in range(3):
+        await emit(store, alpha, ts_us=T0_US + i)
+    await emit(store, beta, ts_us=T0_US + 10)
+
+    claimed = await claim(store, T0_US + SECOND, busy_accounts=[alpha])
+
+    assert [c.endpoint.id for c in claimed] == [theirs.id]
+    assert {c.endpoint.id for c in await claim(store, T0_US + SECOND)} == {mine.id}
 
 
 async def test_a_delivery_not_yet_due_is_not_claimed(store: Store) -> None:
