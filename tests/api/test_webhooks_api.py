@@ -118,6 +118,7 @@ async def test_every_route_needs_webhooks_manage(tmp_path: Path) -> None:
             ("GET", "/v1/webhooks", None),
             ("POST", "/v1/webhooks", {"url": PUBLIC, "events": ["*"]}),
             ("GET", f"/v1/webhooks/{made['id']}", None),
+            ("PATCH", f"/v1/webhooks/{made['id']}", {"status": "disabled"}),
             ("DELETE", f"/v1/webhooks/{made['id']}", None),
             ("POST", f"/v1/webhooks/{made['id']}/rotate-secret", None),
             ("POST", f"/v1/webhooks/{made['id']}/test", None),
@@ -314,3 +315,103 @@ async def _status(http: httpx.AsyncClient, delivery_id: str, status: str) -> boo
 async def _attempts(http: httpx.AsyncClient, delivery_id: str, attempts: int) -> bool:
     found = (await http.get(f"/v1/webhooks/events/{delivery_id}")).json()["delivery"]
     return bool(found["attempts"] == attempts and found["status"] == "succeeded")
+
+
+async def _open_position(http: httpx.AsyncClient) -> str:
+    opened = await http.post("/v1/positions", json={"symbol": "BTC/USDT", "side": "long", "quantity": 0.01})
+    assert opened.status_code in (201, 202), opened.text
+    return str(opened.json()["position"]["id"])
+
+
+async def _log(http: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
+    response = await http.get("/v1/webhooks/events", params=params)
+    assert response.status_code == 200, response.text
+    return list(response.json()["deliveries"])
+
+
+async def test_a_disabled_endpoint_patched_back_on_receives_the_next_event(tmp_path: Path) -> None:
+    async with receiver() as hook, desk(tmp_path, webhook_allow_hosts=("127.0.0.1",)) as d:
+        made = await create(d.http, url=hook.url, events=["position.opened"])
+        path = f"/v1/webhooks/{made['id']}"
+        off = await d.http.patch(path, json={"status": "disabled"})
+        assert off.status_code == 200, off.text
+        assert off.json()["status"] == "disabled" and off.json()["disabled_reason"]
+        await _open_position(d.http)  # its outbox rows are written with its events: none for a disabled endpoint
+        assert await _log(d.http, endpoint_id=made["id"]) == []
+        refused = await d.http.post(f"{path}/test")
+        assert refused.status_code == 409 and refused.json()["code"] == "WEBHOOK_DISABLED"
+
+        on = await d.http.patch(path, json={"status": "enabled"})
+        assert on.status_code == 200, on.text
+        shown = on.json()
+        assert (shown["status"], shown["disabled_reason"], shown["failing_since"]) == ("enabled", None, None)
+        assert "secret" not in shown and made["secret"] not in on.text
+        assert (await d.http.get(path)).json() == shown
+
+        position_id = await _open_position(d.http)
+        [delivery] = await eventually(lambda: _log(d.http, endpoint_id=made["id"], status="succeeded"))
+        assert delivery["event"] == "position.opened"
+        [got] = hook.got
+        sent = Webhook(made["secret"]).verify(got.body, got.headers)
+        assert sent["data"]["position_id"] == position_id
+
+
+async def test_patch_changes_what_it_names_and_a_private_url_is_a_400(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        made = await create(d.http, events=["order.filled"])
+        path = f"/v1/webhooks/{made['id']}"
+        for url, words in (("https://10.1.2.3/hook", "private"), ("http://1.1.1.1/hook", "https")):
+            response = await d.http.patch(path, json={"url": url})
+            assert response.status_code == 400, (url, response.text)
+            assert response.json()["code"] == "WEBHOOK_URL_NOT_ALLOWED" and words in response.json()["detail"]
+        for body in ({"events": []}, {"events": ["order.eaten"]}, {"status": "paused"}, {"secret": "whsec_x"}):
+            response = await d.http.patch(path, json=body)
+            assert response.status_code == 400, (body, response.text)
+            assert response.json()["code"] == "BAD_REQUEST"
+        unchanged = {k: v for k, v in made.items() if k != "secret"}
+        assert (await d.http.get(path)).json() == unchanged
+
+        response = await d.http.patch(path, json={"url": "https://1.0.0.1/v2", "description": "desk"})
+        assert response.status_code == 200, response.text
+        assert response.json() == {**unchanged, "url": "https://1.0.0.1/v2", "description": "desk"}
+
+
+async def test_changed_events_apply_from_the_next_event(tmp_path: Path) -> None:
+    async with receiver() as hook, desk(tmp_path, webhook_allow_hosts=("127.0.0.1",)) as d:
+        made = await create(d.http, url=hook.url, events=["position.closed"])
+        await _open_position(d.http)
+        assert await _log(d.http) == []
+        response = await d.http.patch(f"/v1/webhooks/{made['id']}", json={"events": ["position.opened"]})
+        assert response.status_code == 200 and response.json()["events"] == ["position.opened"]
+        position_id = await _open_position(d.http)
+        [delivery] = await eventually(lambda: _log(d.http, status="succeeded"))
+        assert delivery["event"] == "position.opened"
+        assert [orjson.loads(r.body)["data"]["position_id"] for r in hook.got] == [position_id]
+        assert len(await _log(d.http)) == 1
+
+
+async def test_patching_another_accounts_endpoint_is_a_404(tmp_path: Path) -> None:
+    async with desk(tmp_path) as d:
+        made = await create(d.http)
+        path = f"/v1/webhooks/{made['id']}"
+        for body in ({"status": "disabled"}, {"url": "https://1.0.0.1/theirs"}, {}):
+            response = await d.other.patch(path, json=body)
+            assert response.status_code == 404, (body, response.text)
+            assert response.json()["code"] == "NOT_FOUND"
+        assert (await d.http.get(path)).json() == {k: v for k, v in made.items() if k != "secret"}
+
+
+async def test_redelivering_to_a_disabled_endpoint_is_a_409_naming_it(tmp_path: Path) -> None:
+    async with receiver() as hook, desk(tmp_path, webhook_allow_hosts=("127.0.0.1",)) as d:
+        made = await create(d.http, url=hook.url, events=["position.opened"])
+        queued = (await d.http.post(f"/v1/webhooks/{made['id']}/test")).json()["delivery"]
+        await eventually(lambda: _status(d.http, queued["id"], "succeeded"))
+        assert (await d.http.patch(f"/v1/webhooks/{made['id']}", json={"status": "disabled"})).status_code == 200
+        for asked in (queued["id"], queued["event_id"]):
+            response = await d.http.post(f"/v1/webhooks/events/{asked}/redeliver")
+            assert response.status_code == 409, response.text
+            problem = response.json()
+            assert problem["code"] == "WEBHOOK_DISABLED" and made["id"] in problem["detail"]
+        after = (await d.http.get(f"/v1/webhooks/events/{queued['id']}")).json()["delivery"]
+        assert (after["status"], after["attempts"]) == ("succeeded", 1)
+        assert len(hook.got) == 1
