@@ -111,3 +111,42 @@ def test_a_test_the_cli_queued_is_sent_by_the_server(cli: Cli) -> None:
             assert body["id"] == done.event_id == got.headers["webhook-id"]
 
     asyncio.run(main_())
+
+
+def test_update_disables_and_re_enables_and_changes_what_it_names(cli: Cli) -> None:
+    hook = cli.json("webhooks", "create", "http://127.0.0.1:9/hook", "--account", "desk", "--events", "order.filled")
+    cli.run("webhooks", "test", hook["id"])
+    [queued] = cli.json("webhooks", "log", "--endpoint", hook["id"])
+
+    off = cli.json("webhooks", "update", hook["id"], "--disable")
+    assert off["status"] == "disabled" and off["disabled_reason"]
+    assert cli.json("webhooks", "log", queued["id"])["status"] == "failed"
+    for args in (("test", hook["id"]), ("redeliver", queued["id"]), ("redeliver", queued["event_id"])):
+        refused = cli.run("webhooks", *args, "--json", ok=False)
+        error = json.loads(refused.stderr)["error"]
+        assert error["code"] == "WEBHOOK_DISABLED" and hook["id"] in error["message"], args
+    assert cli.json("webhooks", "log", queued["id"])["status"] == "failed"
+
+    on = cli.json(
+        "webhooks", "update", hook["id"], "--enable", "--events", "order.filled,position.opened", "--description", "d"
+    )
+    assert (on["status"], on["disabled_reason"], on["failing_since"]) == ("enabled", None, None)
+    assert (on["events"], on["description"], on["url"]) == (["order.filled", "position.opened"], "d", hook["url"])
+    assert cli.json("webhooks", "list") == [on]
+    assert cli.json("webhooks", "log", queued["id"])["status"] == "failed", "enabling sends nothing by itself"
+    assert "made due again" in cli.run("webhooks", "redeliver", queued["id"]).stdout
+    table = cli.run("webhooks", "update", hook["id"], "--url", "http://127.0.0.1:9/v2").stdout
+    assert hook["id"] in table and "127.0.0.1:9/v2" in table and "enabled" in table
+
+
+def test_update_refusals_carry_the_api_codes(cli: Cli) -> None:
+    cli.run("accounts", "create", "other")
+    hook = cli.json("webhooks", "create", PUBLIC, "--account", "desk")
+    private = cli.run("webhooks", "update", hook["id"], "--url", "https://10.0.0.1/hook", "--json", ok=False)
+    assert json.loads(private.stderr)["error"]["code"] == "WEBHOOK_URL_NOT_ALLOWED"
+    unknown = cli.run("webhooks", "update", hook["id"], "--events", "order.eaten", "--json", ok=False)
+    assert json.loads(unknown.stderr)["error"]["code"] == "BAD_REQUEST"
+    for args in (("whk_nope", "--disable"), (hook["id"], "--account", "other", "--disable")):
+        gone = cli.run("webhooks", "update", *args, "--json", ok=False)
+        assert json.loads(gone.stderr)["error"]["code"] == "NOT_FOUND", args
+    assert cli.json("webhooks", "list") == [{k: v for k, v in hook.items() if k != "secret"}]
