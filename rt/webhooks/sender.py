@@ -242,7 +242,7 @@ def _target(url: str) -> _Target:
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise _InvalidTarget("the scheme is not http or https")
-    name = (parts.hostname or "").rstrip(".")
+    name = parts.hostname or ""
     if not name:
         raise _InvalidTarget("the URL has no host")
     try:

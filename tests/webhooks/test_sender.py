@@ -31,7 +31,7 @@ class Seen:
 @dataclass
 class Receiver:
     """A small HTTP/1.1 server: /ok, /fail (a long body), /busy (429), /moved (302 to /target), /slow (never answers),
-    /hangup (closes without an answer)."""
+    /hangup (closes without an answer), /endless (a body that never ends), /keep (keeps the connection open)."""
 
     port: int = 0
     connections: int = 0
@@ -52,17 +52,21 @@ class Receiver:
         assert task is not None
         self.handlers.add(task)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            line, *lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines if h)}
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            path = line.split(" ")[1]
-            self.seen.append(Seen(path, headers, body))
-            self.arrived.set()
+            path = await self.read_request(reader)
+            while path == "/keep":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nkept")
+                await writer.drain()
+                path = await self.read_request(reader)
             if path == "/slow":
                 await self.release.wait()
                 return
             if path == "/hangup":
+                return
+            if path == "/endless":
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                while not self.release.is_set():
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
                 return
             status, extra, content = {
                 "/ok": ("200 OK", "", b"thanks"),
@@ -81,6 +85,16 @@ class Receiver:
         finally:
             writer.close()
             self.handlers.discard(task)
+
+    async def read_request(self, reader: asyncio.StreamReader) -> str:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines if h)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        path = line.split(" ")[1]
+        self.seen.append(Seen(path, headers, body))
+        self.arrived.set()
+        return path
 
 
 @pytest.fixture
@@ -245,3 +259,58 @@ async def test_cancelling_a_send_cancels_it(sender: Sender, receiver: Receiver) 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_the_body_is_asked_for_unencoded(sender: Sender, receiver: Receiver) -> None:
+    answer = await sender.send(receiver.url("/ok"), BODY, HEADERS)
+    assert answer.ok
+    [seen] = receiver.seen
+    assert seen.headers["accept-encoding"] == "identity"
+
+
+async def test_a_body_that_never_ends_is_read_only_as_far_as_the_snippet(sender: Sender, receiver: Receiver) -> None:
+    # Reading it all would run into the timeout and lose the status; the sender stops once the snippet is full.
+    answer = await sender.send(receiver.url("/endless"), BODY, HEADERS)
+    assert answer.ok
+    assert answer.response == "x" * RESPONSE_SNIPPET
+
+
+async def test_connections_are_reused_per_host_name_not_per_address(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ssrf, "refusal", lambda address: None)
+    pooled = Sender((), timeout_s=5.0, resolve=resolving_to("127.0.0.1"))
+    try:
+        for host in ("hooks.example.com", "hooks.example.com", "other.example.com", "hooks.example.com"):
+            answer = await pooled.send(receiver.url("/keep", host=host), BODY, HEADERS)
+            assert answer.ok
+            assert answer.response == "kept"
+    finally:
+        await pooled.aclose()
+    assert receiver.connections == 2  # one per name, though both names reach the same address
+    assert [s.headers["host"].split(":")[0] for s in receiver.seen] == [
+        "hooks.example.com",
+        "hooks.example.com",
+        "other.example.com",
+        "hooks.example.com",
+    ]
+
+
+async def test_an_ipv6_literal_is_reached_with_a_bracketed_host_header() -> None:
+    made = Receiver()
+    try:
+        server = await asyncio.start_server(made.handle, "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    made.port = server.sockets[0].getsockname()[1]
+    ipv6 = Sender(("::1",), timeout_s=5.0)
+    try:
+        answer = await ipv6.send(made.url("/ok", host="[::1]"), BODY, HEADERS)
+    finally:
+        await ipv6.aclose()
+        server.close()
+        await asyncio.gather(*made.handlers)
+        await server.wait_closed()
+    assert answer.ok
+    [seen] = made.seen
+    assert seen.headers["host"] == f"[::1]:{made.port}"
