@@ -248,5 +248,6 @@ async def test_two_instances_on_one_postgresql_store_deliver_a_burst_once_each(
     ids = [r.event_id for r in hooks.to("/hook")]
     assert sorted(ids) == sorted(e.id for e in events)
     assert len(ids) == len(set(ids)) == 100
-    assert sent["a"] > 0 and sent["b"] > 0
-    assert sent["a"] + sent["b"] == 100
+    # Which worker sends how many is timing (the store's two-claimer test holds the claims to never overlap); that
+    # the two together recorded each delivery exactly once is not.
+    assert sent.get("a", 0) + sent.get("b", 0) == 100
