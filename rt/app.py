@@ -12,7 +12,21 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
-from rt.api import account, asyncapi, keys, markets, openapi, orders, positions, risk, strategies, system, webhooks, ws
+from rt.api import (
+    account,
+    asyncapi,
+    compat,
+    keys,
+    markets,
+    openapi,
+    orders,
+    positions,
+    risk,
+    strategies,
+    system,
+    webhooks,
+    ws,
+)
 from rt.api.alerts import OPERATIONS as ALERT_OPERATIONS
 from rt.api.middleware import RequestContext
 from rt.api.problems import http_exception
@@ -34,6 +48,7 @@ OPERATIONS: list[Operation] = [
     *ALERT_OPERATIONS,
     *webhooks.OPERATIONS,
     *ws.OPERATIONS,
+    *compat.OPERATIONS,
 ]
 
 

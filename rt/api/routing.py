@@ -57,6 +57,23 @@ class Call:
 Handler = Callable[[Call], Awaitable[Any]]
 
 
+class Dialect:
+    """How an operation's clients send their key and body and read errors. rt's own API is this class; a
+    compatibility dialect (rt/api/compat/) overrides what its seed does differently, over the same pipeline."""
+
+    def api_key(self, request: Request) -> str | None:
+        return _api_key(request)
+
+    def parse(self, op: Operation, raw: bytes, content_type: str | None) -> Any:
+        return parse_json(op, raw, content_type)
+
+    def error(self, exc: RtError, request_id: str | None) -> Response:
+        return problem_response(exc, request_id)
+
+
+NATIVE = Dialect()
+
+
 @dataclass(frozen=True)
 class Operation:
     method: str
@@ -75,6 +92,7 @@ class Operation:
     command: str | None = None  # the WebSocket command that is this route's twin (same idempotency keys)
     also: tuple[tuple[int, str], ...] = ()  # other success statuses, with what they mean
     idempotency_field: str | None = None
+    dialect: Dialect = NATIVE
 
     @property
     def name(self) -> str:
@@ -152,7 +170,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 runtime.trusted_proxies,
             )
             state["client_ip"] = ip
-            creds = Credentials(_api_key(request), ip, request.method, request.headers.get("x-rt-signature"))
+            creds = Credentials(op.dialect.api_key(request), ip, request.method, request.headers.get("x-rt-signature"))
             verdict = await runtime.guard.authenticate(creds, op.scope) if op.scope is not None else None
             if verdict is not None:
                 state["key_id"] = verdict.principal.key_id
@@ -162,7 +180,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 raw = await read_body(request, runtime.settings.max_body_bytes)
             if verdict is not None:
                 await runtime.guard.verify_body(verdict, creds, raw)
-            data = parse_json(op, raw, request.headers.get("content-type"))
+            data = op.dialect.parse(op, raw, request.headers.get("content-type"))
             body = parse_body(op.body, data) if op.body else None
             query = parse_query(op.query, request) if op.query else None
             principal = verdict.principal if verdict is not None else None
@@ -176,9 +194,9 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         except ClientDisconnect:
             return _Gone()
         except RtError as exc:
-            response = problem_response(exc, request_id_of(request))
+            response = op.dialect.error(exc, request_id_of(request))
         except Exception as exc:
-            response = problem_response(_unexpected(exc, request, op), request_id_of(request))
+            response = op.dialect.error(_unexpected(exc, request, op), request_id_of(request))
         if headers:
             present = {name for name, _ in response.raw_headers}
             response.raw_headers.extend(
@@ -223,7 +241,7 @@ async def _respond(op: Operation, call: Call) -> Response:
     try:
         result = await op.handler(call)
     except RtError as exc:
-        return problem_response(exc, request_id_of(call.request))
+        return op.dialect.error(exc, request_id_of(call.request))
     return result if isinstance(result, Response) else JSON(result, status_code=op.status)
 
 

@@ -1,0 +1,7 @@
+"""Tradyn dialect (placeholder until its modules land)."""
+
+from __future__ import annotations
+
+from rt.api.routing import Operation
+
+OPERATIONS: list[Operation] = []
