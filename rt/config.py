@@ -117,6 +117,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("paper_fee", "RT_PAPER_FEE", "0.001", str, "Paper fee rate per fill (0.001 = 0.1%)."),
     Option("paper_slippage_bps", "RT_PAPER_SLIPPAGE_BPS", "0", str, "Paper slippage of market orders, basis points."),
     Option("paper_balance", "RT_PAPER_BALANCE", "100000", str, "Starting paper balance of a new account (USDT)."),
+    Option(
+        "paper_venues",
+        "RT_PAPER_VENUES",
+        (),
+        _list,
+        "Exchange ids the paper venue also answers to, simulated (dry run), e.g. `binance,kraken`.",
+    ),
+    Option(
+        "tradyn_exchange",
+        "RT_TRADYN_EXCHANGE",
+        "paper",
+        str,
+        "The venue the Tradyn dialect (/v1/api) trades on.",
+    ),
+    Option(
+        "validation_wait_ms",
+        "RT_VALIDATION_WAIT_MS",
+        1000,
+        int,
+        "How long POST /v1/positions waits for Cerberus and the venue before answering 202 pending_validation.",
+    ),
     Option("leverage", "RT_LEVERAGE", "1", str, "Margin model: position notional / leverage is the margin used."),
     Option("ws_queue", "RT_WS_QUEUE", 1024, int, "Messages a WebSocket may have queued before it is closed (4008)."),
     Option(
@@ -191,6 +212,9 @@ class Settings:
     paper_fee: str = "0.001"
     paper_slippage_bps: str = "0"
     paper_balance: str = "100000"
+    paper_venues: tuple[str, ...] = ()
+    tradyn_exchange: str = "paper"
+    validation_wait_ms: int = 1000
     leverage: str = "1"
     ws_queue: int = 1024
     ws_heartbeat_s: int = 15
