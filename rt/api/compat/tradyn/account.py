@@ -1,0 +1,7 @@
+"""Tradyn account (placeholder)."""
+
+from __future__ import annotations
+
+from rt.api.routing import Operation
+
+OPERATIONS: list[Operation] = []

@@ -1,0 +1,7 @@
+"""Tradyn market (placeholder until its module lands)."""
+
+from __future__ import annotations
+
+from rt.api.routing import Operation
+
+OPERATIONS: list[Operation] = []
