@@ -70,10 +70,33 @@ class PositionRequest(_Request):
     symbol: str = Field(min_length=3, max_length=40, examples=["BTC/USDT"])
     side: Literal["long", "short"]
     quantity: Amount
-    entry_price: Amount | None = Field(None, description="Absent: open at market. Present: a limit entry.")
+    entry_price: Amount | None = Field(
+        None, description="Absent: open at market. Present: an entry order resting at this price (see entry_type)."
+    )
+    entry_type: Literal["limit", "stop"] = Field(
+        "limit",
+        description="With entry_price: `limit` enters when the market comes back to it (a long below the ask), `stop` "
+        "when the market breaks through it (a long above the ask); a stop entry the market is already through is "
+        "refused (400).",
+    )
     stop_loss: Amount | None = None
     take_profit: Amount | None = None
     strategy_id: str | None = None
+
+    @model_validator(mode="after")
+    def _entry(self) -> PositionRequest:
+        if self.entry_type == "stop" and self.entry_price is None:
+            raise ValueError("a stop entry needs an entry_price")
+        return self
+
+
+class EntryUpdate(_Request):
+    """A pending position's resting entry: a new price replaces the entry order (the position keeps its id); a field
+    left out keeps its value."""
+
+    entry_price: Amount | None = Field(None, description="The entry order's new price (its limit or stop price).")
+    stop_loss: Amount | None = Field(None, description="null removes it")
+    take_profit: Amount | None = Field(None, description="null removes it")
 
 
 class PositionUpdate(_Request):

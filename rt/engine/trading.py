@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from rt import metrics
 from rt.engine import ledger, risk, rules
 from rt.engine.engine import Changes, Engine
-from rt.engine.requests import OrderRequest, PositionRequest, PositionUpdate
+from rt.engine.requests import EntryUpdate, OrderRequest, PositionRequest, PositionUpdate
 from rt.errors import BadRequest, NotFound, RtError
 from rt.exchanges import Exchange, Fill, OrderSpec, Side, Ticker
 from rt.records.ids import new_id
@@ -45,6 +46,7 @@ async def _submit(
 ) -> list[risk.Check]:
     """Cerberus, then the venue, then the books. Raises ValidationFailed (order stored as rejected)."""
     book = changes.book
+    ledger.mark_simulated(book, order, venue.simulated)
     ticker = await venue.ticker(order.symbol)
     if order.type == "stop":
         assert order.stop_price is not None
@@ -178,7 +180,8 @@ def _validation(checks: list[risk.Check]) -> dict[str, Any]:
 async def open_position(
     engine: Engine, account_id: str, req: PositionRequest, *, test_key: bool = False
 ) -> tuple[Position, dict[str, Any]]:
-    """Open at market (status open) or rest a limit entry at entry_price (status pending); with Cerberus's verdict."""
+    """Open at market (status open) or rest a limit or stop entry at entry_price (status pending); with Cerberus's
+    verdict."""
     venue = engine.venues.get(account_id, req.exchange, test_key=test_key)
     await rules.check_steps(venue, req.symbol, req.quantity, rules.prices_of(req, rules.POSITION_PRICES))
 
@@ -191,11 +194,12 @@ async def open_position(
             exchange=req.exchange,
             symbol=req.symbol,
             side=side,
-            type="limit" if req.entry_price is not None else "market",
+            type="market" if req.entry_price is None else req.entry_type,
             quantity=req.quantity,
             status="open",
             intent="open",
-            price=req.entry_price,
+            price=req.entry_price if req.entry_type == "limit" else None,
+            stop_price=req.entry_price if req.entry_type == "stop" else None,
             stop_loss=req.stop_loss,
             take_profit=req.take_profit,
             position_id=position_id,
@@ -234,6 +238,103 @@ async def open_position(
         return position, _validation(checks)
 
     return await engine.run(account_id, command)
+
+
+async def amend_entry(engine: Engine, account_id: str, position_id: str, req: EntryUpdate) -> Position:
+    """Move a pending position's entry, or change only its stop loss / take profit. A new price replaces the resting
+    entry order in one command (Cerberus judges the new one in place of the old, then the old is canceled at the
+    venue and the new one placed); the position keeps its id. An entry that filled meanwhile is booked, and 409."""
+
+    async def command(changes: Changes) -> Position:
+        position, entry = await _pending_entry_of(engine, changes, position_id)
+        given = req.model_fields_set
+        old_price = entry.price if entry.type == "limit" else entry.stop_price
+        assert old_price is not None
+        price = req.entry_price if "entry_price" in given and req.entry_price is not None else old_price
+        stop_loss = req.stop_loss if "stop_loss" in given else position.stop_loss
+        take_profit = req.take_profit if "take_profit" in given else position.take_profit
+        venue = engine.venues.get(account_id, position.exchange)
+        prices = {"entry_price": price, "stop_loss": req.stop_loss, "take_profit": req.take_profit}
+        await rules.check_steps(venue, position.symbol, None, prices)
+        _check_protection(position.side, price, stop_loss, take_profit)
+        if price == old_price:
+            position.stop_loss, position.take_profit = stop_loss, take_profit
+            entry.stop_loss, entry.take_profit = stop_loss, take_profit
+            entry.updated_at = now()
+            changes.order(entry)
+            changes.position(position, "position.updated")
+            return position
+        order = replace(
+            entry,
+            id=new_id("ord"),
+            price=price if entry.type == "limit" else None,
+            stop_price=price if entry.type == "stop" else None,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            venue_order_id=None,
+            created_at=now(),
+            updated_at=now(),
+        )
+        ticker = await venue.ticker(position.symbol)
+        if order.type == "stop":
+            assert order.stop_price is not None
+            rules.check_trigger(order.side, order.stop_price, ticker)
+        _judge_in_place_of(engine, changes, entry, order, ticker)
+        assert entry.venue_order_id is not None
+        answer = await venue.cancel(entry.venue_order_id, entry.symbol)
+        if answer.status != "canceled":
+            if answer.fill is not None:
+                book_resting_fill(engine, changes, entry, answer.fill)
+            raise OrderNotOpen(f"the entry of position {position_id} has already filled")
+        entry.status, entry.updated_at = "canceled", now()
+        engine.untrack(entry)
+        changes.book.orders.pop(entry.id, None)
+        changes.order(entry, "order.canceled")
+        position.entry_order_id, position.entry_price = order.id, price
+        position.stop_loss, position.take_profit = stop_loss, take_profit
+        try:
+            await _submit(engine, changes, venue, order)
+        except BaseException:
+            if order.status == "rejected":
+                changes.book.positions.pop(position_id, None)
+                position.status, position.closed_at = "rejected", now()
+                changes.position(position, "position.rejected", reason=order.reject_reason)
+            raise
+        if order.status == "open":
+            changes.position(position, "position.updated")
+        return changes.book.positions.get(position_id, position)
+
+    return await engine.run(account_id, command)
+
+
+async def _pending_entry_of(engine: Engine, changes: Changes, position_id: str) -> tuple[Position, Order]:
+    position = changes.book.positions.get(position_id)
+    if position is None:
+        stored = await engine.store.get_position(changes.book.account_id, position_id)
+        if stored is None:
+            raise NotFound(f"no position {position_id}")
+        raise OrderNotOpen(f"position {position_id} is {stored.status}; only a pending entry can be changed")
+    entry = changes.book.orders.get(position.entry_order_id or "")
+    if position.status != "pending" or entry is None or entry.status != "open":
+        raise OrderNotOpen(f"position {position_id} is {position.status}; only a pending entry can be changed")
+    return position, entry
+
+
+def _judge_in_place_of(engine: Engine, changes: Changes, old: Order, new: Order, ticker: Ticker) -> None:
+    """Cerberus on the new entry as if the old one no longer rested, before anything changes at the venue: a refused
+    amendment leaves the old entry as it was."""
+    book = changes.book
+    book.orders.pop(old.id, None)
+    try:
+        price = _estimate(new, ticker)
+        proposal = risk.Proposal(new.exchange, new.symbol, new.side, new.quantity, price, None, False, new.strategy_id)
+        checks = risk.evaluate(book, proposal, engine.config.leverage)
+        if new.strategy_id is not None and engine.strategies is not None:
+            added = risk.increase_of(book, proposal)
+            checks += engine.strategies.checks(book.account_id, new.strategy_id, added * proposal.price, added > 0)
+    finally:
+        book.orders[old.id] = old
+    risk.enforce(checks, position_id=new.position_id)
 
 
 def _check_protection(side: str, price: Decimal, stop_loss: Decimal | None, take_profit: Decimal | None) -> None:
