@@ -164,7 +164,7 @@ OPERATIONS = [
         description="Without entry_price the position opens at market (201, status open). With entry_price "
         "a limit entry rests at the venue (202, status pending) and opens at entry_price when it fills; an entry "
         "the market already reaches opens at once, at the market. Prices and quantity must be on the market's "
-        "steps (400 naming the field and the step).",
+        "steps (400 naming field and step). With `entry_type: stop` a stop entry rests (400 if it would trigger now).",
     ),
     Operation(
         "PATCH",

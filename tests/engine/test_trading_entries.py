@@ -1,4 +1,4 @@
-"""rt/engine/trading: stop entries of positions, and moving a pending entry (amend_entry) with the position's id kept."""
+"""rt/engine/trading: stop entries of positions; moving a pending entry (amend_entry) keeps the position's id."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ async def test_moving_an_entry_keeps_the_position_and_replaces_its_order(rig: Ri
     assert (moved.id, moved.status, moved.entry_price, moved.take_profit) == (position.id, "pending", D(97), D(110))
     assert moved.entry_order_id not in (None, first)
     book = await rig.book()
-    assert [(o.id, o.price, o.position_id) for o in book.orders.values()] == [(moved.entry_order_id, D(97), position.id)]
+    resting = [(o.id, o.price, o.position_id) for o in book.orders.values()]
+    assert resting == [(moved.entry_order_id, D(97), position.id)]
     canceled = await rig.store.get_order(rig.account_id, str(first))
     assert canceled is not None and canceled.status == "canceled"
     (stored,) = await rig.stored_positions("pending")
