@@ -76,6 +76,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def build(operations: list[Operation]) -> dict[str, Any]:
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Problem, "serialization")]
     for op in operations:
+        if op.dialect.error_model is not None:
+            wanted.append((op.dialect.error_model, "serialization"))
         if op.body is not None:
             wanted.append((op.body, "validation"))
         if op.response is not None:
@@ -167,13 +169,13 @@ def _operation(op: Operation) -> dict[str, Any]:
         responses[str(status)] = {**ok, "description": description}
     by_status: dict[int, list[str]] = {}
     for code in errors_of(op):
-        by_status.setdefault(STATUS_OF[code], []).append(code)
+        by_status.setdefault(op.dialect.status_of(code, STATUS_OF[code]), []).append(code)
     for status, codes in sorted(by_status.items()):
         responses[str(status)] = {
             "description": " or ".join(f"`{c}`" for c in codes),
             "content": {
-                "application/problem+json": {
-                    "schema": _ref(Problem),
+                op.dialect.error_media: {
+                    "schema": _ref(op.dialect.error_model or Problem),
                     "examples": {c: {"value": {"status": status, "code": c}} for c in codes},
                 }
             },

@@ -59,7 +59,15 @@ Handler = Callable[[Call], Awaitable[Any]]
 
 class Dialect:
     """How an operation's clients send their key and body and read errors. rt's own API is this class; a
-    compatibility dialect (rt/api/compat/) overrides what its seed does differently, over the same pipeline."""
+    compatibility dialect (rt/api/compat/) overrides what its seed does differently, over the same pipeline.
+    `error_model`, `error_media` and `status_of` tell the OpenAPI document what `error` answers."""
+
+    error_model: type[BaseModel] | None = None  # None: rt's Problem
+    error_media = "application/problem+json"
+
+    def status_of(self, code: str, status: int) -> int:
+        """The HTTP status this dialect answers for an rt error code whose native status is `status`."""
+        return status
 
     def api_key(self, request: Request) -> str | None:
         return _api_key(request)
