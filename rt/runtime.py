@@ -30,6 +30,7 @@ from rt.coord import TickChannel, instance_id, open_coord
 from rt.coord.market import MARKET, Market
 from rt.coord.roles import Roles
 from rt.engine.engine import Engine, EngineConfig
+from rt.exchanges.candles import Candles
 from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed
 from rt.exchanges.paper import PaperExchange
 from rt.exchanges.registry import Venues
@@ -66,6 +67,7 @@ class Runtime:
     market: Market
     webhooks: WebhookManager
     alerts: AlertDesk
+    candles: Candles
     sessions: Sessions = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -289,6 +291,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         market=_one_market(feed, ticks, roles, engine, paper, shared=bool(settings.redis_url)),
         webhooks=WebhookManager(store, box, bus, engine, settings, instance),
         alerts=AlertDesk(store, engine, idempotency, limiter, hasher, audit_log, settings),
+        candles=Candles(engine.venues, feed, bus),
     )
     try:
         if background:
@@ -297,6 +300,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
             runtime.spawn(usage.run(), "usage-flush")
             runtime.spawn(runtime.idempotency.run_expiry(), "idempotency-expiry")
             runtime.spawn(runtime.hub.run(), "hub")
+            runtime.spawn(runtime.candles.run(), "candle-volume")
             runtime.spawn(runtime.sessions.watch_revocations(), "revocations")
             runtime.spawn(runtime.sessions.run_clock(), "session-clock")
             runtime.spawn(store.maintain(), "store-maintenance")

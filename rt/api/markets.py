@@ -1,7 +1,8 @@
-"""/v1/markets: the venues' symbols and tickers."""
+"""/v1/markets: the venues' symbols, tickers and candles."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,10 +13,20 @@ from rt.api.models import Strict
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.exchanges import Exchange
+from rt.exchanges.candles import MAX_LIMIT
+from rt.records.candles import Timeframe
 
 
 class MarketQuery(Strict):
     exchange: str = "paper"
+
+
+class CandleQuery(MarketQuery):
+    timeframe: Timeframe = "1m"
+    limit: int = Field(100, ge=1, le=MAX_LIMIT, description=f"How many bars (max {MAX_LIMIT}).")
+    since: int | None = Field(
+        None, ge=0, le=10**14, description="Epoch milliseconds: the first bars opening at or after it, not the last."
+    )
 
 
 class MarketOut(BaseModel):
@@ -40,6 +51,21 @@ class TickerOut(BaseModel):
     ask: Decimal
     last: Decimal
     timestamp: int = Field(description="Epoch milliseconds of the quote.")
+
+
+class CandleOut(BaseModel):
+    time: datetime = Field(description="When the bar opens (UTC).")
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+
+class CandleList(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    candles: list[CandleOut]
 
 
 def _venue(call: Call) -> Exchange:
@@ -85,6 +111,21 @@ async def ticker(call: Call) -> dict[str, Any]:
     }
 
 
+async def candles(call: Call) -> dict[str, Any]:
+    q: CandleQuery = call.query
+    symbol = symbol_of(call.param("symbol"))
+    found = await call.runtime.candles.candles(
+        q.exchange,
+        symbol,
+        q.timeframe,
+        q.limit,
+        since=q.since,
+        account_id=call.caller.account_id,
+        test_key=call.caller.test,
+    )
+    return {"symbol": symbol, "timeframe": q.timeframe, "candles": [c.as_json() for c in found]}
+
+
 OPERATIONS = [
     Operation(
         "GET",
@@ -108,5 +149,21 @@ OPERATIONS = [
         response=TickerOut,
         errors=(*_errors.AUTH, "BAD_REQUEST", "EXCHANGE_UNAVAILABLE"),
         description="The symbol with its slash URL-encoded (`BTC%2FUSDT`), or written `BTC-USDT`.",
+    ),
+    Operation(
+        "GET",
+        "/v1/markets/{symbol:path}/candles",
+        candles,
+        "A symbol's candles (OHLCV)",
+        "markets",
+        scopes.MARKET_READ,
+        query=CandleQuery,
+        response=CandleList,
+        errors=(*_errors.AUTH, "BAD_REQUEST", "NOT_FOUND", "EXCHANGE_UNAVAILABLE"),
+        description=(
+            "Bars oldest first: the last `limit` of them, or with `since` the first `limit` opening at or after it. "
+            "The current bar is open (its close is the latest price). On the simulated market bars are built from its "
+            "ticks, volume is the quantity of its fills, and a stretch without ticks gives flat bars."
+        ),
     ),
 ]
