@@ -259,7 +259,7 @@ def _issued(issued: IssuedKey, as_json: bool, replaces: str | None = None) -> No
 @_store_options
 @click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
 @click.option("--scopes", "scope_spec", required=True, help="Preset (read-only, trade-only, full) or scope,scope.")
-@click.option("--tier", type=click.Choice(["starter", "pro", "pro_plus"]), required=True)
+@click.option("--tier", type=click.Choice(["starter", "b2b", "pro", "pro_plus"]), required=True)
 @click.option("--allow-ips", default=None, help="Comma-separated IPs/CIDRs allowed to use the key.")
 @click.option("--name", default="", help="A label for the key.")
 @click.option("--test", is_flag=True, help="An rt_test_ key (paper venue only).")

@@ -15,7 +15,7 @@ from rt.auth.manage import IssuedKey
 from rt.errors import INSUFFICIENT_SCOPE, Forbidden
 from rt.records.accounts import ApiKey
 
-TIERS = Literal["starter", "pro", "pro_plus"]
+TIERS = Literal["starter", "b2b", "pro", "pro_plus"]
 
 # What scopes.resolve accepts, for the document; resolve itself gives the 400 that names the field.
 _NAMES = [*scopes.PRESETS, *scopes.ALL]

@@ -18,8 +18,9 @@ class Tier:
 
 DEFAULT_TIERS: dict[str, Tier] = {
     "starter": Tier("starter", 60, 10, 0),
-    "pro": Tier("pro", 120, 20, 1),
-    "pro_plus": Tier("pro_plus", 300, 50, 2),
+    "b2b": Tier("b2b", 100, 20, 1),  # Alpha Draconis's B2B keys: 100 requests a minute
+    "pro": Tier("pro", 120, 20, 2),
+    "pro_plus": Tier("pro_plus", 300, 50, 3),
 }
 
 

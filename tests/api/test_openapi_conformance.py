@@ -75,6 +75,7 @@ schema = (
     .exclude(path="/v1/keys/{key_id}/rotate")
     .exclude(path="/v1/emergency/kill")
     .exclude(path="/v1/risk/kill")
+    .exclude(path="/api/v1/b2b/risk/kill")
 )
 
 

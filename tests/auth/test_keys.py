@@ -113,15 +113,16 @@ def test_default_tiers_match_the_spec() -> None:
     table = tiers.load()
     assert {(t.name, t.per_minute, t.burst) for t in table.values()} == {
         ("starter", 60, 10),
+        ("b2b", 100, 20),
         ("pro", 120, 20),
         ("pro_plus", 300, 50),
     }
-    assert table["starter"].rank < table["pro"].rank < table["pro_plus"].rank
+    assert table["starter"].rank < table["b2b"].rank < table["pro"].rank < table["pro_plus"].rank
 
 
 def test_tier_overrides() -> None:
     table = tiers.load(["pro=600/40", " starter = 30 / 5 "])
-    assert (table["pro"].per_minute, table["pro"].burst, table["pro"].rank) == (600, 40, 1)
+    assert (table["pro"].per_minute, table["pro"].burst, table["pro"].rank) == (600, 40, 2)
     assert (table["starter"].per_minute, table["starter"].burst) == (30, 5)
     assert table["pro_plus"] == tiers.DEFAULT_TIERS["pro_plus"]
     # The defaults themselves are not changed by loading overrides.
