@@ -1,7 +1,106 @@
-"""Tradyn trading (placeholder)."""
+"""POST /v1/api/trade: a market buy or sell in lots, opened as an rt position (Cerberus sees its true notional)."""
 
 from __future__ import annotations
 
-from rt.api.routing import Operation
+from decimal import Decimal
+from typing import Any, Literal
 
-OPERATIONS: list[Operation] = []
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rt.api import _errors
+from rt.api.compat.tradyn import symbols
+from rt.api.compat.tradyn._dialect import TAG, TRADYN, ok, rt_symbol
+from rt.api.compat.tradyn.positions import Protection, position_json, protection
+from rt.api.routing import Call, Operation, parse_body
+from rt.auth import scopes
+from rt.engine import trading
+from rt.engine.requests import MAX_PRICE, PositionRequest
+
+PENDING_TYPES = (2, 3, 4, 5)
+
+
+class TradeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str = Field(min_length=1, max_length=40, examples=["EURUSD"])
+    action: Literal["buy", "sell"] | None = None
+    type: Literal[0, 1, "buy", "sell"] | None = Field(None, description="0 buy, 1 sell; 2-5 are pending orders.")
+    volume: Decimal = Field(gt=0, lt=MAX_PRICE, allow_inf_nan=False, description="Lots, on the 0.01 step.")
+    sl: Protection | None = Field(None, description="Stop loss price; 0 or absent: none.")
+    tp: Protection | None = Field(None, description="Take profit price; 0 or absent: none.")
+    comment: str | None = Field(None, max_length=255, description="Accepted, not kept.")
+    magic: int | None = Field(None, ge=0, lt=2**63, description="Accepted, not kept.")
+    deviation: int | None = Field(None, ge=0, lt=2**31, description="Slippage in points; a market fill ignores it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pending(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in PENDING_TYPES:
+            raise ValueError("types 2-5 are pending orders: send them to POST /v1/api/orders")
+        return data
+
+    @property
+    def side(self) -> Literal["buy", "sell"]:
+        by_type: dict[object, Literal["buy", "sell"]] = {0: "buy", 1: "sell", "buy": "buy", "sell": "sell"}
+        asked = by_type[self.type] if self.type is not None else None
+        if self.action is None and asked is None:
+            raise ValueError("send action (buy or sell) or type (0 or 1)")
+        if self.action is not None and asked is not None and self.action != asked:
+            raise ValueError(f"action {self.action} and type {self.type} disagree")
+        return self.action or asked  # type: ignore[return-value]
+
+    @model_validator(mode="after")
+    def _one_side(self) -> TradeRequest:
+        _ = self.side
+        return self
+
+
+async def tradyn_trade(call: Call) -> dict[str, Any]:
+    body: TradeRequest = call.body
+    symbol = await rt_symbol(call, body.symbol)
+    asked = {
+        "exchange": call.runtime.settings.tradyn_exchange,
+        "symbol": symbol,
+        "side": "long" if body.side == "buy" else "short",
+        "quantity": symbols.to_units(body.volume, symbol),
+        "stop_loss": protection(body.sl),
+        "take_profit": protection(body.tp),
+    }
+    req = parse_body(PositionRequest, asked)
+    assert isinstance(req, PositionRequest)
+    position, _ = await trading.open_position(
+        call.runtime.engine, call.caller.account_id, req, test_key=call.caller.test
+    )
+    shown = position_json(position)
+    return ok(
+        {
+            "ticket": position.id,
+            "order": position.entry_order_id,
+            "symbol": shown["symbol"],
+            "type": shown["type"],
+            "volume": shown["volume"],
+            "price": position.entry_price,
+            "sl": shown["sl"],
+            "tp": shown["tp"],
+            "time": position.created_at,
+            "status": position.status,
+        }
+    )
+
+
+OPERATIONS = [
+    Operation(
+        "POST",
+        "/v1/api/trade",
+        tradyn_trade,
+        "Tradyn: market buy or sell (opens a position)",
+        TAG,
+        scopes.POSITIONS_WRITE,
+        body=TradeRequest,
+        errors=(*_errors.TRADE, "NOT_FOUND"),
+        idempotent=True,
+        description="`volume` is in lots (100,000 units for a forex pair, 1 unit otherwise, 0.01 lot step); "
+        "Cerberus judges the position's notional in units times the price. The answer's `ticket` is the position id.",
+        dialect=TRADYN,
+    ),
+]
