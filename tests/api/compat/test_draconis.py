@@ -52,12 +52,18 @@ async def new_desk(
     desk = Desk(account.id, issued.key, issued.record.id)
     async with client(server, desk) as http:
         deadline = time.monotonic() + 5
-        while (await http.get("/v1/health")).status_code != 200 or (await http.get("/v1/ws/token")).status_code == 401:
+        while (await http.get("/v1/account")).status_code == 401:
             assert time.monotonic() < deadline, "the new key did not reach the server"
             await asyncio.sleep(0.05)
     if revoked:
         async with open_runtime(Settings(data_dir=str(server.data_dir))) as runtime:
             await runtime.keys.revoke(desk.key_id, actor="test")
+        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": desk.key}) as http:
+            deadline = time.monotonic() + 5
+            # SPEC §1: a key revoked on the data dir is refused by the running server within a second.
+            while (await http.get("/v1/account")).status_code != 401:
+                assert time.monotonic() < deadline, "the revocation did not reach the server"
+                await asyncio.sleep(0.05)
     return desk
 
 
@@ -207,8 +213,9 @@ async def test_a_b2b_key_has_100_a_minute_and_its_429_says_rate_limited_with_ret
         assert int(response.headers["retry-after"]) >= 1
         assert response.headers["x-ratelimit-limit"] == "100"
         refused(response, 429, "RATE_LIMITED")
-    # A burst of 20 passes before the limit holds, as docs/compat.md says.
-    assert statuses[:20] == [400] * 20
+    # A burst of 20 (one of them spent by new_desk's check that the key is known) passes before the limit holds, as
+    # docs/compat.md says; a slow run may see a request or two refilled at 100/min meanwhile.
+    assert set(statuses[:-1]) == {400} and 19 <= len(statuses) - 1 <= 25, statuses
 
 
 def test_the_cli_and_the_api_issue_b2b_keys(server: Server) -> None:
