@@ -213,7 +213,7 @@ def test_a_path_parameter_that_does_not_route_is_a_documented_404(document: dict
             continue
         responses = document["paths"][doc_path(op.path)][op.method.lower()]["responses"]
         assert "404" in responses, f"{op.method} {op.path}"
-        assert "NOT_FOUND" in responses["404"]["content"]["application/problem+json"]["examples"]
+        assert "NOT_FOUND" in responses["404"]["content"][op.dialect.error_media]["examples"]
 
 
 def _decimals(model: type[BaseModel]) -> Iterator[tuple[type[BaseModel], str]]:

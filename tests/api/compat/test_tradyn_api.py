@@ -19,6 +19,7 @@ from rt.exchanges import ExchangeUnavailable, Ticker
 from rt.runtime import Runtime
 
 PRICES = ("EUR/USD=1.0870", "BTC/USDT=65000")
+BASE_URL = "http://127.0.0.1:8080/v1"  # the seed's
 SEED_TRADE = {"symbol": "EURUSD", "action": "buy", "volume": 0.10, "sl": 1.0800, "tp": 1.0950}
 
 
@@ -31,7 +32,7 @@ class Rig:
     transport: httpx.ASGITransport
 
     def client(self, headers: dict[str, str]) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=self.transport, base_url="http://127.0.0.1:8080/v1", headers=headers)
+        return httpx.AsyncClient(transport=self.transport, base_url=BASE_URL, headers=headers)
 
     async def data(self, response: httpx.Response) -> Any:
         assert response.status_code == 200, response.text
@@ -71,10 +72,9 @@ async def rig(data_dir: Path) -> AsyncIterator[Rig]:
         keys = {p: key.key for p, key in issued.items()}
         ids = {p: key.record.id for p, key in issued.items()}
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        made = Rig(runtime, httpx.AsyncClient(), keys, ids, transport)
-        async with made.client({"Authorization": f"Bearer {keys['full']}"}) as http:
-            made.http = http
-            yield made
+        headers = {"Authorization": f"Bearer {keys['full']}"}
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers) as http:
+            yield Rig(runtime, http, keys, ids, transport)
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ async def test_a_trade_in_lots_is_a_position_of_units_with_its_true_notional(t: 
     assert account["margin"] == pytest.approx(10_000 * filled["price"])  # leverage 1: margin = units x price
     assert account["positions"] == 1
 
-    sold = await t.trade(symbol="BTCUSDT", action=None, type=1, volume=0.25, sl=None, tp=None)
+    sold = await t.trade(symbol="BTCUSDT", action=None, type=1, volume=0.25, sl=0.0, tp="0")  # 0: none
     native = (await t.native("GET", f"/v1/positions/{sold['ticket']}")).json()["position"]
     assert (native["symbol"], native["side"], native["quantity"]) == ("BTC/USDT", "short", 0.25)
     assert (sold["type"], sold["volume"], sold["sl"], sold["tp"]) == ("sell", 0.25, 0, 0)
@@ -198,6 +198,8 @@ async def test_the_envelope_and_the_seeds_statuses(t: Rig) -> None:
     refused(await t.http.get("/api/positions/pos_nothere"), 404, "NOT_FOUND")
     refused(await t.http.get("/api/no/such/thing"), 404, "NOT_FOUND")
     refused(await t.http.post("/api/nothing", json={}), 404, "NOT_FOUND")
+    refused(await t.http.delete("/api/account"), 404, "NOT_FOUND")  # a method the path does not have
+    assert (await t.http.get("/api/account")).status_code == 200
     for volume in (0.001, 0, -1, "lots"):
         refused(await t.http.post("/api/trade", json={**SEED_TRADE, "volume": volume}), 400, "BAD_REQUEST")
     refused(await t.http.post("/api/trade", json={**SEED_TRADE, "symbol": "XAUUSD"}), 400, "BAD_REQUEST")

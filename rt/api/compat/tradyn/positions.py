@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from rt.api import _errors
 from rt.api.compat.tradyn import symbols
@@ -14,19 +14,25 @@ from rt.api.positions import live
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine import kill, trading
-from rt.engine.requests import MAX_PLACES, MAX_PRICE, PositionUpdate
+from rt.engine.requests import Amount, PositionUpdate
 from rt.errors import BadRequest, NotFound
 from rt.records.trading import Position
 
 ZERO = Decimal(0)
 OPEN_LIMIT = 500  # a terminal lists every open position at once; the envelope's concurrency limit is far below this
 
-# A stop loss or take profit as MetaTrader sends it: 0 (or null) means none.
-Protection = Annotated[Decimal, Field(ge=0, lt=MAX_PRICE, decimal_places=MAX_PLACES, allow_inf_nan=False)]
+
+def _zero_is_none(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        return value
+    try:
+        return None if Decimal(str(value).strip()) == 0 else value
+    except InvalidOperation:
+        return value  # the price validator says why
 
 
-def protection(value: Decimal | None) -> Decimal | None:
-    return value if value else None
+# A stop loss or take profit as MetaTrader sends it: 0 (also 0.0 or "0") or null means none.
+Protection = Annotated[Amount | None, BeforeValidator(_zero_is_none)]
 
 
 def position_json(position: Position) -> dict[str, Any]:
@@ -72,8 +78,8 @@ async def tradyn_get_position(call: Call) -> dict[str, Any]:
 class ModifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sl: Protection | None = Field(None, description="New stop loss; 0 or null removes it, absent keeps it.")
-    tp: Protection | None = Field(None, description="New take profit; 0 or null removes it, absent keeps it.")
+    sl: Protection = Field(None, description="New stop loss; 0 or null removes it, absent keeps it.")
+    tp: Protection = Field(None, description="New take profit; 0 or null removes it, absent keeps it.")
 
 
 async def tradyn_modify_position(call: Call) -> dict[str, Any]:
@@ -83,9 +89,9 @@ async def tradyn_modify_position(call: Call) -> dict[str, Any]:
         raise BadRequest("send sl, tp or both", errors=[{"field": "body", "message": "no sl or tp"}])
     update: dict[str, Decimal | None] = {}
     if "sl" in given:
-        update["stop_loss"] = protection(body.sl)
+        update["stop_loss"] = body.sl
     if "tp" in given:
-        update["take_profit"] = protection(body.tp)
+        update["take_profit"] = body.tp
     position = await trading.update_position(
         call.runtime.engine, call.caller.account_id, call.param("ticket"), PositionUpdate.model_validate(update)
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -10,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rt.api import _errors
 from rt.api.compat.tradyn import symbols
 from rt.api.compat.tradyn._dialect import TAG, TRADYN, ok, rt_symbol
-from rt.api.compat.tradyn.positions import Protection, position_json, protection
+from rt.api.compat.tradyn.positions import Protection, position_json
 from rt.api.routing import Call, Operation, parse_body
 from rt.auth import scopes
 from rt.engine import trading
-from rt.engine.requests import MAX_PRICE, PositionRequest
+from rt.engine.requests import Amount, PositionRequest
 
 PENDING_TYPES = (2, 3, 4, 5)
 
@@ -25,9 +24,9 @@ class TradeRequest(BaseModel):
     symbol: str = Field(min_length=1, max_length=40, examples=["EURUSD"])
     action: Literal["buy", "sell"] | None = None
     type: Literal[0, 1, "buy", "sell"] | None = Field(None, description="0 buy, 1 sell; 2-5 are pending orders.")
-    volume: Decimal = Field(gt=0, lt=MAX_PRICE, allow_inf_nan=False, description="Lots, on the 0.01 step.")
-    sl: Protection | None = Field(None, description="Stop loss price; 0 or absent: none.")
-    tp: Protection | None = Field(None, description="Take profit price; 0 or absent: none.")
+    volume: Amount = Field(description="Lots, on the 0.01 step.")
+    sl: Protection = Field(None, description="Stop loss price; 0 or absent: none.")
+    tp: Protection = Field(None, description="Take profit price; 0 or absent: none.")
     comment: str | None = Field(None, max_length=255, description="Accepted, not kept.")
     magic: int | None = Field(None, ge=0, lt=2**63, description="Accepted, not kept.")
     deviation: int | None = Field(None, ge=0, lt=2**31, description="Slippage in points; a market fill ignores it.")
@@ -63,8 +62,8 @@ async def tradyn_trade(call: Call) -> dict[str, Any]:
         "symbol": symbol,
         "side": "long" if body.side == "buy" else "short",
         "quantity": symbols.to_units(body.volume, symbol),
-        "stop_loss": protection(body.sl),
-        "take_profit": protection(body.tp),
+        "stop_loss": body.sl,
+        "take_profit": body.tp,
     }
     req = parse_body(PositionRequest, asked)
     assert isinstance(req, PositionRequest)
