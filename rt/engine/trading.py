@@ -295,10 +295,15 @@ async def amend_entry(engine: Engine, account_id: str, position_id: str, req: En
         try:
             await _submit(engine, changes, venue, order)
         except BaseException:
+            # The old entry is gone at the venue and the new one never rested: the position has no entry any more.
+            changes.book.positions.pop(position_id, None)
+            position.closed_at = now()
             if order.status == "rejected":
-                changes.book.positions.pop(position_id, None)
-                position.status, position.closed_at = "rejected", now()
+                position.status = "rejected"
                 changes.position(position, "position.rejected", reason=order.reject_reason)
+            else:
+                position.status, position.close_reason = "canceled", "entry_canceled"
+                changes.position(position, "position.canceled", reason="entry_canceled")
             raise
         if order.status == "open":
             changes.position(position, "position.updated")

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rt.engine import trading
 from rt.engine.requests import EntryUpdate, PositionRequest
 from rt.errors import BadRequest, NotFound, ValidationFailed
+from rt.exchanges import ExchangeUnavailable
 from rt.records.trading import Position
 from tests.engine.conftest import Rig
 
@@ -153,3 +154,22 @@ async def test_only_a_pending_entry_can_be_moved(rig: Rig) -> None:
     await trading.cancel_order(rig.engine, rig.account_id, entry.entry_order_id)
     with pytest.raises(trading.OrderNotOpen):
         await amend(rig, entry.id, entry_price="97")
+
+
+async def test_a_move_the_venue_cannot_place_leaves_no_entry_behind(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    position = await rig.position("long", "1", entry_price="95")
+
+    async def down(spec: object) -> object:
+        raise ExchangeUnavailable("paper is down")
+
+    monkeypatch.setattr(rig.paper, "place", down)
+    with pytest.raises(ExchangeUnavailable):
+        await amend(rig, position.id, entry_price="97")
+    monkeypatch.undo()
+    (stored,) = await rig.stored_positions()
+    assert (stored.id, stored.status, stored.close_reason) == (position.id, "canceled", "entry_canceled")
+    assert await rig.stored_orders("open") == []
+    assert (await rig.book()).orders == {}
+    rig.set_price("94")  # neither the old price nor the new one fills
+    await rig.settle()
+    assert (await rig.book()).open_positions() == []
