@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections import deque
@@ -59,9 +60,19 @@ async def receive_frame(ws: WebSocket) -> str | bytes:
 
 class Session:
     def __init__(
-        self, ws: WebSocket, runtime: Runtime, principal: Principal, *, batch: bool = True, send: Send | None = None
+        self,
+        ws: WebSocket,
+        runtime: Runtime,
+        principal: Principal,
+        *,
+        batch: bool = True,
+        send: Send | None = None,
+        token: str | None = None,
+        first: protocol.Message | None = None,
     ) -> None:
         self.ws = ws
+        self._token = token  # the (spent) token that opened this session, which later messages may repeat
+        self._first = first  # a first `subscribe` that carried the token: performed before any other frame
         self._send = send or ws.send
         self.runtime = runtime
         self.engine = runtime.engine
@@ -223,6 +234,9 @@ class Session:
             raise WebSocketDisconnect(1006) from None
 
     async def _reader(self) -> None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            await self.handle(first)
         while True:
             raw = await receive_frame(self.ws)
             self._last_in = time.monotonic()
@@ -239,6 +253,12 @@ class Session:
 
     async def handle(self, message: protocol.Message) -> None:
         try:
+            if message.token is not None and message.op != "auth" and not self._own_token(message.token):
+                raise RtError(
+                    "this session is authenticated with another token; open a new connection to use this one",
+                    status=400,
+                    code="BAD_REQUEST",
+                )
             if message.op == "subscribe":
                 await self.subscribe(message)
             elif message.op == "unsubscribe":
@@ -265,6 +285,11 @@ class Session:
             if unavailable is None:
                 raise
             self.send(protocol.error_frame(unavailable, message.id))
+
+    def _own_token(self, token: str) -> bool:
+        """Kraken clients repeat the session's token in every subscribe: that one is accepted (it is spent and grants
+        nothing more); another token would be a second identity on one socket, so it is refused and left unspent."""
+        return self._token is not None and hmac.compare_digest(token.encode(), self._token.encode())
 
     def _throttle(self) -> None:
         tier = self.runtime.tiers[self.principal.tier]

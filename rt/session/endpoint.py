@@ -1,4 +1,5 @@
-"""GET /v1/ws: the handshake. A token from POST /v1/ws/token in `?token=` or in a first `auth` message."""
+"""GET /v1/ws: the handshake. A token from POST /v1/ws/token in `?token=`, in a first `auth` message, or in a first
+`subscribe` message (Kraken style), which the session then performs."""
 
 from __future__ import annotations
 
@@ -87,9 +88,10 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
             )
             return
     await ws.accept()
+    first = None
     if principal is None:
         if token is None:
-            principal = await _first_message_auth(runtime, ws, ip)
+            token, principal, first = await _first_message_auth(runtime, ws, ip)
         if principal is None:
             await _refuse(runtime, ws, ip)
             return
@@ -97,7 +99,7 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
             await ws.close(protocol.RATE_LIMITED, "too many sessions for this key")
             return
     batch = ws.query_params.get("batch", "1") != "0"
-    session = Session(ws, runtime, principal, batch=batch, send=raw_send)
+    session = Session(ws, runtime, principal, batch=batch, send=raw_send, token=token, first=first)
     runtime.sessions.register(session)
     try:
         await session.run()
@@ -105,15 +107,20 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
         runtime.sessions.unregister(session)
 
 
-async def _first_message_auth(runtime: Runtime, ws: WebSocket, ip: str) -> Principal | None:
+async def _first_message_auth(
+    runtime: Runtime, ws: WebSocket, ip: str
+) -> tuple[str | None, Principal | None, protocol.Message | None]:
+    """(token, principal, the subscribe to perform once authenticated) from the first frame: an `auth`, or a
+    `subscribe` carrying the token. Anything else, or nothing within the limit, authenticates no one."""
     try:
         raw = await asyncio.wait_for(receive_frame(ws), protocol.AUTH_TIMEOUT_S)
         message = protocol.parse(raw)
     except (TimeoutError, protocol.InvalidMessage, WebSocketDisconnect):
-        return None
-    if message.op != "auth" or not message.token:
-        return None
-    return await _principal(runtime, message.token, ip)
+        return None, None, None
+    if message.op not in ("auth", "subscribe") or not message.token:
+        return None, None, None
+    principal = await _principal(runtime, message.token, ip)
+    return message.token, principal, message if message.op == "subscribe" else None
 
 
 async def _refuse(runtime: Runtime, ws: WebSocket, ip: str) -> None:
