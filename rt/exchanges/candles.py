@@ -220,14 +220,18 @@ class Candles:
         venue = self._venues.get(account_id, exchange, test_key=test_key)
         if await venue.market(symbol) is None:
             raise NotFound(f"no market {symbol} on {exchange}")
-        if self.simulated(venue):
-            return self.paper.candles(symbol, timeframe, limit, since)
         if isinstance(venue, CandleVenue):
             return await venue.candles(symbol, timeframe, limit=limit, since=since)
+        if self.simulated(venue):
+            return self.paper.candles(symbol, timeframe, limit, since)
         raise BadRequest(f"exchange {exchange} serves no candles")
 
     def simulated(self, venue: Exchange) -> bool:
-        return venue is self._venues.paper or getattr(venue, "simulated", False) is True
+        """Whether the venue is the simulated market: paper, or a simulated venue with no candles of its own (a
+        ccxt venue in sandbox mode is simulated too, but its test network has its own market and bars)."""
+        if venue is self._venues.paper:
+            return True
+        return getattr(venue, "simulated", False) is True and not isinstance(venue, CandleVenue)
 
     async def run(self) -> None:
         """Count the simulated market's fills into its bars' volume, for as long as the bus runs."""

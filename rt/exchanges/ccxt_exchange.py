@@ -36,6 +36,7 @@ from rt.exchanges import (
     TickHandler,
     VenueOrder,
 )
+from rt.records.candles import Candle, opened_at
 
 if TYPE_CHECKING:
     from rt.auth.vault import Box
@@ -217,6 +218,21 @@ class CcxtExchange:
     async def balances(self) -> dict[str, Decimal]:
         raw = await self._call(self._client.fetch_balance)
         return {asset: _dec(total) for asset, total in (raw.get("total") or {}).items() if total}
+
+    async def candles(self, symbol: str, timeframe: str, *, limit: int, since: int | None = None) -> list[Candle]:
+        """The venue's own bars (ccxt's fetch_ohlcv), oldest first; its current bar is still open."""
+        self._known(symbol)
+        if not self._client.has.get("fetchOHLCV"):
+            raise BadRequest(f"{self.id} serves no candles")
+        offered = self._client.timeframes or {}
+        if timeframe not in offered:
+            raise BadRequest(
+                f"{self.id} has no {timeframe} candles",
+                errors=[{"field": "timeframe", "message": f"one of {', '.join(offered)}"}],
+            )
+        rows = await self._call(self._client.fetch_ohlcv, symbol, timeframe, since, limit)
+        bars = [_candle(row) for row in rows if len(row) >= 5 and None not in row[:5]]
+        return bars[:limit] if since is not None else bars[-limit:]
 
     async def place(self, spec: OrderSpec) -> VenueOrder:
         self._known(spec.symbol)
@@ -485,6 +501,11 @@ class CcxtExchange:
             else:
                 log.info("fee in a third currency not booked", extra={"exchange": self.id, "currency": currency})
         return total
+
+
+def _candle(row: list[Any]) -> Candle:
+    volume = row[5] if len(row) > 5 and row[5] is not None else 0
+    return Candle(opened_at(int(row[0])), _dec(row[1]), _dec(row[2]), _dec(row[3]), _dec(row[4]), _dec(volume))
 
 
 def venues_from(records: Iterable[VenueRecord], box: Box) -> list[CcxtExchange]:
