@@ -187,7 +187,25 @@ async def test_close_all_closes_every_open_position_and_leaves_trading_open(t: R
     account = await t.data(await t.http.get("/api/account"))
     assert account["trade_allowed"] is True and account["trading_state"] == "active"
     await t.trade()  # not a lock
-    assert (await t.data(await t.http.get("/api/account/history")))["total"] == 2
+    history = "/api/account/history"
+    first = await t.data(await t.http.get(history, params={"limit": 1, "page": 1}))
+    second = await t.data(await t.http.get(history, params={"limit": 1, "page": 2}))
+    assert first["total"] == second["total"] == 2 and len(first["deals"]) == len(second["deals"]) == 1
+    assert {first["deals"][0]["symbol"], second["deals"][0]["symbol"]} == {"EURUSD", "BTCUSDT"}
+    assert first["deals"][0]["comment"] == "kill_switch"
+
+
+async def test_another_accounts_ticket_is_not_found(t: Rig) -> None:
+    ticket = (await t.trade())["ticket"]
+    other = await t.runtime.keys.create_account("someone else")
+    key = (await t.runtime.keys.create(other.id, "full", "pro_plus")).key
+    async with t.client({"Authorization": f"Bearer {key}"}) as stranger:
+        refused(await stranger.get(f"/api/positions/{ticket}"), 404, "NOT_FOUND")
+        refused(await stranger.put(f"/api/positions/{ticket}", json={"sl": 1.07}), 404, "NOT_FOUND")
+        refused(await stranger.delete(f"/api/positions/{ticket}"), 404, "NOT_FOUND")
+        assert await t.data(await stranger.get("/api/positions")) == []
+        assert (await t.data(await stranger.post("/api/positions/close-all")))["closed"] == 0
+    assert [p["ticket"] for p in await t.data(await t.http.get("/api/positions"))] == [ticket]
 
 
 async def test_the_envelope_and_the_seeds_statuses(t: Rig) -> None:

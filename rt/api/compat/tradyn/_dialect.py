@@ -159,7 +159,7 @@ CATCH_ALL: list[Operation] = [
         _not_found(method),
         "Any other path under /v1/api: a 404 in the Tradyn envelope",
         TAG,
-        errors=("NOT_FOUND",),
+        errors=("NOT_FOUND", "BAD_REQUEST"),
         dialect=TRADYN,
     )
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
