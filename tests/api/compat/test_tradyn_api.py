@@ -227,9 +227,13 @@ async def test_the_envelope_and_the_seeds_statuses(t: Rig) -> None:
     assert await t.data(await t.http.get("/api/positions")) == []
 
 
-async def test_a_revoked_key_is_a_403_and_x_api_key_works_too(t: Rig) -> None:
+async def test_x_api_key_and_a_bare_authorization_work_and_a_revoked_key_is_a_403(t: Rig) -> None:
     async with t.client({"X-API-Key": t.keys["read-only"]}) as reader:
         assert (await t.data(await reader.get("/api/account")))["balance"] == 100000
+    async with t.client({"Authorization": t.keys["read-only"]}) as bare:  # no scheme, as MQL bridges send it
+        assert (await t.data(await bare.get("/api/account")))["balance"] == 100000
+    async with t.client({"Authorization": f"Basic {t.keys['read-only']}"}) as basic:
+        refused(await basic.get("/api/account"), 401, "API_KEY_MISSING")
     assert (await t.native("DELETE", f"/v1/keys/{t.key_ids['read-only']}")).status_code == 200
     async with t.client({"Authorization": f"Bearer {t.keys['read-only']}"}) as gone:
         assert refused(await gone.get("/api/account"), 403, "API_KEY_REVOKED") == "Invalid API key"
