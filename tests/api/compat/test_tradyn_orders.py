@@ -182,8 +182,10 @@ async def test_volumes_are_lots_and_symbols_mt_names(tmp_path: Path) -> None:
         off_step = refused(await t.http.post("/api/orders", json=order(price=1.080001)), 400)
         assert off_step["errors"][0]["field"] == "price"
         refused(await t.http.post("/api/orders", json=order(expiration=1893456000)), 400)
-        refused(await t.http.post("/api/orders", json=order(magic=7)), 400)
-        assert len(await pending(t)) == 2
+        refused(await t.http.post("/api/orders", json=order(stoplimit=1.08)), 400)
+        kept = await t.data(await t.http.post("/api/orders", json=order(magic=7, comment="grid 1", sl="0", tp=0.0)))
+        assert (kept["comment"], kept["sl"], kept["tp"]) == ("grid 1", 0, 0)
+        assert len(await pending(t)) == 3
 
 
 async def test_an_order_is_placed_once_per_idempotency_key(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from rt.api import _errors
 from rt.api.compat.tradyn import symbols
 from rt.api.compat.tradyn._dialect import TAG, TRADYN, ok, rt_symbol, venue
+from rt.api.compat.tradyn.positions import Protection
 from rt.api.routing import Call, Operation, field_errors
 from rt.auth import scopes
 from rt.engine import trading
@@ -58,13 +59,7 @@ def _order_type(value: object) -> object:
     return value
 
 
-def _no_level(value: object) -> object:
-    """MetaTrader writes "no stop loss" as 0."""
-    return None if value == 0 and not isinstance(value, bool) else value
-
-
 OrderType = Annotated[Literal[0, 1, 2, 3, 4, 5], BeforeValidator(_order_type)]
-Level = Annotated[Amount | None, BeforeValidator(_no_level)]
 
 
 class PendingIn(BaseModel):
@@ -74,9 +69,10 @@ class PendingIn(BaseModel):
     type: OrderType = Field(description="2 Buy Limit, 3 Sell Limit, 4 Buy Stop, 5 Sell Stop (0 and 1: /v1/api/trade).")
     volume: Amount = Field(description="Lots, on the 0.01 step.")
     price: Amount = Field(description="The limit or stop price the order waits for.")
-    sl: Level = Field(None, description="Stop loss of the position it opens; 0 or absent: none.")
-    tp: Level = Field(None, description="Take profit of the position it opens; 0 or absent: none.")
-    comment: str = Field("", max_length=64, description="Echoed in this answer; not kept.")
+    sl: Protection = Field(None, description="Stop loss of the position it opens; 0 or absent: none.")
+    tp: Protection = Field(None, description="Take profit of the position it opens; 0 or absent: none.")
+    comment: str | None = Field(None, max_length=255, description="Echoed in this answer; not kept.")
+    magic: int | None = Field(None, ge=0, lt=2**63, description="Accepted, not kept.")
     expiration: int | str | None = Field(None, description="Absent, null or 0: good till canceled (nothing else).")
 
 
@@ -84,8 +80,8 @@ class PendingChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     price: Amount | None = Field(None, description="The new limit or stop price; absent: unchanged.")
-    sl: Level = Field(None, description="New stop loss; 0 removes it; absent: unchanged.")
-    tp: Level = Field(None, description="New take profit; 0 removes it; absent: unchanged.")
+    sl: Protection = Field(None, description="New stop loss; 0 removes it; absent: unchanged.")
+    tp: Protection = Field(None, description="New take profit; 0 removes it; absent: unchanged.")
 
 
 class PendingQuery(BaseModel):
@@ -237,7 +233,7 @@ async def tradyn_place_order(call: Call) -> dict[str, Any]:
             call.runtime.engine, call.caller.account_id, req, test_key=call.caller.test
         )
     entry = await call.runtime.store.get_order(call.caller.account_id, position.entry_order_id or "")
-    return ok({**view(position, entry, ticker), "comment": body.comment})
+    return ok({**view(position, entry, ticker), "comment": body.comment or ""})
 
 
 async def tradyn_modify_order(call: Call) -> dict[str, Any]:
