@@ -46,7 +46,6 @@ async def _submit(
 ) -> list[risk.Check]:
     """Cerberus, then the venue, then the books. Raises ValidationFailed (order stored as rejected)."""
     book = changes.book
-    ledger.mark_simulated(book, order, venue.simulated)
     ticker = await venue.ticker(order.symbol)
     if order.type == "stop":
         assert order.stop_price is not None
