@@ -105,10 +105,11 @@ async def test_a_trade_in_lots_is_a_position_of_units_with_its_true_notional(t: 
     assert account["margin"] == pytest.approx(10_000 * filled["price"])  # leverage 1: margin = units x price
     assert account["positions"] == 1
 
-    sold = await t.trade(symbol="BTCUSDT", action=None, type=1, volume=0.25, sl=0.0, tp="0")  # 0: none
+    sold = await t.trade(symbol="BTCUSDT", action=None, type=1, volume=0.25, sl=0.0, tp="0", comment="hedge", magic=7)
     native = (await t.native("GET", f"/v1/positions/{sold['ticket']}")).json()["position"]
     assert (native["symbol"], native["side"], native["quantity"]) == ("BTC/USDT", "short", 0.25)
-    assert (sold["type"], sold["volume"], sold["sl"], sold["tp"]) == ("sell", 0.25, 0, 0)
+    assert (sold["type"], sold["volume"], sold["sl"], sold["tp"]) == ("sell", 0.25, 0, 0)  # 0: no stop
+    assert sold["comment"] == "hedge"
 
 
 async def test_cerberus_judges_the_units_notional(t: Rig) -> None:

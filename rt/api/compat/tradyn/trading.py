@@ -27,7 +27,7 @@ class TradeRequest(BaseModel):
     volume: Amount = Field(description="Lots, on the 0.01 step.")
     sl: Protection = Field(None, description="Stop loss price; 0 or absent: none.")
     tp: Protection = Field(None, description="Take profit price; 0 or absent: none.")
-    comment: str | None = Field(None, max_length=255, description="Accepted, not kept.")
+    comment: str | None = Field(None, max_length=255, description="Echoed in the answer, not kept.")
     magic: int | None = Field(None, ge=0, lt=2**63, description="Accepted, not kept.")
     deviation: int | None = Field(None, ge=0, lt=2**31, description="Slippage in points; a market fill ignores it.")
 
@@ -83,6 +83,7 @@ async def tradyn_trade(call: Call) -> dict[str, Any]:
             "tp": shown["tp"],
             "time": position.created_at,
             "status": position.status,
+            "comment": body.comment or "",
         }
     )
 
