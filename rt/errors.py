@@ -52,11 +52,17 @@ TITLES: dict[int, str] = {
 }
 
 
+# The Kerosyne `message` of a Cerberus refusal whose subject (position or order) is not known.
+VALIDATION_MESSAGE = "Validation failed"
+
+
 class RtError(Exception):
     """Root of every error rt reports to a client."""
 
     status: int = 500
     code: str = INTERNAL_ERROR
+    # What the Kerosyne `error.message` says, when the detail is not it (a route names what Cerberus refused).
+    message: str | None = None
 
     def __init__(
         self,
@@ -91,7 +97,28 @@ class RtError(Exception):
         if instance is not None:
             body["instance"] = instance
         body.update(self.extra)
+        body["error"] = self.kerosyne()
         return body
+
+    def kerosyne(self) -> dict[str, Any]:
+        """The Kerosyne member every problem carries: `{"code": <status>, "message", "details"?}`. Its details are
+        Cerberus's (`check`, `reason`, `limit`, `requested`, the reason as a sentence), a 400's field `errors`, or
+        what else the problem carries."""
+        message = self.message or (VALIDATION_MESSAGE if self.code == VALIDATION_FAILED else self.detail)
+        member: dict[str, Any] = {"code": self.status, "message": message}
+        details = self.extra.get("details")
+        if isinstance(details, dict):
+            reason = details.get("reason")
+            member["details"] = {**details, "reason": _sentence(reason)} if isinstance(reason, str) else dict(details)
+        elif self.extra.get("errors") is not None:
+            member["details"] = {"errors": self.extra["errors"]}
+        elif self.extra:
+            member["details"] = dict(self.extra)
+        return member
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 class BadRequest(RtError):

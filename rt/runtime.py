@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from rt.alerts.desk import AlertDesk
 from rt.api.idempotency import Idempotency
+from rt.api.validations import Validations
 from rt.auth import tiers
 from rt.auth.audit import AuditLog
 from rt.auth.guard import Guard
@@ -70,6 +71,7 @@ class Runtime:
     candles: Candles
     sessions: Sessions = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    validations: Validations = field(default_factory=Validations)
 
     def __post_init__(self) -> None:
         self.sessions = Sessions(self)
@@ -328,6 +330,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         yield runtime
     finally:
         try:
+            await runtime.validations.drain()  # positions answered pending_validation settle before the engine stops
             await runtime.stop_roles()
             await runtime.webhooks.close()
             await runtime.runner.close()

@@ -28,6 +28,18 @@ class FieldError(BaseModel):
     type: str | None = None
 
 
+class KerosyneError(BaseModel):
+    """The same error as Kerosyne clients read it."""
+
+    code: int = Field(description="The HTTP status.")
+    message: str = Field(description='A short sentence, e.g. "Position validation failed".')
+    details: dict[str, Any] | None = Field(
+        None,
+        description="Cerberus's `check`, `reason`, `limit` and `requested` (VALIDATION_FAILED), the field `errors` "
+        "(BAD_REQUEST), or what else the problem carries.",
+    )
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details; `code` is the stable machine-readable error."""
 
@@ -39,3 +51,4 @@ class Problem(BaseModel):
     instance: str | None = Field(None, description="The request id (also in X-Request-ID).")
     errors: list[FieldError] | None = Field(None, description="Field errors of a BAD_REQUEST.")
     details: dict[str, Any] | None = Field(None, description="What Cerberus checked (VALIDATION_FAILED).")
+    error: KerosyneError = Field(description="The Kerosyne error member, on every problem.")

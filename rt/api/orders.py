@@ -119,6 +119,7 @@ OPERATIONS = [
         command="order.place",
         idempotent=True,
         idempotency_field="client_order_id",
+        subject="Order",
         description="A market order fills at once at the market. A limit order the market already reaches fills "
         "at once at the market, never worse than its limit; otherwise it rests and fills at its limit price. A stop "
         "rests until the price reaches `stop_price`, then fills at the market; a stop the market is already through "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rt.api import _errors
 from rt.api.routing import Call, Operation
@@ -37,10 +38,19 @@ class KillReport(BaseModel):
     account_id: str
     trading_state: str
     orders_canceled: int
+    orders_failed: int = Field(description="Open orders whose cancel the venue failed: still open.")
     positions_closed: int
-    positions_failed: int
+    positions_failed: int = Field(description="Positions whose close the venue failed: still open.")
     strategies_halted: int
     latency_ms: float
+    status: Literal["completed", "partial"] = Field(
+        description="Kerosyne's status. The reply comes once every cancel and close has its venue's answer: "
+        "`completed`, or `partial` when some failed (`orders_failed`, `positions_failed`; the account stays "
+        "locked; call again to retry them)."
+    )
+    positions_closing: int = Field(description="Kerosyne's name for `positions_closed`.")
+    strategies_halting: int = Field(description="Kerosyne's name for `strategies_halted`.")
+    estimated_completion: datetime = Field(description="When the work was done (it is, when the reply comes).")
 
 
 def _risk_json(call: Call, book: Any) -> dict[str, Any]:

@@ -44,6 +44,10 @@ class Call:
     query: Any
     ip: str
     data: Any = None  # the body as JSON, for a route that reads it itself (no body model)
+    # For an operation that keeps its answers itself (Operation.own_idempotency): the request's idempotency key and
+    # fingerprint, None without a key.
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
 
     @property
     def caller(self) -> Principal:
@@ -101,6 +105,11 @@ class Operation:
     also: tuple[tuple[int, str], ...] = ()  # other success statuses, with what they mean
     idempotency_field: str | None = None
     dialect: Dialect = NATIVE
+    # The handler runs idempotency itself, with Call.idempotency_key and Call.fingerprint: its write may outlive the
+    # request, so it cannot run inside the request's unit.
+    own_idempotency: bool = False
+    # What a Cerberus refusal of this route names in the Kerosyne message ("Position" validation failed).
+    subject: str | None = None
 
     @property
     def name(self) -> str:
@@ -196,13 +205,19 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
             key = _idempotency_key(op, request, body) if op.idempotent else None
             if key is not None and principal is not None:
                 print_ = fingerprint(op.command or f"{op.method} {op.path}", _params(request, data))
-                response = await runtime.idempotency.run(principal.account_id, key, print_, lambda: _respond(op, call))
+                if op.own_idempotency:
+                    call.idempotency_key, call.fingerprint = key, print_
+                    response = await _respond(op, call)
+                else:
+                    response = await runtime.idempotency.run(
+                        principal.account_id, key, print_, lambda: _respond(op, call)
+                    )
             else:
                 response = await _respond(op, call)
         except ClientDisconnect:
             return _Gone()
         except RtError as exc:
-            response = op.dialect.error(exc, request_id_of(request))
+            response = op.dialect.error(named(exc, op.subject), request_id_of(request))
         except Exception as exc:
             response = op.dialect.error(_unexpected(exc, request, op), request_id_of(request))
         if headers:
@@ -249,8 +264,15 @@ async def _respond(op: Operation, call: Call) -> Response:
     try:
         result = await op.handler(call)
     except RtError as exc:
-        return op.dialect.error(exc, request_id_of(call.request))
+        return op.dialect.error(named(exc, op.subject), request_id_of(call.request))
     return result if isinstance(result, Response) else JSON(result, status_code=op.status)
+
+
+def named(exc: RtError, subject: str | None) -> RtError:
+    """A Cerberus refusal says what it refused in its Kerosyne message ("Order validation failed")."""
+    if subject is not None and exc.code == errors.VALIDATION_FAILED and exc.message is None:
+        exc.message = f"{subject} validation failed"
+    return exc
 
 
 def _params(request: Request, data: Any) -> dict[str, Any]:

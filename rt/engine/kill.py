@@ -13,7 +13,8 @@ from rt.engine.trading import _close, _mark_canceled, book_resting_fill
 from rt.errors import RtError
 from rt.exchanges import VenueOrder
 from rt.records.ids import new_id
-from rt.records.trading import Order, Position
+from rt.records.trading import Order, Position, now
+from rt.wire import rfc3339
 
 log = logging.getLogger("rt.charon")
 
@@ -51,7 +52,7 @@ async def execute(
         book = changes.book
         if lock:
             book.state = "locked"
-        canceled = await _cancel_all(engine, changes) if cancel else []
+        canceled, unanswered = await _cancel_all(engine, changes) if cancel else ([], [])
         closed, failed = await _close_all(engine, changes) if close else ([], [])
         if lock:
             book.state = "locked"
@@ -64,22 +65,31 @@ async def execute(
             "account_id": account_id,
             "trading_state": book.state,
             "orders_canceled": len(canceled),
+            "orders_failed": len(unanswered),
             "positions_closed": len(closed),
             "positions_failed": len(failed),
             "strategies_halted": halted,
             "reason": reason,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            # Kerosyne's fields. Every cancel and close has its venue's answer before the reply, so nothing is
+            # still executing: "completed", or "partial" when a venue refused or failed some (counted above).
+            "status": "partial" if unanswered or failed else "completed",
+            "positions_closing": len(closed),
+            "strategies_halting": halted,
+            "estimated_completion": rfc3339(now()),
         }
         changes.event("risk.unlocked" if action == "UNLOCK" else "emergency.kill_triggered", {**report, "actor": actor})
         return report
 
     report = await engine.run(account_id, command)
     report["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    report["estimated_completion"] = rfc3339(now())  # stored and published: done
     metrics.KILL_SECONDS.labels(action).observe(time.perf_counter() - started)
     return report
 
 
-async def _cancel_all(engine: Engine, changes: Changes) -> list[Order]:
+async def _cancel_all(engine: Engine, changes: Changes) -> tuple[list[Order], list[Order]]:
+    """(canceled, failed): the orders canceled and those whose cancel the venue failed (still open)."""
     resting = [o for o in changes.book.orders.values() if o.status == "open"]
 
     async def cancel(order: Order) -> VenueOrder:
@@ -88,9 +98,10 @@ async def _cancel_all(engine: Engine, changes: Changes) -> list[Order]:
         return await venue.cancel(order.venue_order_id, order.symbol)
 
     results = await asyncio.gather(*(cancel(o) for o in resting), return_exceptions=True)
-    canceled = []
+    canceled, failed = [], []
     for order, answer in zip(resting, results, strict=True):
         if not isinstance(answer, VenueOrder):
+            failed.append(order)
             continue
         if answer.status == "canceled":
             _mark_canceled(engine, changes, order)
@@ -98,7 +109,7 @@ async def _cancel_all(engine: Engine, changes: Changes) -> list[Order]:
         elif answer.fill is not None:
             # Filled at the venue before the cancel got there: book it now, so the close that follows sees it.
             book_resting_fill(engine, changes, order, answer.fill)
-    return canceled
+    return canceled, failed
 
 
 async def _close_all(engine: Engine, changes: Changes) -> tuple[list[Position], list[Position]]:

@@ -177,7 +177,7 @@ def _validation(checks: list[risk.Check]) -> dict[str, Any]:
 
 
 async def open_position(
-    engine: Engine, account_id: str, req: PositionRequest, *, test_key: bool = False
+    engine: Engine, account_id: str, req: PositionRequest, *, test_key: bool = False, position_id: str | None = None
 ) -> tuple[Position, dict[str, Any]]:
     """Open at market (status open) or rest a limit or stop entry at entry_price (status pending); with Cerberus's
     verdict."""
@@ -185,7 +185,8 @@ async def open_position(
     await rules.check_steps(venue, req.symbol, req.quantity, rules.prices_of(req, rules.POSITION_PRICES))
 
     async def command(changes: Changes) -> tuple[Position, dict[str, Any]]:
-        position_id = new_id("pos")
+        nonlocal position_id
+        position_id = position_id or new_id("pos")
         side: Side = "buy" if req.side == "long" else "sell"
         order = Order(
             id=new_id("ord"),
