@@ -75,13 +75,12 @@ class Validations:
         task = settling.task
         if task.cancelled() or not settling.detached:
             return
+        where = {"account_id": settling.account_id, "position_id": settling.position_id}
         error = task.exception()
         if error is not None:
-            log.error(
-                "a position answered pending_validation failed to settle",
-                exc_info=error,
-                extra={"account_id": settling.account_id, "position_id": settling.position_id},
-            )
+            log.error("a position answered pending_validation failed to settle", exc_info=error, extra=where)
+        elif (status := task.result().status_code) >= 400:
+            log.info("a position answered pending_validation was refused", extra={**where, "status": status})
 
     async def drain(self, within_s: float = DRAIN_S) -> None:
         """Let the validations under way settle (bounded), then cancel what is left."""
