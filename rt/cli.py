@@ -262,7 +262,7 @@ def _issued(issued: IssuedKey, as_json: bool, replaces: str | None = None) -> No
 @click.option("--tier", type=click.Choice(["starter", "b2b", "pro", "pro_plus"]), required=True)
 @click.option("--allow-ips", default=None, help="Comma-separated IPs/CIDRs allowed to use the key.")
 @click.option("--name", default="", help="A label for the key.")
-@click.option("--test", is_flag=True, help="An rt_test_ key (paper venue only).")
+@click.option("--test", is_flag=True, help="An rt_test_ key (simulated market only: paper and its aliases).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def keys_create(
@@ -389,60 +389,94 @@ def accounts_list(ctx: click.Context, as_json: bool) -> None:
 
 @main.group()
 def venues() -> None:
-    """Real venues (through ccxt) per account. `rt serve` connects them when it starts."""
+    """Venues per account: real ones (through ccxt) and simulated ones (`--paper`: the paper market under a real
+    exchange's id). `rt serve` connects them when it starts."""
 
 
 def _venue_json(v: VenueRecord) -> dict[str, Any]:
+    paper = bool(v.options.get("paper"))
+    sandbox = bool(v.options.get("sandbox"))
     return {
         "account_id": v.account_id,
         "exchange": v.exchange,
-        "sandbox": bool(v.options.get("sandbox")),
+        "paper": paper,
+        "simulated": paper or sandbox,
+        "sandbox": sandbox,
         "url": v.options.get("url"),
         "created_at": v.created_at,
     }
 
 
+def _simulated_cell(v: VenueRecord) -> str:
+    return "paper" if v.options.get("paper") else "sandbox" if v.options.get("sandbox") else "no"
+
+
+def _ask(value: str | None, prompt: str) -> str:
+    return value if value is not None else str(click.prompt(prompt, hide_input=True))
+
+
 @venues.command("add")
 @_store_options
 @click.option("--account", "account", default="default", show_default=True, help="Account id or name.")
-@click.option("--exchange", required=True, help="A ccxt exchange id: binance, kraken, coinbase, ...")
-@click.option(
-    "--api-key", envvar="RT_VENUE_API_KEY", prompt=True, hide_input=True, help="The venue's API key (RT_VENUE_API_KEY)."
-)
-@click.option(
-    "--secret", envvar="RT_VENUE_SECRET", prompt=True, hide_input=True, help="The venue's API secret (RT_VENUE_SECRET)."
-)
+@click.option("--exchange", required=True, help="An exchange id: binance, kraken, coinbase, ... (ccxt's ids)")
+@click.option("--api-key", envvar="RT_VENUE_API_KEY", default=None, help="The venue's API key (RT_VENUE_API_KEY).")
+@click.option("--secret", envvar="RT_VENUE_SECRET", default=None, help="The venue's API secret (RT_VENUE_SECRET).")
 @click.option("--password", envvar="RT_VENUE_PASSWORD", default="", help="The API passphrase, on venues that have one.")
 @click.option("--sandbox", is_flag=True, help="Trade on the venue's test network (ccxt sandbox mode).")
 @click.option("--url", default=None, help="Send the venue's API calls to this base URL (a self-hosted test venue).")
+@click.option(
+    "--paper",
+    is_flag=True,
+    help="A simulated venue: the paper market answers to this exchange id for the account (no credentials).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def venues_add(
     ctx: click.Context,
     account: str,
     exchange: str,
-    api_key: str,
-    secret: str,
+    api_key: str | None,
+    secret: str | None,
     password: str,
     sandbox: bool,
     url: str | None,
+    paper: bool,
     as_json: bool,
 ) -> None:
-    """Add a venue, or replace its credentials. They are stored encrypted and never shown again."""
-    from rt.exchanges.ccxt_exchange import check_venue
+    """Add a venue, or replace it. Credentials (asked for when not given) are stored encrypted and never shown
+    again; a `--paper` venue has none: its orders fill on the paper market and say `simulated: true`."""
+    if paper:
+        from rt.exchanges.alias import valid_id
+
+        exchange = exchange.lower()
+        if sandbox or url:
+            raise CliError("BAD_REQUEST", "--paper takes no --sandbox or --url: the venue is the paper market")
+        if not valid_id(exchange):
+            raise CliError("BAD_REQUEST", f"{exchange!r} cannot name a simulated venue (an exchange id: binance, ...)")
+        credentials: dict[str, str] = {}
+        options: dict[str, Any] = {"paper": True}
+    else:
+        credentials = {
+            "api_key": _ask(api_key, "Api key"),
+            "secret": _ask(secret, "Secret"),
+            "password": password,
+        }
+        options = {"sandbox": sandbox, "url": url}
 
     async def work(rt: Runtime) -> tuple[VenueRecord, bool]:
         found = await _account(rt, account)
-        try:
-            await check_venue(exchange, sandbox=sandbox, url=url)
-        except ValueError as exc:
-            raise CliError("BAD_REQUEST", str(exc)) from None
-        credentials = {"api_key": api_key, "secret": secret, "password": password}
+        if not paper:
+            from rt.exchanges.ccxt_exchange import check_venue
+
+            try:
+                await check_venue(exchange, sandbox=sandbox, url=url)
+            except ValueError as exc:
+                raise CliError("BAD_REQUEST", str(exc)) from None
         record = VenueRecord(
             account_id=found.id,
             exchange=exchange,
             sealed_credentials=rt.box.seal(wire.dumps(credentials).decode()),
-            options={"sandbox": sandbox, "url": url},
+            options=options,
             created_at=datetime.now(UTC),
         )
         replaced = await rt.store.put_venue(record)
@@ -451,18 +485,21 @@ def venues_add(
             account_id=found.id,
             actor="cli",
             exchange=exchange,
-            sandbox=sandbox,
-            url=url,
+            **options,
         )
         return record, replaced
 
     record, replaced = _run(ctx, work)
-    verb = "replaced the credentials of" if replaced else "added"
+    if paper:
+        verb = "replaced simulated venue" if replaced else "added simulated venue"
+    else:
+        verb = "replaced the credentials of venue" if replaced else "added venue"
     _emit(
         ctx,
         as_json,
         {**_venue_json(record), "replaced": replaced},
-        f"{verb} venue {record.exchange} for account {record.account_id}; restart `rt serve` to connect it",
+        f"{verb} {record.exchange} for account {record.account_id}; restart `rt serve` to "
+        + ("serve it" if paper else "connect it"),
     )
 
 
@@ -472,7 +509,7 @@ def venues_add(
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def venues_list(ctx: click.Context, account: str | None, as_json: bool) -> None:
-    """List venues (never their credentials)."""
+    """List venues (never their credentials); `simulated` says paper (the paper market) or sandbox."""
 
     async def work(rt: Runtime) -> list[VenueRecord]:
         account_id = (await _account(rt, account)).id if account else None
@@ -484,11 +521,12 @@ def venues_list(ctx: click.Context, account: str | None, as_json: bool) -> None:
         as_json,
         [_venue_json(v) for v in found],
         render(
-            ["account", "exchange", "sandbox", "url", "added"],
+            ["account", "exchange", "simulated", "sandbox", "url", "added"],
             [
                 [
                     v.account_id,
                     v.exchange,
+                    _simulated_cell(v),
                     "yes" if v.options.get("sandbox") else "no",
                     v.options.get("url") or "-",
                     _when(v.created_at),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -42,6 +43,8 @@ from rt.webhooks.manage import WebhookManager
 
 if TYPE_CHECKING:
     from rt.exchanges.ccxt_exchange import CcxtExchange
+
+log = logging.getLogger("rt.runtime")
 
 
 @dataclass
@@ -136,9 +139,25 @@ def _market(settings: Settings) -> tuple[MarketFeed, PaperExchange, EngineConfig
     return feed, paper, config
 
 
+def _venues(paper: PaperExchange, settings: Settings) -> Venues:
+    try:
+        return Venues(paper, (name.lower() for name in settings.paper_venues))
+    except ValueError as exc:
+        raise ConfigError(f"RT_PAPER_VENUES: {exc} (an exchange id such as binance)") from None
+
+
 async def _account_venues(store: VenueRecords, box: Box, venues: Venues) -> list[CcxtExchange]:
-    """The real venues added with `rt venues add`; ccxt is imported only when there are some (that takes a second)."""
-    records = await store.list_venues()
+    """The venues added with `rt venues add`: simulated ones (`--paper`) served by the paper venue, real ones through
+    ccxt, which is imported only when there are some (that takes a second)."""
+    records = []
+    for record in await store.list_venues():
+        if not record.options.get("paper"):
+            records.append(record)
+            continue
+        try:
+            venues.add_simulated(record.account_id, record.exchange)
+        except ValueError:
+            log.error("venue not loaded", extra={"exchange": record.exchange, "account_id": record.account_id})
     if not records:
         return []
     from rt.exchanges.ccxt_exchange import venues_from
@@ -241,6 +260,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     except Exception as exc:
         raise ConfigError(f"RT_TRUSTED_PROXIES: {exc}") from None
     feed, paper, engine_config = _market(settings)
+    venues = _venues(paper, settings)
     data_dir = settings.data_path
     pepper = load_pepper(settings.key_pepper, data_dir)
     secret_key = load_secret_key(settings.secret_key, data_dir)
@@ -256,7 +276,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     audit_log = AuditLog(store)
     usage = UsageMeter(store)
     bus = open_bus(settings.redis_url, settings.redis_prefix)
-    engine = Engine(store, bus, Venues(paper), engine_config)
+    engine = Engine(store, bus, venues, engine_config)
     instance = instance_id(settings.instance_id)
     if settings.lease_ttl_ms <= 0:
         raise ConfigError("RT_LEASE_TTL_MS must be > 0")

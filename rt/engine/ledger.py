@@ -1,5 +1,4 @@
-"""P&L, margin and fills: pure functions over a Book (see docs/trading.md for the model). Every amount booked is in
-the account's currency: a fill's P&L and fee, in the market's quote currency, count at the quote's rate then."""
+"""P&L, margin and fills: pure functions over a Book (see docs/trading.md for the model)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from rt.exchanges import Fill
-from rt.records.trading import ZERO, Book, Order, Position, now, to_account
+from rt.records.trading import ZERO, Book, Order, Position, now
 
 
 @dataclass
@@ -42,7 +41,7 @@ def equity(book: Book) -> Decimal:
 
 
 def margin_used(book: Book, leverage: Decimal) -> Decimal:
-    return sum((p.entry_notional for p in book.open_positions()), ZERO) / leverage
+    return sum((p.entry_price * p.quantity for p in book.open_positions()), ZERO) / leverage
 
 
 def exposure_notional(book: Book) -> Decimal:
@@ -84,9 +83,7 @@ def _realize(book: Book, amount: Decimal) -> None:
 def reduce_position(
     book: Book, position: Position, price: Decimal, quantity: Decimal, fee: Decimal, reason: str, out: Applied
 ) -> None:
-    pnl = to_account(
-        (price - position.entry_price) * quantity * position.sign - fee, position.symbol, price, position.cross_rate
-    )
+    pnl = (price - position.entry_price) * quantity * position.sign - fee
     position.realized_pnl += pnl
     position.current_price = price
     _realize(book, pnl)
@@ -122,18 +119,24 @@ def open_position(
             entry_order_id=order.id,
         )
         book.positions[position.id] = position
+    position.simulated = order.simulated
     position.status = "open"
     position.quantity = quantity
     position.entry_price = price
     position.current_price = price
-    if order.cross_rate is not None:
-        position.cross_rate = order.cross_rate
-    fee = to_account(fee, order.symbol, price, order.cross_rate)
     position.realized_pnl -= fee
     _realize(book, -fee)
     out.realized -= fee
     out.opened.append(position)
     return position
+
+
+def mark_simulated(book: Book, order: Order, simulated: bool) -> None:
+    """An order says whether its venue is simulated, and so does the pending position its entry opens."""
+    order.simulated = simulated
+    pending = book.positions.get(order.position_id or "") if order.intent == "open" else None
+    if pending is not None and pending.status in ("pending", "pending_validation"):
+        pending.simulated = simulated
 
 
 def nettable(book: Book, exchange: str, symbol: str, side: str, owner: str | None) -> list[Position]:

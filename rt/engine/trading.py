@@ -46,11 +46,11 @@ async def _submit(
 ) -> list[risk.Check]:
     """Cerberus, then the venue, then the books. Raises ValidationFailed (order stored as rejected)."""
     book = changes.book
+    ledger.mark_simulated(book, order, venue.simulated)
     ticker = await venue.ticker(order.symbol)
     if order.type == "stop":
         assert order.stop_price is not None
         rules.check_trigger(order.side, order.stop_price, ticker)
-    order.cross_rate = engine.ticks.cross_rate(order.exchange, order.symbol)
     proposal = risk.Proposal(
         order.exchange,
         order.symbol,
@@ -60,12 +60,11 @@ async def _submit(
         order.position_id if order.intent == "close" else None,
         nets=order.intent == "net",
         strategy_id=order.strategy_id,
-        cross_rate=order.cross_rate,
     )
     checks = risk.evaluate(book, proposal, engine.config.leverage)
     if order.strategy_id is not None and order.intent != "close" and engine.strategies is not None:
         added = risk.increase_of(book, proposal)
-        checks += engine.strategies.checks(book.account_id, order.strategy_id, proposal.value(added), added > 0)
+        checks += engine.strategies.checks(book.account_id, order.strategy_id, added * proposal.price, added > 0)
     failed = [c for c in checks if not c.passed]
     if failed:
         order.status = "rejected"
@@ -334,14 +333,11 @@ def _judge_in_place_of(engine: Engine, changes: Changes, old: Order, new: Order,
     book.orders.pop(old.id, None)
     try:
         price = _estimate(new, ticker)
-        cross_rate = engine.ticks.cross_rate(new.exchange, new.symbol)
-        proposal = risk.Proposal(
-            new.exchange, new.symbol, new.side, new.quantity, price, None, False, new.strategy_id, cross_rate
-        )
+        proposal = risk.Proposal(new.exchange, new.symbol, new.side, new.quantity, price, None, False, new.strategy_id)
         checks = risk.evaluate(book, proposal, engine.config.leverage)
         if new.strategy_id is not None and engine.strategies is not None:
             added = risk.increase_of(book, proposal)
-            checks += engine.strategies.checks(book.account_id, new.strategy_id, proposal.value(added), added > 0)
+            checks += engine.strategies.checks(book.account_id, new.strategy_id, added * proposal.price, added > 0)
     finally:
         book.orders[old.id] = old
     risk.enforce(checks, position_id=new.position_id)

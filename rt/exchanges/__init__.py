@@ -1,4 +1,5 @@
-"""The Exchange seam: markets, tickers, orders, fills. `paper` (built in, simulated market) | `ccxt` (real venues)."""
+"""The Exchange seam: markets, tickers, orders, fills. `paper` (built in, simulated market) and its aliases under
+real exchange ids (rt.exchanges.alias) | `ccxt` (real venues)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,10 @@ class Exchange(Protocol):
     async def close(self) -> None: ...
     @property
     def connected(self) -> bool: ...
+    @property
+    def simulated(self) -> bool:
+        """True when nothing real is at stake: the paper venue and its aliases, a ccxt venue in sandbox mode."""
+
     async def markets(self) -> list[Market]: ...
     async def market(self, symbol: str) -> Market | None:
         """The market for `symbol`, or None when the venue lists no such (active) market."""

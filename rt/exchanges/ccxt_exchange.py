@@ -113,6 +113,7 @@ class CcxtExchange:
         creds = dict(credentials or {})
         self.id = exchange_id
         self.account_id = account_id
+        self._sandbox = sandbox
         self._client = getattr(ccxt_async, exchange_id)(
             {
                 "apiKey": creds.get("api_key", ""),
@@ -163,6 +164,11 @@ class CcxtExchange:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def simulated(self) -> bool:
+        """A sandbox venue trades on the exchange's test network: its orders and positions say they are simulated."""
+        return self._sandbox
 
     async def start(self) -> None:
         for name, loop in (("connect", self._supervise), ("orders", self._poll_orders), ("ticks", self._poll_ticks)):

@@ -24,6 +24,7 @@ class _Resting:
 
 class PaperExchange:
     id = "paper"
+    simulated = True
 
     def __init__(
         self, feed: MarketFeed, fee_rate: Decimal = Decimal("0.001"), slippage_bps: Decimal = Decimal("0")

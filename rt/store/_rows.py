@@ -48,6 +48,8 @@ def from_row(cls: type[T], row: Any) -> T:
             values[name] = Decimal(raw)
         elif kind.startswith("datetime"):
             values[name] = datetime.fromtimestamp(raw / 1000, UTC)
+        elif kind == "bool":
+            values[name] = bool(raw)  # SQLite keeps 0 / 1
         else:
             values[name] = raw
     return cls(**values)
