@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.compat._tradyn_rig import Tradyn, refused, tradyn
 
-EURUSD = "EUR/USD"  # 1.085: bid 1.0849, ask 1.0851
+EURUSD = "EUR/USD"  # 1.085: bid 1.08495, ask 1.08505
 
 
 async def place(t: Tradyn, **fields: Any) -> dict[str, Any]:
@@ -33,8 +33,8 @@ async def native(t: Tradyn, ticket: str) -> dict[str, Any]:
     [
         (2, 1.0800, "1.0820", "1.0790", "long", 1.0800),  # Buy Limit: fills at its price when the ask comes down
         (3, 1.0900, "1.0880", "1.0910", "short", 1.0900),  # Sell Limit: when the bid comes up
-        (4, 1.0900, "1.0880", "1.0910", "long", 1.0911),  # Buy Stop: at the market once the ask breaks through
-        (5, 1.0800, "1.0820", "1.0790", "short", 1.0789),  # Sell Stop: at the market once the bid does
+        (4, 1.0900, "1.0880", "1.0910", "long", 1.09105),  # Buy Stop: at the market once the ask breaks through
+        (5, 1.0800, "1.0820", "1.0790", "short", 1.07895),  # Sell Stop: at the market once the bid does
     ],
 )
 async def test_each_pending_type_rests_then_fills_under_its_ticket(
