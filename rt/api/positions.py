@@ -145,7 +145,11 @@ async def create_position(call: Call) -> Response:
             call.fingerprint,
         )
         replay = False
-    done, _ = await asyncio.wait({joined.task}, timeout=max(runtime.settings.validation_wait_ms, 0) / 1000)
+    try:
+        done, _ = await asyncio.wait({joined.task}, timeout=max(runtime.settings.validation_wait_ms, 0) / 1000)
+    except asyncio.CancelledError:
+        joined.detached = True  # the client left: the position still settles
+        raise
     if joined.task not in done:
         joined.detached = True
         return JSON({"position": joined.placeholder}, status_code=202)
