@@ -1,4 +1,5 @@
-"""P&L, margin and fills: pure functions over a Book (see docs/trading.md for the model)."""
+"""P&L, margin and fills: pure functions over a Book (see docs/trading.md for the model). Every amount booked is in
+the account's currency: a fill's P&L and fee, in the market's quote currency, count at the quote's rate then."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from rt.exchanges import Fill
-from rt.records.trading import ZERO, Book, Order, Position, now
+from rt.records.trading import ZERO, Book, Order, Position, now, to_account
 
 
 @dataclass
@@ -41,7 +42,7 @@ def equity(book: Book) -> Decimal:
 
 
 def margin_used(book: Book, leverage: Decimal) -> Decimal:
-    return sum((p.entry_price * p.quantity for p in book.open_positions()), ZERO) / leverage
+    return sum((p.entry_notional for p in book.open_positions()), ZERO) / leverage
 
 
 def exposure_notional(book: Book) -> Decimal:
@@ -83,7 +84,9 @@ def _realize(book: Book, amount: Decimal) -> None:
 def reduce_position(
     book: Book, position: Position, price: Decimal, quantity: Decimal, fee: Decimal, reason: str, out: Applied
 ) -> None:
-    pnl = (price - position.entry_price) * quantity * position.sign - fee
+    pnl = to_account(
+        (price - position.entry_price) * quantity * position.sign - fee, position.symbol, price, position.cross_rate
+    )
     position.realized_pnl += pnl
     position.current_price = price
     _realize(book, pnl)
@@ -124,6 +127,9 @@ def open_position(
     position.quantity = quantity
     position.entry_price = price
     position.current_price = price
+    if order.cross_rate is not None:
+        position.cross_rate = order.cross_rate
+    fee = to_account(fee, order.symbol, price, order.cross_rate)
     position.realized_pnl -= fee
     _realize(book, -fee)
     out.realized -= fee

@@ -3,6 +3,9 @@ crossed, and raises limit alerts between orders; a resting order's fill is booke
 
 When several instances share a store, only the one doing the tick work (`Engine.protects`) closes, alerts and stores
 marks; every instance marks its own copies, so its reads show P&L at the last tick.
+
+A tick also gives a currency's rate (BTC/USDT the BTC's, USD/JPY the yen's): open positions and orders quoted in that
+currency on another symbol (ETH/BTC, EUR/JPY) take it as their cross rate, so their P&L counts in account currency.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rt.engine import risk
 from rt.errors import RtError
 from rt.exchanges import Exchange, Fill, Ticker
-from rt.records.trading import Book, Position
+from rt.records.trading import ACCOUNT_CURRENCIES, Book, Position, currencies, rate_from
 
 if TYPE_CHECKING:
     from rt.engine.engine import Changes, Engine
@@ -85,8 +88,13 @@ class TickWork:
     def _mark_book(self, book: Book, exchange: str, ticker: Ticker, due: list[tuple[str, str, str]]) -> None:
         protects = self.engine.protects
         moved = False
+        rated = _rated(ticker)
         for position in book.positions.values():
-            if position.status != "open" or position.symbol != ticker.symbol or position.exchange != exchange:
+            if position.status != "open" or position.exchange != exchange:
+                continue
+            if rated is not None and currencies(position.symbol)[1] == rated[0]:
+                position.cross_rate = rated[1]
+            if position.symbol != ticker.symbol:
                 continue
             moved = True
             if position.current_price != ticker.last:
@@ -99,6 +107,10 @@ class TickWork:
             if reason and position.id not in self._closing:
                 self._closing.add(position.id)
                 due.append((book.account_id, position.id, reason))
+        if rated is not None:
+            for order in book.orders.values():
+                if order.status == "open" and order.exchange == exchange and currencies(order.symbol)[1] == rated[0]:
+                    order.cross_rate = rated[1]
         if moved and protects and book.account_id not in self._alerting and _alerts_differ(book):
             self._alerting.add(book.account_id)
             self.engine.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
@@ -172,6 +184,24 @@ class TickWork:
             ticker = self._last.get((position.exchange, position.symbol))
             if position.status == "open" and ticker is not None:
                 position.current_price = ticker.last
+            if position.status == "open":
+                position.cross_rate = self.cross_rate(position.exchange, position.symbol)
+        for order in book.orders.values():
+            if order.status == "open":
+                order.cross_rate = self.cross_rate(order.exchange, order.symbol)
+
+    def cross_rate(self, exchange: str, symbol: str) -> Decimal | None:
+        """The rate of `symbol`'s quote currency in account currency from the last tick of another pair on this venue
+        (GBP/USD for EUR/GBP, USD/JPY for EUR/JPY); None when the quote is account currency or no pair gives it."""
+        quote = currencies(symbol)[1]
+        if quote in ACCOUNT_CURRENCIES:
+            return None
+        for unit in ACCOUNT_CURRENCIES:
+            for pair in (f"{quote}/{unit}", f"{unit}/{quote}"):
+                ticker = self._last.get((exchange, pair))
+                if ticker is not None and (rate := rate_from(quote, pair, ticker.last)) is not None:
+                    return rate
+        return None
 
     def take_marks(self, book: Book) -> list[Position]:
         """The positions of this book marked since they were last stored (a commit of the account stores them)."""
@@ -233,6 +263,20 @@ def _level(used: Decimal) -> str:
 
 def _alerts_differ(book: Book) -> bool:
     return any(_level(used) != book.alerts.get(check, "") for check, (used, _, _) in risk.utilization(book).items())
+
+
+def _rated(ticker: Ticker) -> tuple[str, Decimal] | None:
+    """The currency whose rate in account currency this tick gives, and the rate (a pair of account currencies gives
+    none)."""
+    base, quote = currencies(ticker.symbol)
+    if quote in ACCOUNT_CURRENCIES and base not in ACCOUNT_CURRENCIES:
+        currency = base
+    elif base in ACCOUNT_CURRENCIES and quote not in ACCOUNT_CURRENCIES:
+        currency = quote
+    else:
+        return None
+    rate = rate_from(currency, ticker.symbol, ticker.last)
+    return None if rate is None else (currency, rate)
 
 
 def _crossed(position: Position, exit_price: Decimal) -> str | None:

@@ -1,6 +1,7 @@
 """Cerberus: the pre-trade checks every order and position passes before a venue sees it.
 
-The checks see what is open and what is already resting, so no set of orders can together pass a limit.
+The checks see what is open and what is already resting, so no set of orders can together pass a limit. Every
+amount they weigh is in the account's currency (a USD/JPY notional counts in USD, not in yen).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from rt import metrics
 from rt.engine import ledger
 from rt.errors import Locked, ValidationFailed
-from rt.records.trading import ZERO, Book
+from rt.records.trading import ZERO, Book, to_account
 
 WARNING_AT = Decimal("0.8")
 
@@ -41,6 +42,12 @@ class Proposal:
     nets: bool = True
     # Who places it: a strategy id, or None for a manual order (netting is per owner).
     strategy_id: str | None = None
+    # The quote currency's rate from another pair, when the symbol's own price does not give it (see to_account).
+    cross_rate: Decimal | None = None
+
+    def value(self, quantity: Decimal) -> Decimal:
+        """The notional of `quantity` at the proposal's price, in account currency."""
+        return to_account(quantity * self.price, self.symbol, self.price, self.cross_rate)
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,12 @@ def increase_of(book: Book, proposal: Proposal) -> Decimal:
 
 
 def pending(book: Book) -> tuple[Decimal, int]:
-    """Notional and count of resting orders that would open positions."""
+    """Notional (in account currency) and count of resting orders that would open positions."""
     notional, count = ZERO, 0
     for order in book.orders.values():
         if order.status == "open" and order.intent != "close":
-            notional += (order.price or order.stop_price or ZERO) * order.quantity
+            price = order.price or order.stop_price or ZERO
+            notional += to_account(price * order.quantity, order.symbol, price, order.cross_rate)
             count += 1
     return notional, count
 
@@ -106,7 +114,7 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal) -> list[Check]:
         )
     env = book.envelope
     increase = increase_of(book, proposal)
-    added = increase * proposal.price
+    added = proposal.value(increase)
     checks: list[Check] = []
     if book.state == "reducing":
         checks.append(

@@ -51,6 +51,7 @@ async def _submit(
     if order.type == "stop":
         assert order.stop_price is not None
         rules.check_trigger(order.side, order.stop_price, ticker)
+    order.cross_rate = engine.ticks.cross_rate(order.exchange, order.symbol)
     proposal = risk.Proposal(
         order.exchange,
         order.symbol,
@@ -60,11 +61,12 @@ async def _submit(
         order.position_id if order.intent == "close" else None,
         nets=order.intent == "net",
         strategy_id=order.strategy_id,
+        cross_rate=order.cross_rate,
     )
     checks = risk.evaluate(book, proposal, engine.config.leverage)
     if order.strategy_id is not None and order.intent != "close" and engine.strategies is not None:
         added = risk.increase_of(book, proposal)
-        checks += engine.strategies.checks(book.account_id, order.strategy_id, added * proposal.price, added > 0)
+        checks += engine.strategies.checks(book.account_id, order.strategy_id, proposal.value(added), added > 0)
     failed = [c for c in checks if not c.passed]
     if failed:
         order.status = "rejected"
@@ -333,11 +335,14 @@ def _judge_in_place_of(engine: Engine, changes: Changes, old: Order, new: Order,
     book.orders.pop(old.id, None)
     try:
         price = _estimate(new, ticker)
-        proposal = risk.Proposal(new.exchange, new.symbol, new.side, new.quantity, price, None, False, new.strategy_id)
+        cross_rate = engine.ticks.cross_rate(new.exchange, new.symbol)
+        proposal = risk.Proposal(
+            new.exchange, new.symbol, new.side, new.quantity, price, None, False, new.strategy_id, cross_rate
+        )
         checks = risk.evaluate(book, proposal, engine.config.leverage)
         if new.strategy_id is not None and engine.strategies is not None:
             added = risk.increase_of(book, proposal)
-            checks += engine.strategies.checks(book.account_id, new.strategy_id, added * proposal.price, added > 0)
+            checks += engine.strategies.checks(book.account_id, new.strategy_id, proposal.value(added), added > 0)
     finally:
         book.orders[old.id] = old
     risk.enforce(checks, position_id=new.position_id)

@@ -1,5 +1,5 @@
-"""The simulated market: a seeded random walk per symbol, one step every tick interval, made by the instance holding
-the market role and applied by every instance."""
+"""The simulated market, one step every tick interval, made by the instance holding the market role and applied by
+every instance: a seeded random walk per crypto symbol; an FX pair (two fiat currencies) reverts to its start price."""
 
 from __future__ import annotations
 
@@ -19,20 +19,40 @@ DEFAULT_PRICES: dict[str, Decimal] = {
     "BTC/USDT": Decimal("65000"),
     "ETH/USDT": Decimal("3500"),
     "SOL/USDT": Decimal("150"),
+    "EUR/USD": Decimal("1.0870"),
+    "GBP/USD": Decimal("1.2700"),
+    "USD/JPY": Decimal("150.00"),
 }
 
+FIAT = frozenset({"USD", "EUR", "GBP", "JPY", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK", "SGD", "HKD"})
 
-def _step(price: Decimal) -> Decimal:
-    """Price tick: five significant digits, at least 0.0001."""
+# An FX pair moves a tenth as much per step as a crypto symbol and is pulled back toward its start price: an
+# Ornstein-Uhlenbeck step in log price. At the default volatility its stationary spread is 0.1% (sd), and it never
+# leaves a band of 0.45% either side of the start, so levels such as a stop 0.6% away hold however long it runs.
+FX_VOLATILITY_SHARE = 0.1
+FX_REVERSION = 0.00125
+FX_BAND = 0.0045
+_FX_LOG_BAND = math.log1p(FX_BAND)
+
+
+def is_fx(symbol: str) -> bool:
+    base, _, quote = symbol.upper().partition("/")
+    return base in FIAT and quote in FIAT
+
+
+def _step(symbol: str, price: Decimal) -> Decimal:
+    """Price tick: an FX pair's fractional pip (0.00001, 0.001 quoted in yen); else five significant digits, at least
+    0.0001."""
+    if is_fx(symbol):
+        return Decimal("0.001") if symbol.upper().endswith("/JPY") else Decimal("0.00001")
     exponent = max(price.adjusted() - 4, -4)
     return Decimal(1).scaleb(exponent)
 
 
 def _market(symbol: str, price: Decimal) -> Market:
     base, quote = symbol.split("/", 1)
-    return Market(
-        symbol, base, quote, price_step=_step(price), amount_step=Decimal("0.0001"), min_amount=Decimal("0.0001")
-    )
+    amount = Decimal(1) if is_fx(symbol) else Decimal("0.0001")
+    return Market(symbol, base, quote, price_step=_step(symbol, price), amount_step=amount, min_amount=amount)
 
 
 class MarketFeed:
@@ -47,10 +67,13 @@ class MarketFeed:
     ) -> None:
         start = prices or DEFAULT_PRICES
         self._rng = random.Random(seed)
+        # FX pairs draw from their own generator, so a crypto symbol walks the same with or without them.
+        self._fx_rng = random.Random(None if seed is None else f"fx:{seed}")
         self._interval = interval
         self._volatility = volatility
         self._half_spread = spread_bps / Decimal(20000)
         self._markets = {symbol: _market(symbol, price) for symbol, price in start.items()}
+        self._anchors = {symbol: price for symbol, price in start.items() if is_fx(symbol) and price > 0}
         self._tickers: dict[str, Ticker] = {}
         self._listeners: list[Callable[[Ticker], None]] = []
         for symbol, price in start.items():
@@ -88,10 +111,19 @@ class MarketFeed:
         """The next step of every symbol from `prices` (default: the current ones), without applying it."""
         start = prices if prices is not None else {s: t.last for s, t in self._tickers.items()}
         return [
-            self._ticker(symbol, last * Decimal(repr(math.exp(self._rng.gauss(0.0, self._volatility)))))
-            for symbol, last in start.items()
-            if symbol in self._markets
+            self._ticker(symbol, self._next(symbol, last)) for symbol, last in start.items() if symbol in self._markets
         ]
+
+    def _next(self, symbol: str, last: Decimal) -> Decimal:
+        anchor = self._anchors.get(symbol)
+        if anchor is None or last <= 0:
+            return last * Decimal(repr(math.exp(self._rng.gauss(0.0, self._volatility))))
+        x = math.log(last / anchor)
+        reverted = (1 - FX_REVERSION) * x
+        moved = reverted + self._fx_rng.gauss(0.0, self._volatility * FX_VOLATILITY_SHARE)
+        # Inside the band the noise never carries it out; a price set outside (by hand) only comes back.
+        bound = max(_FX_LOG_BAND, abs(reverted))
+        return anchor * Decimal(repr(math.exp(min(max(moved, -bound), bound))))
 
     def step(self) -> None:
         for ticker in self.walk():

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, Literal
 
 from rt.records.events import Event
@@ -18,10 +19,55 @@ TradingState = Literal["active", "reducing", "locked"]
 Intent = Literal["open", "close", "net"]
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
+MONEY_PLACES = Decimal("1E-8")
+# The account keeps its money in USDT; amounts in these currencies count as they are (on paper USD = USDT = USDC).
+ACCOUNT_CURRENCIES = ("USD", "USDT", "USDC")
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+@lru_cache(maxsize=4096)  # asked of every open position on every tick
+def currencies(symbol: str) -> tuple[str, str]:
+    """`EUR/USD` -> (`EUR`, `USD`); a derivative's settlement currency (`BTC/USDT:USDT`) is left off."""
+    base, _, quote = symbol.upper().partition("/")
+    return base, quote.partition(":")[0]
+
+
+def rate_from(currency: str, symbol: str, price: Decimal) -> Decimal | None:
+    """Account currency per unit of `currency` that `symbol` trading at `price` gives, if it gives one: the base of a
+    pair quoted in account currency is worth its price, the quote of a pair whose base is account currency 1 / price."""
+    if currency in ACCOUNT_CURRENCIES:
+        return ONE
+    if price <= 0:
+        return None
+    base, quote = currencies(symbol)
+    if base == currency and quote in ACCOUNT_CURRENCIES:
+        return price
+    if quote == currency and base in ACCOUNT_CURRENCIES:
+        return ONE / price
+    return None
+
+
+def to_account(amount: Decimal, symbol: str, price: Decimal, cross_rate: Decimal | None = None) -> Decimal:
+    """`amount` of `symbol`'s quote currency in account currency with the symbol at `price`: as it is for a quote in
+    account currency, divided by the price when the base is (USD/JPY), else at `cross_rate`, the quote's rate from
+    another pair (EUR/GBP at GBP/USD's price); as it is when nothing gives a rate. Converted amounts keep 8 places."""
+    base, quote = currencies(symbol)
+    if quote in ACCOUNT_CURRENCIES:
+        return amount
+    if base in ACCOUNT_CURRENCIES and price > 0:
+        value = amount / price
+    elif cross_rate is not None:
+        value = amount * cross_rate
+    else:
+        return amount
+    try:
+        return value.quantize(MONEY_PLACES)
+    except InvalidOperation:  # too many digits for 8 places: kept as computed
+        return value
 
 
 @dataclass
@@ -71,19 +117,32 @@ class Position:
     # Booked on a simulated venue (paper, an alias of it, a sandbox): nothing real is at stake.
     simulated: bool = False
 
+    def __post_init__(self) -> None:
+        # The quote currency's rate from another pair, for a symbol whose own price does not give it (EUR/GBP); set
+        # where positions are marked to the market, never stored (see to_account).
+        self.cross_rate: Decimal | None = None
+
     @property
     def sign(self) -> int:
         return 1 if self.side == "long" else -1
 
     @property
     def unrealized_pnl(self) -> Decimal:
+        """In account currency."""
         if self.status != "open":
             return ZERO
-        return (self.current_price - self.entry_price) * self.quantity * self.sign
+        pnl = (self.current_price - self.entry_price) * self.quantity * self.sign
+        return to_account(pnl, self.symbol, self.current_price, self.cross_rate)
 
     @property
     def notional(self) -> Decimal:
-        return self.current_price * self.quantity
+        """In account currency."""
+        return to_account(self.current_price * self.quantity, self.symbol, self.current_price, self.cross_rate)
+
+    @property
+    def entry_notional(self) -> Decimal:
+        """The entry price times the quantity, in account currency at the current rate."""
+        return to_account(self.entry_price * self.quantity, self.symbol, self.current_price, self.cross_rate)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +193,10 @@ class Order:
     updated_at: datetime = field(default_factory=now)
     # Placed on a simulated venue (paper, an alias of it, a sandbox): nothing real is at stake.
     simulated: bool = False
+
+    def __post_init__(self) -> None:
+        # As Position.cross_rate: set when the order is placed and where open orders are marked, never stored.
+        self.cross_rate: Decimal | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
