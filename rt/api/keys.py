@@ -31,7 +31,9 @@ class KeyCreate(Strict):
     tier: TIERS
     name: str | None = Field(None, max_length=100)
     allow_ips: str | list[str] | None = Field(None, description="IPv4/IPv6 addresses or CIDRs, comma-separated.")
-    test: bool = Field(False, description="An `rt_test_` key, which trades only on the paper venue.")
+    test: bool = Field(
+        False, description="An `rt_test_` key, which trades only on the simulated market (paper and its aliases)."
+    )
 
 
 class KeyQuery(Page):
