@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rt.api import _errors
 from rt.api.models import Page
@@ -43,6 +43,7 @@ class OrderOut(BaseModel):
     position_id: str | None
     strategy_id: str | None
     reject_reason: str | None
+    simulated: bool = Field(description="Placed on a simulated venue (paper, an RT_PAPER_VENUES alias, a sandbox).")
     created_at: datetime
     updated_at: datetime
 

@@ -60,6 +60,7 @@ class PositionOut(BaseModel):
     )
     strategy_id: str | None
     close_reason: str | None = Field(description="manual, stop_loss, take_profit, kill_switch, order, ...")
+    simulated: bool = Field(description="Booked on a simulated venue (paper, an RT_PAPER_VENUES alias, a sandbox).")
     created_at: datetime
     closed_at: datetime | None
 
@@ -140,7 +141,7 @@ async def create_position(call: Call) -> Response:
         joined = runtime.validations.start(
             _settle(call, position_id, request_id_of(call.request)),
             account_id,
-            placeholder(position_id, req),
+            placeholder(position_id, req, _simulated(call, req)),
             key,
             call.fingerprint,
         )
@@ -179,7 +180,15 @@ async def _settle(call: Call, position_id: str, request_id: str | None) -> Respo
     return await runtime.idempotency.run(account_id, call.idempotency_key, call.fingerprint, produce)
 
 
-def placeholder(position_id: str, req: PositionRequest) -> dict[str, Any]:
+def _simulated(call: Call, req: PositionRequest) -> bool:
+    try:
+        venue = call.runtime.engine.venues.get(call.caller.account_id, req.exchange, test_key=call.caller.test)
+    except RtError:
+        return False  # the settling answers the refusal
+    return venue.simulated
+
+
+def placeholder(position_id: str, req: PositionRequest, simulated: bool) -> dict[str, Any]:
     """What a position is while Cerberus and the venue have not answered yet (Kerosyne's pending_validation)."""
     checks = [*risk.CHECKS[1:], risk.TRADING_STATE]
     if req.strategy_id is not None:
@@ -199,6 +208,7 @@ def placeholder(position_id: str, req: PositionRequest) -> dict[str, Any]:
         "status": PENDING_VALIDATION,
         "strategy_id": req.strategy_id,
         "close_reason": None,
+        "simulated": simulated,
         "created_at": now(),
         "closed_at": None,
         "validation": {"cerberus_status": "validating", "checks": checks},
