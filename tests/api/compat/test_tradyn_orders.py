@@ -159,6 +159,23 @@ async def test_scopes(tmp_path: Path) -> None:
         assert len(await pending(t)) == 2
 
 
+async def test_placing_or_moving_an_order_needs_positions_write_as_opening_a_position_does(tmp_path: Path) -> None:
+    async with tradyn(tmp_path) as t:
+        ticket = (await place(t))["ticket"]
+        key = await t.runtime.keys.create(t.account_id, "orders:read,orders:write,market:read", "pro_plus")
+        headers = {"Authorization": f"Bearer {key.key}"}
+        order = {"symbol": "EURUSD", "type": 2, "volume": 0.1, "price": 1.08}
+        placed = await t.http.post("/api/orders", json=order, headers=headers)
+        assert refused(placed, 403)["code"] == "INSUFFICIENT_SCOPE"
+        for change in ({"price": 1.079}, {"sl": 1.07}):
+            moved = await t.http.put(f"/api/orders/{ticket}", json=change, headers=headers)
+            assert refused(moved, 403)["code"] == "INSUFFICIENT_SCOPE"
+        [kept] = await pending(t)
+        assert (kept["ticket"], kept["price"], kept["sl"]) == (ticket, 1.08, 0)
+        canceled = await t.data(await t.http.delete(f"/api/orders/{ticket}", headers=headers))  # as DELETE /v1/orders
+        assert canceled["state"] == "canceled"
+
+
 async def test_volumes_are_lots_and_symbols_mt_names(tmp_path: Path) -> None:
     async with tradyn(tmp_path) as t:
         cable = await place(t, symbol="gbpusd", type=2, volume=0.15, price=1.2600)

@@ -300,13 +300,14 @@ OPERATIONS = [
         tradyn_place_order,
         "Tradyn: place a pending order (Buy/Sell Limit, Buy/Sell Stop)",
         TAG,
-        scopes.ORDERS_WRITE,
+        scopes.POSITIONS_WRITE,
         body=PendingIn,
         errors=_WRITE_ERRORS,
         idempotent=True,
         description="Opens a position with a resting entry: a limit entry (types 2, 3) or a stop entry (4, 5), "
-        "Cerberus first. The price must be one the market is not at (a Buy Limit below the ask, a Buy Stop above "
-        "it; a Sell Limit above the bid, a Sell Stop below it), else 400. Types 0 and 1 go to /v1/api/trade.",
+        "Cerberus first; it needs positions:write, as POST /v1/positions does. The price must be one the market is "
+        "not at (a Buy Limit below the ask, a Buy Stop above it; a Sell Limit above the bid, a Sell Stop below it), "
+        "else 400. Types 0 and 1 go to /v1/api/trade.",
         dialect=TRADYN,
     ),
     Operation(
@@ -315,12 +316,13 @@ OPERATIONS = [
         tradyn_modify_order,
         "Tradyn: modify a pending order's price, stop loss or take profit",
         TAG,
-        scopes.ORDERS_WRITE,
+        scopes.POSITIONS_WRITE,
         body=PendingChange,
         errors=_WRITE_ERRORS,
         idempotent=True,
         description="A new price replaces the resting entry in one step (the ticket stays); sl / tp alone change "
-        "only the protection. Cerberus judges the moved order; a refused change leaves the order as it was.",
+        "only the protection. It changes a position, so it needs positions:write. Cerberus judges the moved order; "
+        "a refused change leaves the order as it was.",
         dialect=TRADYN,
     ),
     Operation(
