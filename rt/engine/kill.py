@@ -112,11 +112,25 @@ async def _cancel_all(engine: Engine, changes: Changes) -> tuple[list[Order], li
     return canceled, failed
 
 
-async def _close_all(engine: Engine, changes: Changes) -> tuple[list[Position], list[Position]]:
+async def close_positions(engine: Engine, account_id: str, reason: str = "manual") -> tuple[int, int]:
+    """(closed, failed): every open position of the account closed at market in one engine command, each as
+    `trading.close_position` closes one (its reason, its order and position events). A routine close-all, not a kill:
+    nothing is locked or canceled and no `emergency.kill_triggered` goes out."""
+
+    async def command(changes: Changes) -> tuple[int, int]:
+        closed, failed = await _close_all(engine, changes, reason)
+        return len(closed), len(failed)
+
+    return await engine.run(account_id, command)
+
+
+async def _close_all(
+    engine: Engine, changes: Changes, reason: str = "kill_switch"
+) -> tuple[list[Position], list[Position]]:
     targets = changes.book.open_positions()
 
     async def close(position: Position) -> Position:
-        await _close(engine, changes, position, "kill_switch")
+        await _close(engine, changes, position, reason)
         return position
 
     results = await asyncio.gather(*(close(p) for p in targets), return_exceptions=True)

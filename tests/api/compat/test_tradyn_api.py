@@ -193,7 +193,22 @@ async def test_close_all_closes_every_open_position_and_leaves_trading_open(t: R
     second = await t.data(await t.http.get(history, params={"limit": 1, "page": 2}))
     assert first["total"] == second["total"] == 2 and len(first["deals"]) == len(second["deals"]) == 1
     assert {first["deals"][0]["symbol"], second["deals"][0]["symbol"]} == {"EURUSD", "BTCUSDT"}
-    assert first["deals"][0]["comment"] == "kill_switch"
+    assert first["deals"][0]["comment"] == second["deals"][0]["comment"] == "manual"
+
+
+async def test_close_all_is_no_kill_switch_only_the_closes_events_go_out(t: Rig) -> None:
+    tickets = {(await t.trade())["ticket"], (await t.trade(symbol="BTCUSDT", volume=0.01, sl=None, tp=None))["ticket"]}
+    assert await t.data(await t.http.post("/api/positions/close-all")) == {"closed": 2, "failed": 0}
+    account_id = (await t.data(await t.http.get("/api/account")))["account_id"]
+    bus = t.runtime.bus
+    risk = await bus.history(account_id, "risk", 0)
+    assert risk is not None and "emergency.kill_triggered" not in [d.event.event for d in risk]
+    positions = await bus.history(account_id, "positions", 0)
+    assert positions is not None
+    closed = [d.event.data for d in positions if d.event.event == "position.closed"]
+    assert {c["id"] for c in closed} == tickets and {c["reason"] for c in closed} == {"manual"}
+    for ticket in tickets:
+        assert (await t.data(await t.http.get(f"/api/positions/{ticket}")))["status"] == "closed"
 
 
 async def test_another_accounts_ticket_is_not_found(t: Rig) -> None:

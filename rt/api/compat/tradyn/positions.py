@@ -134,15 +134,10 @@ def _volume_asked(call: Call) -> object:
 
 
 async def tradyn_close_all(call: Call) -> dict[str, Any]:
-    """Every open position at market, in one engine command (Charon's CLOSE_ALL): nothing is locked or canceled."""
-    report = await kill.execute(
-        call.runtime.engine,
-        call.caller.account_id,
-        "CLOSE_ALL",
-        reason="close all positions (Tradyn)",
-        actor=call.caller.key_id,
-    )
-    return ok({"closed": report["positions_closed"], "failed": report["positions_failed"]})
+    """Every open position at market, in one engine command, each closed as DELETE on its ticket closes it (reason
+    `manual`): nothing is locked or canceled, and it is no kill switch."""
+    closed, failed = await kill.close_positions(call.runtime.engine, call.caller.account_id)
+    return ok({"closed": closed, "failed": failed})
 
 
 _TICKET = "/v1/api/positions/{ticket}"
