@@ -109,7 +109,7 @@ class RtError(Exception):
         details = self.extra.get("details")
         if isinstance(details, dict):
             reason = details.get("reason")
-            member["details"] = {**details, "reason": _sentence(reason)} if isinstance(reason, str) else dict(details)
+            member["details"] = {**details, "reason": sentence(reason)} if isinstance(reason, str) else dict(details)
         elif self.extra.get("errors") is not None:
             member["details"] = {"errors": self.extra["errors"]}
         elif self.extra:
@@ -117,7 +117,8 @@ class RtError(Exception):
         return member
 
 
-def _sentence(text: str) -> str:
+def sentence(text: str) -> str:
+    """A reason as a sentence (`exceeds max position size` -> `Exceeds max position size`), as clients show it."""
     return text[:1].upper() + text[1:]
 
 

@@ -86,8 +86,7 @@ def _rejection(exc: RtError) -> str:
         return exc.detail
     if details.get("check") in _MARGIN_CHECKS:
         return INSUFFICIENT_MARGIN
-    reason = str(details.get("reason") or exc.detail)
-    return reason[:1].upper() + reason[1:]
+    return errors.sentence(str(details.get("reason") or exc.detail))
 
 
 def error_response(exc: RtError) -> Response:
