@@ -36,15 +36,16 @@ class TickWork:
         # account -> its open positions whose mark moved since they were last stored
         self._marked: dict[str, dict[str, Position]] = {}
         self._after_mark: dict[str, list[TickListener]] = {}
-        # (exchange, symbol) -> the last tick heard: a book read from the store is marked to it at once.
-        self._last: dict[tuple[str, str], Ticker] = {}
+        # (venue, symbol) -> the last tick heard: a book read from the store is marked to it at once. By venue, not
+        # id: a simulated venue and an account's real one may share an exchange id, never their prices.
+        self._last: dict[tuple[Exchange, str], Ticker] = {}
 
     def listen(self, venue: Exchange) -> None:
         async def filled(fill: Fill) -> None:
             await self.on_fill(fill)
 
         def ticked(ticker: Ticker) -> None:
-            self.on_tick(venue.id, ticker, venue)
+            self.on_tick(venue, ticker)
             for listener in self._after_mark.get(venue.id, ()):
                 try:
                     listener(ticker)
@@ -61,22 +62,23 @@ class TickWork:
 
     # ticks
 
-    def on_tick(self, exchange: str, ticker: Ticker, venue: Exchange | None = None) -> None:
-        self._last[(exchange, ticker.symbol)] = ticker
-        for account_id, position_id, reason in self.mark(exchange, ticker, venue):
+    def on_tick(self, venue: Exchange, ticker: Ticker) -> None:
+        self._last[(venue, ticker.symbol)] = ticker
+        for account_id, position_id, reason in self.mark(venue, ticker):
             self.engine.spawn(self._protect(account_id, position_id, reason), f"close-{position_id}")
 
-    def mark(self, exchange: str, ticker: Ticker, venue: Exchange | None = None) -> list[tuple[str, str, str]]:
-        """Move open positions on this symbol to the new price; returns (account, position, reason) to close. With
-        `venue`, only in the books that trade `exchange` on it: one id can name a simulated venue for one account and
-        a real one for another, and neither market's prices may move (or close) the other's positions.
+    def mark(self, venue: Exchange, ticker: Ticker) -> list[tuple[str, str, str]]:
+        """Move open positions on this symbol to the new price; returns (account, position, reason) to close. Only in
+        the books that trade the venue's id on this venue: one id can name a simulated venue for one account and a
+        real one for another, and neither market's prices may move (or close) the other's positions.
 
         An account whose limit alerts change with the price gets a commit of its own, so `risk.limit_reached`
         (and the switch to `reducing` on a daily-loss breach) does not wait for its next order.
         """
+        exchange = venue.id
         due: list[tuple[str, str, str]] = []
         for book in self.engine.books():
-            if venue is not None and self.engine.venues.resolve(book.account_id, exchange) is not venue:
+            if self.engine.venues.resolve(book.account_id, exchange) is not venue:
                 continue
             # One account's failure (a bad value in its book) must never stop the protection of the others.
             try:
@@ -178,27 +180,39 @@ class TickWork:
     # marks
 
     def mark_loaded(self, book: Book) -> None:
-        """Mark the open positions of a book just read from the store to the last tick this process heard (the
-        store has the price of the last stored mark, up to a flush interval old)."""
+        """Mark the open positions of a book just read from the store to the last tick this process heard from the
+        venue the account trades each on (the store has the price of the last stored mark, up to a flush interval
+        old)."""
+        account_id = book.account_id
         for position in book.positions.values():
-            ticker = self._last.get((position.exchange, position.symbol))
-            if position.status == "open" and ticker is not None:
+            if position.status != "open":
+                continue
+            ticker = self._tick_of(account_id, position.exchange, position.symbol)
+            if ticker is not None:
                 position.current_price = ticker.last
-            if position.status == "open":
-                position.cross_rate = self.cross_rate(position.exchange, position.symbol)
+            position.cross_rate = self.cross_rate(account_id, position.exchange, position.symbol)
         for order in book.orders.values():
             if order.status == "open":
-                order.cross_rate = self.cross_rate(order.exchange, order.symbol)
+                order.cross_rate = self.cross_rate(account_id, order.exchange, order.symbol)
 
-    def cross_rate(self, exchange: str, symbol: str) -> Decimal | None:
-        """The rate of `symbol`'s quote currency in account currency from the last tick of another pair on this venue
-        (GBP/USD for EUR/GBP, USD/JPY for EUR/JPY); None when the quote is account currency or no pair gives it."""
+    def _tick_of(self, account_id: str, exchange: str, symbol: str) -> Ticker | None:
+        """The last tick heard of `symbol` from the venue this account trades `exchange` on."""
+        venue = self.engine.venues.resolve(account_id, exchange)
+        return None if venue is None else self._last.get((venue, symbol))
+
+    def cross_rate(self, account_id: str, exchange: str, symbol: str) -> Decimal | None:
+        """The rate of `symbol`'s quote currency in account currency from the last tick of another pair on the venue
+        this account trades `exchange` on (GBP/USD for EUR/GBP, USD/JPY for EUR/JPY); None when the quote is account
+        currency or no pair gives it."""
         quote = currencies(symbol)[1]
         if quote in ACCOUNT_CURRENCIES:
             return None
+        venue = self.engine.venues.resolve(account_id, exchange)
+        if venue is None:
+            return None
         for unit in ACCOUNT_CURRENCIES:
             for pair in (f"{quote}/{unit}", f"{unit}/{quote}"):
-                ticker = self._last.get((exchange, pair))
+                ticker = self._last.get((venue, pair))
                 if ticker is not None and (rate := rate_from(quote, pair, ticker.last)) is not None:
                     return rate
         return None

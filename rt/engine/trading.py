@@ -14,7 +14,7 @@ from rt.engine.requests import EntryUpdate, OrderRequest, PositionRequest, Posit
 from rt.errors import BadRequest, NotFound, RtError
 from rt.exchanges import Exchange, Fill, OrderSpec, Side, Ticker
 from rt.records.ids import new_id
-from rt.records.trading import Order, Position, now
+from rt.records.trading import Book, Order, Position, now
 
 log = logging.getLogger("rt.engine")
 
@@ -51,22 +51,8 @@ async def _submit(
     if order.type == "stop":
         assert order.stop_price is not None
         rules.check_trigger(order.side, order.stop_price, ticker)
-    order.cross_rate = engine.ticks.cross_rate(order.exchange, order.symbol)
-    proposal = risk.Proposal(
-        order.exchange,
-        order.symbol,
-        order.side,
-        order.quantity,
-        _estimate(order, ticker),
-        order.position_id if order.intent == "close" else None,
-        nets=order.intent == "net",
-        strategy_id=order.strategy_id,
-        cross_rate=order.cross_rate,
-    )
-    checks = risk.evaluate(book, proposal, engine.config.leverage)
-    if order.strategy_id is not None and order.intent != "close" and engine.strategies is not None:
-        added = risk.increase_of(book, proposal)
-        checks += engine.strategies.checks(book.account_id, order.strategy_id, proposal.value(added), added > 0)
+    order.cross_rate = engine.ticks.cross_rate(book.account_id, order.exchange, order.symbol)
+    checks = _judge(engine, book, order, ticker, order.cross_rate)
     failed = [c for c in checks if not c.passed]
     if failed:
         order.status = "rejected"
@@ -86,6 +72,26 @@ async def _submit(
         order.status = "rejected"
         order.reject_reason = "rejected by the venue"
         changes.order(order, "order.rejected")
+    return checks
+
+
+def _judge(engine: Engine, book: Book, order: Order, ticker: Ticker, cross_rate: Decimal | None) -> list[risk.Check]:
+    """Cerberus's checks of an order on this book, and its strategy's own limits on an order of a strategy."""
+    proposal = risk.Proposal(
+        order.exchange,
+        order.symbol,
+        order.side,
+        order.quantity,
+        _estimate(order, ticker),
+        order.position_id if order.intent == "close" else None,
+        nets=order.intent == "net",
+        strategy_id=order.strategy_id,
+        cross_rate=cross_rate,
+    )
+    checks = risk.evaluate(book, proposal, engine.config.leverage)
+    if order.strategy_id is not None and order.intent != "close" and engine.strategies is not None:
+        added = risk.increase_of(book, proposal)
+        checks += engine.strategies.checks(book.account_id, order.strategy_id, proposal.value(added), added > 0)
     return checks
 
 
@@ -243,7 +249,9 @@ async def open_position(
     return await engine.run(account_id, command)
 
 
-async def amend_entry(engine: Engine, account_id: str, position_id: str, req: EntryUpdate) -> Position:
+async def amend_entry(
+    engine: Engine, account_id: str, position_id: str, req: EntryUpdate, *, test_key: bool = False
+) -> Position:
     """Move a pending position's entry, or change only its stop loss / take profit. A new price replaces the resting
     entry order in one command (Cerberus judges the new one in place of the old, then the old is canceled at the
     venue and the new one placed); the position keeps its id. An entry that filled meanwhile is booked, and 409."""
@@ -256,7 +264,7 @@ async def amend_entry(engine: Engine, account_id: str, position_id: str, req: En
         price = req.entry_price if "entry_price" in given and req.entry_price is not None else old_price
         stop_loss = req.stop_loss if "stop_loss" in given else position.stop_loss
         take_profit = req.take_profit if "take_profit" in given else position.take_profit
-        venue = engine.venues.get(account_id, position.exchange)
+        venue = engine.venues.get(account_id, position.exchange, test_key=test_key)
         prices = {"entry_price": price, "stop_loss": req.stop_loss, "take_profit": req.take_profit}
         await rules.check_steps(venue, position.symbol, None, prices)
         _check_protection(position.side, price, stop_loss, take_profit)
@@ -334,15 +342,7 @@ def _judge_in_place_of(engine: Engine, changes: Changes, old: Order, new: Order,
     book = changes.book
     book.orders.pop(old.id, None)
     try:
-        price = _estimate(new, ticker)
-        cross_rate = engine.ticks.cross_rate(new.exchange, new.symbol)
-        proposal = risk.Proposal(
-            new.exchange, new.symbol, new.side, new.quantity, price, None, False, new.strategy_id, cross_rate
-        )
-        checks = risk.evaluate(book, proposal, engine.config.leverage)
-        if new.strategy_id is not None and engine.strategies is not None:
-            added = risk.increase_of(book, proposal)
-            checks += engine.strategies.checks(book.account_id, new.strategy_id, proposal.value(added), added > 0)
+        checks = _judge(engine, book, new, ticker, engine.ticks.cross_rate(book.account_id, new.exchange, new.symbol))
     finally:
         book.orders[old.id] = old
     risk.enforce(checks, position_id=new.position_id)

@@ -383,13 +383,17 @@ class Runner:
 
     def listen(self, venues: Iterable[Exchange]) -> None:
         for venue in venues:
-            venue.on_tick(functools.partial(self.on_tick, venue.id))
+            venue.on_tick(functools.partial(self.on_tick, venue))
 
-    def on_tick(self, exchange: str, ticker: Ticker) -> None:
+    def on_tick(self, venue: Exchange, ticker: Ticker) -> None:
+        """A strategy hears the ticks of the venue its account trades its exchange on: one id can name a simulated
+        venue for one account and a real one for another, and a strategy must never trade on the other's prices."""
         if self._reviving:
             return
         for record, instance in list(self._live.values()):
-            if record.exchange != exchange or record.symbol != ticker.symbol:
+            if record.exchange != venue.id or record.symbol != ticker.symbol:
+                continue
+            if self.engine.venues.resolve(record.account_id, record.exchange) is not venue:
                 continue
             try:
                 wants = instance.on_tick(ticker)

@@ -4,6 +4,7 @@ same id on an account that wins over the alias and never shares its prices."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from rt.bus.memory import MemoryBus
+from rt.engine import trading
 from rt.engine.engine import Engine, EngineConfig
+from rt.engine.requests import EntryUpdate
 from rt.errors import BadRequest, Forbidden
 from rt.exchanges import OrderSpec
 from rt.exchanges.alias import PaperAlias, valid_id
@@ -22,6 +25,7 @@ from rt.store.sqlite import SQLiteStore
 from tests.engine.conftest import FEE, PRICES, SYMBOL, Rig
 
 D = Decimal
+CABLE, EURGBP = "GBP/USD", "EUR/GBP"
 
 
 class RealBinance(PaperExchange):
@@ -35,16 +39,18 @@ def paper_venue() -> PaperExchange:
     return PaperExchange(MarketFeed(dict(PRICES), interval=0), FEE)
 
 
-@pytest.fixture
-async def rigs(tmp_path: Path) -> AsyncIterator[tuple[Rig, Rig, RealBinance]]:
+@contextlib.asynccontextmanager
+async def alias_and_real(
+    tmp_path: Path, paper_prices: dict[str, Decimal], real_prices: dict[str, Decimal]
+) -> AsyncIterator[tuple[Rig, Rig, RealBinance]]:
     """(alice, bob, bob's real binance): RT_PAPER_VENUES=binance,kraken; bob has a real binance of his own."""
     store = await SQLiteStore.open(str(tmp_path / "rt.db"))
     alice = (await store.create_account("alice")).id
     bob = (await store.create_account("bob")).id
-    feed = MarketFeed(dict(PRICES), interval=0)
+    feed = MarketFeed(dict(paper_prices), interval=0)
     paper = PaperExchange(feed, FEE)
     venues = Venues(paper, ["binance", "kraken"])
-    real = RealBinance(MarketFeed({SYMBOL: D(200)}, interval=0), FEE)
+    real = RealBinance(MarketFeed(dict(real_prices), interval=0), FEE)
     venues.add(bob, real)
     bus = MemoryBus()
     engine = Engine(store, bus, venues, EngineConfig())
@@ -54,6 +60,21 @@ async def rigs(tmp_path: Path) -> AsyncIterator[tuple[Rig, Rig, RealBinance]]:
         yield rig, rig.as_account(bob), real
     finally:
         await rig.close()
+
+
+@pytest.fixture
+async def rigs(tmp_path: Path) -> AsyncIterator[tuple[Rig, Rig, RealBinance]]:
+    async with alias_and_real(tmp_path, PRICES, {SYMBOL: D(200)}) as made:
+        yield made
+
+
+@pytest.fixture
+async def fx_rigs(tmp_path: Path) -> AsyncIterator[tuple[Rig, Rig, RealBinance]]:
+    """The same, on a market of pounds: EUR/GBP counts at GBP/USD's rate, 1.27 on paper and 1.30 on bob's venue."""
+    async with alias_and_real(
+        tmp_path, {CABLE: D("1.27"), EURGBP: D("0.85")}, {CABLE: D("1.30"), EURGBP: D("0.85")}
+    ) as made:
+        yield made
 
 
 def test_an_alias_answers_to_its_name_and_serves_the_one_paper_market() -> None:
@@ -191,3 +212,56 @@ async def test_a_real_venue_of_the_same_id_keeps_its_own_prices(rigs: tuple[Rig,
     real.feed.set_price(SYMBOL, D(210))
     assert (await bob.book()).positions[bobs.id].current_price == D(210)
     assert (await alice.book()).positions[alices.id].current_price == D(80)
+
+
+async def test_a_book_read_from_the_store_is_marked_to_its_own_venues_last_tick(
+    rigs: tuple[Rig, Rig, RealBinance],
+) -> None:
+    alice, bob, real = rigs
+    bobs = await bob.position("long", "1", exchange="binance")
+    alices = await alice.position("long", "1", exchange="binance")
+    real.feed.set_price(SYMBOL, D(210))
+    alice.set_price("80")  # the paper market ticks last
+    stored = await bob.store.load_book(bob.account_id)
+    assert stored is not None
+    bob.engine.ticks.mark_loaded(stored)
+    assert stored.positions[bobs.id].current_price == D(210)
+
+    real.feed.set_price(SYMBOL, D(220))  # now bob's venue ticks last
+    stored = await alice.store.load_book(alice.account_id)
+    assert stored is not None
+    alice.engine.ticks.mark_loaded(stored)
+    assert stored.positions[alices.id].current_price == D(80)
+
+
+async def test_a_cross_rate_comes_from_the_venue_the_account_trades_on(
+    fx_rigs: tuple[Rig, Rig, RealBinance],
+) -> None:
+    alice, bob, real = fx_rigs
+    real.feed.set_price(CABLE, D("1.30"))
+    alice.set_price("1.27", CABLE)  # the paper market ticks last
+    ticks = alice.engine.ticks
+    assert ticks.cross_rate(bob.account_id, "binance", EURGBP) == D("1.30")
+    assert ticks.cross_rate(alice.account_id, "binance", EURGBP) == D("1.27")
+    assert ticks.cross_rate(alice.account_id, "coinbase", EURGBP) is None  # a venue the account does not trade on
+    # Cerberus and P&L count bob's pounds at his own venue's rate.
+    position = await bob.position("long", "10000", symbol=EURGBP, exchange="binance")
+    assert position.notional == position.entry_price * 10000 * D("1.30")
+
+
+async def test_a_test_key_cannot_move_an_entry_resting_on_a_real_venue(rigs: tuple[Rig, Rig, RealBinance]) -> None:
+    alice, bob, _ = rigs
+    bobs = await bob.position("long", "1", exchange="binance", entry_price="190")
+    with pytest.raises(Forbidden) as refused:
+        await trading.amend_entry(bob.engine, bob.account_id, bobs.id, EntryUpdate(entry_price=D(185)), test_key=True)
+    assert refused.value.code == "INSUFFICIENT_SCOPE"
+    book = await bob.book()
+    entry = book.orders[book.positions[bobs.id].entry_order_id or ""]
+    assert (book.positions[bobs.id].entry_price, entry.price, entry.status) == (D(190), D(190), "open")
+
+    # On the simulated market a test key moves it.
+    alices = await alice.position("long", "1", exchange="binance", entry_price="90")
+    moved = await trading.amend_entry(
+        alice.engine, alice.account_id, alices.id, EntryUpdate(entry_price=D(85)), test_key=True
+    )
+    assert (moved.id, moved.status, moved.entry_price) == (alices.id, "pending", D(85))
