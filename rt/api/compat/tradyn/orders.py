@@ -251,7 +251,9 @@ async def tradyn_modify_order(call: Call) -> dict[str, Any]:
         change["take_profit"] = body.tp
     with _tradyn_fields():
         req = _request(EntryUpdate, change)
-        changed = await trading.amend_entry(call.runtime.engine, call.caller.account_id, position.id, req)
+        changed = await trading.amend_entry(
+            call.runtime.engine, call.caller.account_id, position.id, req, test_key=call.caller.test
+        )
     entry = await _entry(call, changed)
     return ok(view(changed, entry, await _ticker(call, changed.symbol)))
 
