@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rt.idempotency")
 
 TTL_SECONDS = 24 * 3600
-_KEPT = {200, 201, 202, 422}
+KEPT = frozenset({200, 201, 202, 422})
 
 
 def fingerprint(command: str, params: dict[str, Any]) -> str:
@@ -59,7 +59,7 @@ class Idempotency:
                     )
                 return stored.status, stored.body, True
             status, body = await produce()
-            if status in _KEPT:
+            if status in KEPT:
                 unit.keep(IdempotencyRecord(account_id, key, StoredResponse(print_, status, body)))
         return status, body, False
 

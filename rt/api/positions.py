@@ -12,10 +12,12 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from rt.api import _errors
+from rt.api.idempotency import KEPT
 from rt.api.models import Page
 from rt.api.problems import problem_response, request_id_of
 from rt.api.responses import JSON
 from rt.api.routing import Call, Operation, named
+from rt.api.validations import shutting_down
 from rt.auth import scopes
 from rt.engine import risk, trading
 from rt.engine.requests import PositionRequest, PositionUpdate
@@ -154,11 +156,20 @@ async def create_position(call: Call) -> Response:
     if joined.task not in done:
         joined.detached = True
         return JSON({"position": joined.placeholder}, status_code=202)
+    if joined.task.cancelled():
+        raise shutting_down()  # a stopping server cut it off
     answer = joined.task.result()
-    if not replay or not (answer.status_code < 300 or answer.status_code == 422):  # what idempotency keeps
-        return answer
-    headers = {"Idempotent-Replayed": "true"}
-    return Response(bytes(answer.body), answer.status_code, headers=headers, media_type=answer.media_type)
+    return _copy(answer, replayed=replay and answer.status_code in KEPT)
+
+
+def _copy(answer: Response, replayed: bool) -> Response:
+    """An answer of its own for each request sharing a settling: the routing adds each request's headers (its rate
+    limit) to what its handler returns, so the settling's own answer is never handed out."""
+    copy = Response(bytes(answer.body), answer.status_code, media_type=answer.media_type)
+    copy.raw_headers = list(answer.raw_headers)
+    if replayed and "idempotent-replayed" not in copy.headers:
+        copy.raw_headers.append((b"idempotent-replayed", b"true"))
+    return copy
 
 
 async def _settle(call: Call, position_id: str, request_id: str | None) -> Response:

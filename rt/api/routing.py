@@ -217,7 +217,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         except ClientDisconnect:
             return _Gone()
         except RtError as exc:
-            response = op.dialect.error(named(exc, op.subject), request_id_of(request))
+            response = op.dialect.error(exc, request_id_of(request))
         except Exception as exc:
             response = op.dialect.error(_unexpected(exc, request, op), request_id_of(request))
         if headers:

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from rt.api.validations import Settling
 from rt.app import create_app
 from rt.exchanges import ExchangeUnavailable, OrderSpec, VenueOrder
 from rt.runtime import Runtime
@@ -163,6 +164,30 @@ async def test_a_kill_whose_close_the_venue_fails_says_partial(api: Api, monkeyp
     assert report["trading_state"] == "locked"
 
 
+async def test_a_kill_whose_cancel_the_venue_fails_says_partial_and_leaves_the_order_open(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resting = {"exchange": "paper", "symbol": "ETH/USDT", "side": "buy", "type": "limit", "quantity": 0.01}
+    placed = await api.http.post("/v1/orders", json={**resting, "price": 1000}, headers=api.headers)
+    assert placed.status_code in (200, 201), placed.text
+    order_id = placed.json()["order"]["id"]
+    assert placed.json()["order"]["status"] == "open"
+
+    async def down(venue_order_id: str, symbol: str) -> VenueOrder:
+        raise ExchangeUnavailable("paper is down")
+
+    monkeypatch.setattr(api.runtime.engine.venues.paper, "cancel", down)
+    kill = await api.http.post("/v1/emergency/kill", json={"reason": "drill", "confirm": True}, headers=api.headers)
+    assert kill.status_code == 200, kill.text
+    report = kill.json()
+    assert (report["status"], report["orders_canceled"], report["orders_failed"]) == ("partial", 0, 1)
+    assert (report["positions_closing"], report["positions_failed"]) == (0, 0)
+    assert report["trading_state"] == "locked"
+    shown = await api.http.get(f"/v1/orders/{order_id}", headers=api.headers)
+    assert shown.status_code == 200 and shown.json()["order"]["status"] == "open", shown.text
+    kerosyne_error(await api.http.post("/v1/positions", json=MARKET, headers=api.headers), 423)
+
+
 # 202 pending_validation
 
 
@@ -188,9 +213,34 @@ def slow_venue(api: Api, monkeypatch: pytest.MonkeyPatch, method: str = "place")
 
 
 async def settled(runtime: Runtime) -> None:
-    """Every validation under way has ended (none is cut off: the bound is far above what they take)."""
-    await runtime.validations.drain(within_s=10)
+    """Every validation under way has ended (the bound is far above what they take)."""
+    assert not await runtime.validations.settle(within_s=10)
     assert not len(runtime.validations)
+
+
+class Joins:
+    """Counts the requests that found a validation under way with their idempotency key, and waits for them."""
+
+    def __init__(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        validations = api.runtime.validations
+        real = validations.under_key
+        self.count = 0
+        self._changed = asyncio.Event()
+
+        def under_key(account_id: str, key: str) -> Settling | None:
+            found = real(account_id, key)
+            if found is not None:
+                self.count += 1
+                self._changed.set()
+            return found
+
+        monkeypatch.setattr(validations, "under_key", under_key)
+
+    async def reach(self, count: int) -> None:
+        """Once `count` requests joined: each is then waiting for the validation (it waits as soon as it joins)."""
+        while self.count < count:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 async def position_events(api: Api, position_id: str) -> list[str]:
@@ -307,3 +357,66 @@ async def test_a_stopping_server_lets_a_pending_validation_settle(
         shown = await api.http.get(f"/v1/positions/{position_id}", headers=api.headers)
         assert shown.status_code == 200, shown.text
         assert shown.json()["position"]["status"] == "open"
+
+
+async def test_retries_joining_a_refused_position_each_get_an_answer_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow refill: each request's X-RateLimit-Remaining is one less than the one before.
+    async with serving(tmp_path, validation_wait_ms=20, tier_limits=("pro_plus=1/100",)) as api:
+
+        async def down(spec: OrderSpec) -> VenueOrder:
+            raise ExchangeUnavailable("paper is down")
+
+        gate = Gate(down)
+        monkeypatch.setattr(api.runtime.engine.venues.paper, "place", gate)
+        headers = {**api.headers, "Idempotency-Key": "open-down"}
+        first = await api.http.post("/v1/positions", json=MARKET, headers=headers)
+        assert first.status_code == 202, first.text
+        joins = Joins(api, monkeypatch)
+        retries = [asyncio.create_task(api.http.post("/v1/positions", json=MARKET, headers=headers)) for _ in "ab"]
+        await joins.reach(2)
+        gate.open.set()
+        answers = [await retry for retry in retries]
+    for answer in answers:
+        kerosyne_error(answer, 503)
+        assert "idempotent-replayed" not in answer.headers  # a 503 is not kept: a later retry runs again
+        assert len(answer.headers.get_list("x-ratelimit-remaining")) == 1
+    # Each request spent one of the key's requests and is told so.
+    assert len({answer.headers["x-ratelimit-remaining"] for answer in answers}) == 2
+
+
+async def test_a_position_opened_while_the_server_stops_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(tmp_path, validation_wait_ms=20) as api:
+        gate = slow_venue(api, monkeypatch)
+        first = await api.http.post("/v1/positions", json=MARKET, headers=api.headers)
+        assert first.status_code == 202, first.text
+        draining = asyncio.create_task(api.runtime.validations.drain(within_s=10))
+        await asyncio.sleep(0)  # the drain has begun
+        late = await api.http.post("/v1/positions", json=MARKET, headers=api.headers)
+        assert kerosyne_error(late, 503)["message"] == "the server is shutting down"
+        assert late.json()["code"] == "SERVICE_UNAVAILABLE"
+        gate.open.set()
+        await draining
+        assert gate.calls == 1
+        listed = await api.http.get("/v1/positions", params={"status": "all"}, headers=api.headers)
+        assert [p["id"] for p in listed.json()["positions"]] == [first.json()["position"]["id"]]
+
+
+async def test_requests_waiting_for_a_validation_the_stopping_server_cuts_off_are_told_it_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(tmp_path, validation_wait_ms=60_000) as api:
+        gate = slow_venue(api, monkeypatch)
+        headers = {**api.headers, "Idempotency-Key": "open-cut"}
+        joins = Joins(api, monkeypatch)
+        waiting = [asyncio.create_task(api.http.post("/v1/positions", json=MARKET, headers=headers)) for _ in "ab"]
+        await joins.reach(1)
+        await api.runtime.validations.drain(within_s=0)
+        for answer in [await request for request in waiting]:
+            assert kerosyne_error(answer, 503)["message"] == "the server is shutting down"
+        assert gate.calls == 0
+        listed = await api.http.get("/v1/positions", params={"status": "all"}, headers=api.headers)
+        assert listed.json()["total"] == 0
