@@ -195,6 +195,10 @@ class TickWork:
             if order.status == "open":
                 order.cross_rate = self.cross_rate(account_id, order.exchange, order.symbol)
 
+    def last_tick(self, venue: Exchange, symbol: str) -> Ticker | None:
+        """The last tick of `symbol` heard from this venue; None before its first."""
+        return self._last.get((venue, symbol))
+
     def _tick_of(self, account_id: str, exchange: str, symbol: str) -> Ticker | None:
         """The last tick heard of `symbol` from the venue this account trades `exchange` on."""
         venue = self.engine.venues.resolve(account_id, exchange)

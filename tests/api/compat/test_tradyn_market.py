@@ -3,10 +3,65 @@ Tradyn venue's own markets, quotes and bars."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from decimal import Decimal
 from pathlib import Path
 
+from rt.api.compat.tradyn.market import FETCHES
+from rt.exchanges import FillHandler, Market, Ticker, TickHandler
 from tests.api.compat._tradyn_rig import refused, tradyn
+
+
+class ManyMarkets:
+    """A venue of 200 coins, each ticker a REST call as on ccxt: it counts them and the most in flight at once."""
+
+    id = "manycoins"
+    connected = True
+    simulated = False
+
+    def __init__(self) -> None:
+        self.listed = [
+            Market(f"C{i:03}/USDT", f"C{i:03}", "USDT", Decimal("0.01"), Decimal("1"), Decimal("1")) for i in range(200)
+        ]
+        self.fetched: list[str] = []
+        self.in_flight = self.most_in_flight = 0
+        self.ticks: list[TickHandler] = []
+
+    def price(self, symbol: str, last: str) -> Ticker:
+        value = Decimal(last)
+        return Ticker(symbol, value - Decimal("0.01"), value + Decimal("0.01"), value, 1_700_000_000_000)
+
+    def tick(self, symbol: str, last: str) -> Ticker:
+        ticker = self.price(symbol, last)
+        for handler in self.ticks:
+            handler(ticker)
+        return ticker
+
+    async def markets(self) -> list[Market]:
+        return self.listed
+
+    async def market(self, symbol: str) -> Market | None:
+        return next((m for m in self.listed if m.symbol == symbol), None)
+
+    async def ticker(self, symbol: str) -> Ticker:
+        self.fetched.append(symbol)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)  # a round trip: the others start meanwhile, as many as the caller lets
+            return self.price(symbol, "10")
+        finally:
+            self.in_flight -= 1
+
+    async def close(self) -> None:
+        pass
+
+    def on_fill(self, handler: FillHandler) -> None:
+        pass
+
+    def on_tick(self, handler: TickHandler) -> None:
+        self.ticks.append(handler)
 
 
 async def test_symbols_list_every_market_with_its_contract_and_quote(tmp_path: Path) -> None:
@@ -76,3 +131,19 @@ async def test_market_data_needs_market_read(tmp_path: Path) -> None:
             assert refused(await t.http.get(path, headers={"Authorization": ""}), 401)
         none = await t.runtime.keys.create(t.account_id, ["account:read"], "pro_plus")
         refused(await t.http.get("/api/quote/EURUSD", headers={"Authorization": f"Bearer {none.key}"}), 403)
+
+
+async def test_symbols_quote_from_the_ticks_heard_and_fetch_the_rest_a_few_at_a_time(tmp_path: Path) -> None:
+    async with tradyn(tmp_path, tradyn_exchange=ManyMarkets.id) as t:
+        venue = ManyMarkets()
+        t.runtime.engine.venues.add(t.account_id, venue)
+        t.runtime.engine.ticks.listen(venue)
+        heard = {m.symbol: venue.tick(m.symbol, "20") for m in venue.listed[:150]}
+
+        listed = await t.data(await t.http.get("/api/symbols"))
+        assert len(listed) == 200
+        assert sorted(venue.fetched) == [m.symbol for m in venue.listed[150:]]  # no call for a market that ticked
+        assert 1 < venue.most_in_flight <= FETCHES
+        quotes = {s["symbol"]: (s["bid"], s["ask"]) for s in listed}
+        assert quotes["C000USDT"] == (float(heard["C000/USDT"].bid), float(heard["C000/USDT"].ask)) == (19.99, 20.01)
+        assert quotes["C199USDT"] == (9.99, 10.01)

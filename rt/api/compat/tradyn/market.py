@@ -7,7 +7,6 @@ venue's own (RT_TRADYN_EXCHANGE), read through the same venue and candle source 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -20,11 +19,13 @@ from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.errors import BadRequest, NotFound
 from rt.exchanges import Exchange, Market, Ticker
+from rt.records.candles import opened_at
 
 # MetaTrader's timeframes onto rt's.
 TIMEFRAMES = {"M1": "1m", "M5": "5m", "M15": "15m", "M30": "30m", "H1": "1h", "H4": "4h", "D1": "1d"}
 MAX_COUNT = 1000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A listing fetches the quotes the engine has heard no tick of, at most this many at once (a REST call each on ccxt).
+FETCHES = 8
 
 
 class CandleQuery(BaseModel):
@@ -44,10 +45,6 @@ class CandleQuery(BaseModel):
         if value.strip().lower() in TIMEFRAMES.values():
             return value.strip().lower()
         raise ValueError(f"one of {', '.join(TIMEFRAMES)}")
-
-
-def _time(ts_ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ts_ms)
 
 
 def _point(market: Market) -> Decimal:
@@ -91,10 +88,26 @@ async def _quote(exchange: Exchange, symbol: str) -> Ticker | None:
         return None
 
 
+async def _quotes(call: Call, exchange: Exchange, markets: list[Market]) -> list[Ticker | None]:
+    """Every market's quote: the last tick the engine heard from this venue, else the venue's ticker, FETCHES at a
+    time. A ccxt venue lists thousands of markets and answers each ticker with a REST call."""
+    ticks = call.runtime.engine.ticks
+    fetching = asyncio.Semaphore(FETCHES)
+
+    async def quote(market: Market) -> Ticker | None:
+        heard = ticks.last_tick(exchange, market.symbol)
+        if heard is not None:
+            return heard
+        async with fetching:
+            return await _quote(exchange, market.symbol)
+
+    return await asyncio.gather(*(quote(m) for m in markets))
+
+
 async def tradyn_list_symbols(call: Call) -> dict[str, Any]:
     exchange = venue(call)
     markets = await exchange.markets()
-    tickers = await asyncio.gather(*(_quote(exchange, m.symbol) for m in markets))
+    tickers = await _quotes(call, exchange, markets)
     return ok([symbol_view(m, t) for m, t in zip(markets, tickers, strict=True)])
 
 
@@ -122,7 +135,7 @@ async def tradyn_quote(call: Call) -> dict[str, Any]:
             "ask": ticker.ask,
             "last": ticker.last,
             "spread": spread(market, ticker),
-            "time": _time(ticker.ts_ms),
+            "time": opened_at(ticker.ts_ms),
             "time_msc": ticker.ts_ms,
         }
     )
