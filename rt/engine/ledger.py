@@ -106,7 +106,7 @@ def open_position(
     book: Book, order: Order, price: Decimal, quantity: Decimal, fee: Decimal, position_id: str, out: Applied
 ) -> Position:
     position = book.positions.get(position_id)
-    if position is None or position.status not in ("pending", "pending_validation"):
+    if position is None or position.status != "pending":
         position = Position(
             id=position_id,
             account_id=book.account_id,
@@ -141,7 +141,7 @@ def mark_simulated(book: Book, order: Order, simulated: bool) -> None:
     """An order says whether its venue is simulated, and so does the pending position its entry opens."""
     order.simulated = simulated
     pending = book.positions.get(order.position_id or "") if order.intent == "open" else None
-    if pending is not None and pending.status in ("pending", "pending_validation"):
+    if pending is not None and pending.status == "pending":
         pending.simulated = simulated
 
 

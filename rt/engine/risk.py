@@ -1,7 +1,8 @@
 """Cerberus: the pre-trade checks every order and position passes before a venue sees it.
 
 The checks see what is open and what is already resting, so no set of orders can together pass a limit. Every
-amount they weigh is in the account's currency (a USD/JPY notional counts in USD, not in yen).
+amount they weigh is in the account's currency (a USD/JPY notional counts in USD, not in yen); an order whose quote
+currency has no known rate is refused, never weighed as if it were in account currency.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from rt import metrics
 from rt.engine import ledger
 from rt.errors import Locked, ValidationFailed
-from rt.records.trading import ZERO, Book, to_account
+from rt.records.trading import ZERO, Book, currencies, has_rate, to_account
 
 WARNING_AT = Decimal("0.8")
 
@@ -23,9 +24,13 @@ DAILY_LOSS = "daily_loss_limit"
 CONCURRENT = "concurrent_positions"
 MARGIN = "margin"
 TRADING_STATE = "trading_state"
+CURRENCY_RATE = "currency_rate"
 STRATEGY = "strategy_limit"
 
-CHECKS = (TRADING_STATE, POSITION_SIZE, EXPOSURE, DAILY_LOSS, CONCURRENT, MARGIN)
+# The checks that weigh the order's notional: none can pass without its quote currency's rate.
+WEIGHED = frozenset({POSITION_SIZE, EXPOSURE, MARGIN})
+
+CHECKS = (TRADING_STATE, CURRENCY_RATE, POSITION_SIZE, EXPOSURE, DAILY_LOSS, CONCURRENT, MARGIN)
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,10 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal) -> list[Check]:
     if increase == 0:
         return checks + [Check(name, True, reason="reduces exposure") for name in CHECKS[1:]]
 
+    rated = has_rate(proposal.symbol, proposal.price, proposal.cross_rate)
+    unrated = "" if rated else f"no rate from {currencies(proposal.symbol)[1]} to {book.currency}"
+    checks.append(Check(CURRENCY_RATE, rated, reason=unrated))
+
     limit_size = env.max_position_size
     checks.append(
         Check(
@@ -168,6 +177,8 @@ def evaluate(book: Book, proposal: Proposal, leverage: Decimal) -> list[Check]:
     need = ledger.margin_used(book, leverage) + (pend_notional + added) / leverage
     ok = need <= eq
     checks.append(Check(MARGIN, ok, eq, need, "" if ok else "insufficient free margin"))
+    if not rated:  # the notional is unknown: what weighs it fails too, with nothing requested
+        return [Check(c.check, False, c.limit, None, unrated) if c.check in WEIGHED else c for c in checks]
     return checks
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from rt.records.events import Event
 
 PositionSide = Literal["long", "short"]
-PositionStatus = Literal["pending_validation", "pending", "open", "closed", "rejected", "canceled"]
+PositionStatus = Literal["pending", "open", "closed", "rejected", "canceled"]
 OrderStatus = Literal["open", "filled", "canceled", "rejected"]
 TradingState = Literal["active", "reducing", "locked"]
 # What a fill does: open a new position, reduce one position, or net against the symbol's positions (FIFO).
@@ -29,11 +29,76 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# ISO 4217 codes of currencies issued by a state (no metals, funds or stablecoins): a pair of two is an FX pair.
+FIAT = frozenset(
+    {
+        "AED",
+        "ARS",
+        "AUD",
+        "BGN",
+        "BHD",
+        "BRL",
+        "CAD",
+        "CHF",
+        "CLP",
+        "CNH",
+        "CNY",
+        "COP",
+        "CZK",
+        "DKK",
+        "EGP",
+        "EUR",
+        "GBP",
+        "HKD",
+        "HUF",
+        "IDR",
+        "ILS",
+        "INR",
+        "ISK",
+        "JPY",
+        "KES",
+        "KRW",
+        "KWD",
+        "MAD",
+        "MXN",
+        "MYR",
+        "NGN",
+        "NOK",
+        "NZD",
+        "OMR",
+        "PEN",
+        "PHP",
+        "PKR",
+        "PLN",
+        "QAR",
+        "RON",
+        "RSD",
+        "RUB",
+        "SAR",
+        "SEK",
+        "SGD",
+        "THB",
+        "TRY",
+        "TWD",
+        "UAH",
+        "USD",
+        "VND",
+        "ZAR",
+    }
+)
+
+
 @lru_cache(maxsize=4096)  # asked of every open position on every tick
 def currencies(symbol: str) -> tuple[str, str]:
     """`EUR/USD` -> (`EUR`, `USD`); a derivative's settlement currency (`BTC/USDT:USDT`) is left off."""
     base, _, quote = symbol.upper().partition("/")
     return base, quote.partition(":")[0]
+
+
+def is_fiat_pair(symbol: str) -> bool:
+    """Whether `symbol` is an FX pair, two fiat currencies (USD/MXN; not EUR/USDT, not XAU/USD)."""
+    base, quote = currencies(symbol)
+    return base in FIAT and quote in FIAT
 
 
 def rate_from(currency: str, symbol: str, price: Decimal) -> Decimal | None:
@@ -51,10 +116,18 @@ def rate_from(currency: str, symbol: str, price: Decimal) -> Decimal | None:
     return None
 
 
+def has_rate(symbol: str, price: Decimal, cross_rate: Decimal | None = None) -> bool:
+    """Whether `to_account` knows the rate of `symbol`'s quote currency: Cerberus refuses to weigh an amount it would
+    only count as it is."""
+    base, quote = currencies(symbol)
+    return quote in ACCOUNT_CURRENCIES or (base in ACCOUNT_CURRENCIES and price > 0) or cross_rate is not None
+
+
 def to_account(amount: Decimal, symbol: str, price: Decimal, cross_rate: Decimal | None = None) -> Decimal:
     """`amount` of `symbol`'s quote currency in account currency with the symbol at `price`: as it is for a quote in
     account currency, divided by the price when the base is (USD/JPY), else at `cross_rate`, the quote's rate from
-    another pair (EUR/GBP at GBP/USD's price); as it is when nothing gives a rate. Converted amounts keep 8 places."""
+    another pair (EUR/GBP at GBP/USD's price); as it is when nothing gives a rate (see has_rate). Converted amounts
+    keep 8 places."""
     base, quote = currencies(symbol)
     if quote in ACCOUNT_CURRENCIES:
         return amount

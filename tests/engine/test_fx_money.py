@@ -10,7 +10,7 @@ import pytest
 
 from rt.engine import ledger, risk
 from rt.errors import ValidationFailed
-from rt.records.trading import to_account
+from rt.records.trading import has_rate, to_account
 from tests.engine.conftest import FEE, START, Rig, RigFactory
 
 D = Decimal
@@ -42,6 +42,8 @@ def test_an_amount_of_the_quote_currency_in_account_currency() -> None:
     assert to_account(D(1), "USD/JPY", D(150)) == D("0.00666667")  # eight places
     assert to_account(D(100), "EUR/GBP", D("0.85"), D("1.27")) == D(127)
     assert to_account(D(100), "EUR/GBP", D("0.85")) == D(100)  # nothing gives the pound's rate: counted as it is
+    assert not has_rate("EUR/GBP", D("0.85")) and not has_rate("ETH/BTC", D("0.05"))  # so Cerberus refuses them
+    assert has_rate("EUR/GBP", D("0.85"), D("1.27")) and has_rate("USD/JPY", D(150)) and has_rate("BTC/USDT:USDT", D(1))
 
 
 async def test_a_usd_jpy_long_of_10000_is_a_10000_notional_for_cerberus(fx: Rig) -> None:
@@ -136,3 +138,51 @@ async def test_after_a_restart_a_usd_jpy_position_still_counts_in_account_curren
     reloaded = book.positions[position.id]
     assert reloaded.notional == D(10000)
     assert ledger.exposure_notional(book) == D(10000)
+
+
+# ETH/BTC is quoted in bitcoin; without a BTC pair against USD, USDT or USDC nothing says what a bitcoin is worth.
+ETHBTC = "ETH/BTC"
+UNRATED = {ETHBTC: D("0.05"), "ETH/USDT": D("3200")}
+
+
+async def test_a_quote_currency_without_a_rate_is_refused_not_counted_as_dollars(make_rig: RigFactory) -> None:
+    rig = await make_rig(prices=dict(UNRATED))
+    details = await refusal(rig, ETHBTC, "1000")  # 50 BTC, about 3.2M USDT: once let through as a notional of 50
+    assert (details["check"], details["reason"]) == (risk.CURRENCY_RATE, "no rate from BTC to USDT")
+    assert risk.CURRENCY_RATE == "currency_rate"
+    with pytest.raises(ValidationFailed) as caught:
+        await open_at_market(rig, ETHBTC, "long", "0.01")  # however small
+    assert caught.value.extra["details"]["check"] == risk.CURRENCY_RATE
+    verdict = {c["check"]: c for c in caught.value.extra["checks"]}
+    assert list(verdict) == list(risk.CHECKS)
+    assert not verdict[risk.POSITION_SIZE]["passed"] and verdict[risk.POSITION_SIZE]["requested"] is None
+    assert (await rig.book()).open_positions() == []
+    assert [o.status for o in await rig.stored_orders()] == ["rejected", "rejected"]
+
+
+async def test_a_cross_pair_without_its_rate_pair_is_refused(make_rig: RigFactory) -> None:
+    rig = await make_rig(prices={EURGBP: FX[EURGBP]})
+    details = await refusal(rig, EURGBP, "1")
+    assert (details["check"], details["reason"]) == (risk.CURRENCY_RATE, "no rate from GBP to USDT")
+
+
+async def test_with_a_rate_pair_the_same_order_is_weighed_at_its_worth(make_rig: RigFactory) -> None:
+    rig = await make_rig(prices={**UNRATED, "BTC/USDT": D("64000")})
+    rig.set_price("64000", "BTC/USDT")  # a tick of the rate pair gives the rate
+    details = await refusal(rig, ETHBTC, "1000")
+    assert details["check"] == risk.POSITION_SIZE
+    assert details["requested"] > D(3_000_000)
+    position = await open_at_market(rig, ETHBTC, "long", "1")
+    assert position.notional == position.entry_price * 64000  # 1 ETH at 0.0501 BTC, a bitcoin at 64,000 USDT
+
+
+async def test_a_position_whose_rate_is_gone_can_still_be_closed_but_not_added_to(make_rig: RigFactory) -> None:
+    rig = await make_rig(prices=dict(FX))
+    rig.set_price("1.27", CABLE)
+    position = await open_at_market(rig, EURGBP, "long", "1000")
+    await rig.close()
+    # The next process's market has no GBP/USD: the pound's rate is unknown there.
+    rig.successor = later = await Rig.open(rig.path, rig.account_id, prices={EURGBP: FX[EURGBP]})
+    assert (await refusal(later, EURGBP, "1"))["check"] == risk.CURRENCY_RATE
+    closed = await later.close_position(position.id)
+    assert closed.status == "closed"
