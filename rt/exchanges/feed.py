@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from rt.exchanges import Market, Ticker
+from rt.records.trading import is_fiat_pair
 
 log = logging.getLogger("rt.paper.feed")
 
@@ -24,8 +25,6 @@ DEFAULT_PRICES: dict[str, Decimal] = {
     "USD/JPY": Decimal("150.00"),
 }
 
-FIAT = frozenset({"USD", "EUR", "GBP", "JPY", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK", "SGD", "HKD"})
-
 # An FX pair moves a tenth as much per step as a crypto symbol and is pulled back toward its start price: an
 # Ornstein-Uhlenbeck step in log price. At the default volatility its stationary spread is 0.1% (sd), and it never
 # leaves a band of 0.45% either side of the start, so levels such as a stop 0.6% away hold however long it runs.
@@ -35,15 +34,10 @@ FX_BAND = 0.0045
 _FX_LOG_BAND = math.log1p(FX_BAND)
 
 
-def is_fx(symbol: str) -> bool:
-    base, _, quote = symbol.upper().partition("/")
-    return base in FIAT and quote in FIAT
-
-
 def _step(symbol: str, price: Decimal) -> Decimal:
     """Price tick: an FX pair's fractional pip (0.00001, 0.001 quoted in yen); else five significant digits, at least
     0.0001."""
-    if is_fx(symbol):
+    if is_fiat_pair(symbol):
         return Decimal("0.001") if symbol.upper().endswith("/JPY") else Decimal("0.00001")
     exponent = max(price.adjusted() - 4, -4)
     return Decimal(1).scaleb(exponent)
@@ -51,7 +45,7 @@ def _step(symbol: str, price: Decimal) -> Decimal:
 
 def _market(symbol: str, price: Decimal) -> Market:
     base, quote = symbol.split("/", 1)
-    amount = Decimal(1) if is_fx(symbol) else Decimal("0.0001")
+    amount = Decimal(1) if is_fiat_pair(symbol) else Decimal("0.0001")
     return Market(symbol, base, quote, price_step=_step(symbol, price), amount_step=amount, min_amount=amount)
 
 
@@ -73,7 +67,7 @@ class MarketFeed:
         self._volatility = volatility
         self._half_spread = spread_bps / Decimal(20000)
         self._markets = {symbol: _market(symbol, price) for symbol, price in start.items()}
-        self._anchors = {symbol: price for symbol, price in start.items() if is_fx(symbol) and price > 0}
+        self._anchors = {symbol: price for symbol, price in start.items() if is_fiat_pair(symbol) and price > 0}
         self._tickers: dict[str, Ticker] = {}
         self._listeners: list[Callable[[Ticker], None]] = []
         for symbol, price in start.items():

@@ -10,7 +10,8 @@ import random
 import statistics
 from decimal import Decimal
 
-from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed, is_fx
+from rt.exchanges.feed import DEFAULT_PRICES, MarketFeed
+from rt.records.trading import is_fiat_pair
 
 D = Decimal
 FX = ("EUR/USD", "GBP/USD", "USD/JPY")
@@ -30,8 +31,16 @@ def test_the_default_market_has_the_fx_pairs_next_to_crypto() -> None:
 
 
 def test_a_pair_of_two_fiat_currencies_is_fx() -> None:
-    assert all(is_fx(s) for s in (*FX, "EUR/GBP", "aud/nzd", "USD/CHF"))
-    assert not any(is_fx(s) for s in ("BTC/USDT", "EUR/USDT", "USDT/USD", "BTC/USD", "EURUSD"))
+    assert all(is_fiat_pair(s) for s in (*FX, "EUR/GBP", "aud/nzd", "USD/CHF", "USD/MXN", "EUR/PLN"))
+    assert not any(is_fiat_pair(s) for s in ("BTC/USDT", "EUR/USDT", "USDT/USD", "BTC/USD", "EURUSD", "XAU/USD"))
+
+
+def test_every_fiat_pair_trades_as_fx_on_the_paper_market() -> None:
+    feed = MarketFeed({"USD/MXN": D("17.1234"), "USD/ZAR": D("18.5"), "EUR/USDT": D("1.08")}, interval=0)
+    for symbol in ("USD/MXN", "USD/ZAR"):
+        market = feed.markets[symbol]
+        assert (market.price_step, market.amount_step, market.min_amount) == (D("0.00001"), 1, 1)
+    assert feed.markets["EUR/USDT"].amount_step == D("0.0001")  # a stablecoin is not fiat
 
 
 def test_fx_stays_near_its_start_for_200000_seeded_ticks() -> None:
@@ -92,7 +101,7 @@ def test_crypto_walks_as_before_with_fx_pairs_in_the_market() -> None:
     volatility = 0.0005
     feed = MarketFeed(dict(DEFAULT_PRICES), interval=0, seed=42, volatility=volatility)
     rng = random.Random(42)
-    expected = {s: p for s, p in DEFAULT_PRICES.items() if not is_fx(s)}
+    expected = {s: p for s, p in DEFAULT_PRICES.items() if not is_fiat_pair(s)}
     for _ in range(200):
         feed.step()
         for symbol in expected:

@@ -9,6 +9,8 @@ import pytest
 from rt.api.compat.tradyn import symbols
 from rt.errors import BadRequest, NotFound
 from rt.exchanges import Market
+from rt.exchanges.feed import MarketFeed
+from rt.records.trading import is_fiat_pair
 
 KNOWN = ["BTC/USDT", "EUR/USD", "USD/JPY"]
 
@@ -64,3 +66,10 @@ def test_digits_are_the_price_steps_places() -> None:
     assert symbols.digits(market("1")) == 0
     assert symbols.digits(market("10")) == 0
     assert symbols.digits(market("0")) == 8
+
+
+@pytest.mark.parametrize("symbol", ["EUR/USD", "USD/MXN", "EUR/PLN", "USD/ZAR", "BTC/USDT", "ETH/BTC", "EUR/USDT"])
+def test_a_tradyn_lot_is_forex_exactly_when_the_paper_market_trades_it_as_fx(symbol: str) -> None:
+    market = MarketFeed({symbol: Decimal("2")}, interval=0).markets[symbol]
+    forex = symbols.lot_size(symbol) == symbols.FOREX_LOT
+    assert forex == (market.amount_step == 1) == is_fiat_pair(symbol)

@@ -11,69 +11,12 @@ from decimal import Decimal, InvalidOperation
 
 from rt.errors import BadRequest, RtError
 from rt.exchanges import Market
+from rt.records.trading import is_fiat_pair
 
 FOREX_LOT = Decimal(100_000)
 ONE = Decimal(1)
 VOLUME_STEP = Decimal("0.01")
 MAX_VOLUME = Decimal(1_000_000)
-
-# ISO 4217 codes of currencies issued by a state (no metals, funds or crypto): a pair of two is a forex pair.
-FIAT = frozenset(
-    {
-        "AED",
-        "ARS",
-        "AUD",
-        "BGN",
-        "BHD",
-        "BRL",
-        "CAD",
-        "CHF",
-        "CLP",
-        "CNH",
-        "CNY",
-        "COP",
-        "CZK",
-        "DKK",
-        "EGP",
-        "EUR",
-        "GBP",
-        "HKD",
-        "HUF",
-        "IDR",
-        "ILS",
-        "INR",
-        "ISK",
-        "JPY",
-        "KES",
-        "KRW",
-        "KWD",
-        "MAD",
-        "MXN",
-        "MYR",
-        "NGN",
-        "NOK",
-        "NZD",
-        "OMR",
-        "PEN",
-        "PHP",
-        "PKR",
-        "PLN",
-        "QAR",
-        "RON",
-        "RSD",
-        "RUB",
-        "SAR",
-        "SEK",
-        "SGD",
-        "THB",
-        "TRY",
-        "TWD",
-        "UAH",
-        "USD",
-        "VND",
-        "ZAR",
-    }
-)
 
 
 def to_tradyn(symbol: str) -> str:
@@ -93,19 +36,9 @@ def to_rt(name: str, known: Iterable[str], *, missing: type[RtError] = BadReques
     raise missing(f"unknown symbol {name!r}", symbol=name)
 
 
-def _currencies(symbol: str) -> tuple[str, str]:
-    base, _, quote = symbol.upper().partition("/")
-    return base, quote.split(":", 1)[0]
-
-
-def is_forex(symbol: str) -> bool:
-    base, quote = _currencies(symbol)
-    return base in FIAT and quote in FIAT
-
-
 def lot_size(symbol: str) -> Decimal:
     """Units of `symbol`'s base in one lot: 100,000 for a pair of two fiat currencies, else 1."""
-    return FOREX_LOT if is_forex(symbol) else ONE
+    return FOREX_LOT if is_fiat_pair(symbol) else ONE
 
 
 def volume_of(value: object) -> Decimal:
