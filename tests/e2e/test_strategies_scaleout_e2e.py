@@ -85,7 +85,7 @@ def test_a_dca_runs_once_and_the_other_instance_resumes_it_when_its_leader_is_ki
     with client(follower, key) as http:
         created = ok(http.post("/v1/strategies", json=DCA), 201)["strategy"]
     strategy_id = created["id"]
-    wait_for(lambda: len(buy_times(follower, key, strategy_id)) >= 4, 15)
+    wait_for(lambda: len(buy_times(follower, key, strategy_id)) >= 4, 30)
     before = buy_times(follower, key, strategy_id)
     gaps = [b - a for a, b in itertools.pairwise(before)]
     assert min(gaps) > 0.5, gaps  # one runner: a buy a second, never two at once
@@ -93,7 +93,7 @@ def test_a_dca_runs_once_and_the_other_instance_resumes_it_when_its_leader_is_ki
     leader.process.kill()
     leader.process.wait(10)
     count = len(before)
-    wait_for(lambda: len(buy_times(follower, key, strategy_id)) >= count + 3, 15)
+    wait_for(lambda: len(buy_times(follower, key, strategy_id)) >= count + 3, 30)  # lease expiry, then a buy a second
     after = buy_times(follower, key, strategy_id)
     gaps = [b - a for a, b in itertools.pairwise(after)]
     assert min(gaps) > 0.5, gaps
