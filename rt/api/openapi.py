@@ -12,6 +12,7 @@ from pydantic_core import core_schema
 from rt import __version__
 from rt.api.models import Problem
 from rt.api.routing import Operation
+from rt.errors import RtError
 
 STATUS_OF: dict[str, int] = {
     "API_KEY_MISSING": 401,
@@ -38,6 +39,65 @@ STATUS_OF: dict[str, int] = {
     "WEBHOOK_URL_NOT_ALLOWED": 400,
     "WEBHOOK_LIMIT_REACHED": 409,
     "WEBHOOK_DISABLED": 409,
+}
+
+# What an example of each code says, and what else its problem carries.
+_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
+    "API_KEY_MISSING": ("send the key in X-API-Key or Authorization: Bearer", {}),
+    "API_KEY_INVALID": ("the API key is not valid", {}),
+    "API_KEY_REVOKED": ("the API key was revoked", {}),
+    "ALERT_UNAUTHORIZED": ("the alert's secret does not match", {}),
+    "REQUEST_SIGNATURE_INVALID": ("X-RT-Signature does not match the body", {}),
+    "INSUFFICIENT_SCOPE": ("this key lacks the scope positions:write", {}),
+    "IP_NOT_ALLOWED": ("203.0.113.7 is not on this key's allow list", {}),
+    "NOT_FOUND": ("no such resource", {}),
+    "KEY_LIMIT_REACHED": ("this account has the most keys it may have", {}),
+    "ALERT_HOOK_LIMIT_REACHED": ("this account has the most alert hooks it may have", {}),
+    "IDEMPOTENCY_CONFLICT": ("this Idempotency-Key was used with another request", {}),
+    "ORDER_NOT_OPEN": ("the order is no longer open", {}),
+    "POSITION_NOT_OPEN": ("the position is no longer open", {}),
+    "PAYLOAD_TOO_LARGE": ("request body is larger than 65536 bytes", {"limit": 65536}),
+    "UNSUPPORTED_MEDIA_TYPE": ("send the body as application/json, not text/plain", {}),
+    "VALIDATION_FAILED": (
+        "max_position_size: notional 32500 exceeds 25000",
+        {
+            "details": {
+                "check": "max_position_size",
+                "reason": "notional 32500 exceeds 25000",
+                "limit": 25000,
+                "requested": 32500,
+            }
+        },
+    ),
+    "TRADING_LOCKED": ("trading is locked on this account", {}),
+    "RATE_LIMITED": ("rate limit exceeded", {}),
+    "IP_LOCKED_OUT": ("too many failed attempts from this address", {}),
+    "BAD_REQUEST": (
+        "the body has invalid fields",
+        {"errors": [{"field": "quantity", "message": "Input should be greater than 0", "type": "greater_than"}]},
+    ),
+    "EXCHANGE_UNAVAILABLE": ("the exchange does not answer", {}),
+    "WEBHOOK_URL_NOT_ALLOWED": ("the webhook URL points at a private address", {}),
+    "WEBHOOK_LIMIT_REACHED": ("this account has the most webhooks it may have", {}),
+    "WEBHOOK_DISABLED": ("the webhook is disabled", {}),
+}
+
+# Every tag an operation may carry, with what it groups (the document lists the ones used).
+TAGS: dict[str, str] = {
+    "system": "Health, readiness, server time and the API documents: no key needed.",
+    "keys": "The account's API keys: create, list, rotate, revoke.",
+    "account": "The account's balance and trading state, the calling key and its usage.",
+    "markets": "Markets, tickers and candles of the configured venues.",
+    "positions": "Open, list, amend and close positions; Cerberus checks every open first.",
+    "orders": "Market, limit and stop orders: place (Cerberus first), list, cancel.",
+    "risk": "The risk envelope Cerberus enforces, and Charon's kill switch.",
+    "strategies": "Strategies the engine runs: create, start, stop, read their performance.",
+    "alerts": "Alert hooks: alerts from TradingView and the like become orders.",
+    "webhooks": "Outbound webhooks: signed event deliveries to your endpoints.",
+    "websocket": "Single-use tokens for the WebSocket at /v1/ws.",
+    "compat: Tradyn": "The Tradyn terminal's REST API under /v1/api, in its `{success, data}` envelope.",
+    "compat: Alpha Draconis": "Alpha Draconis's B2B risk API, in its `{success, error}` envelope.",
+    "compat: Kraken": "Kraken's WebSocket token endpoint, in its `{error, result}` envelope.",
 }
 
 _REF = "#/components/schemas/{model}"
@@ -74,8 +134,9 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def build(operations: list[Operation]) -> dict[str, Any]:
+    documented = [op for op in operations if op.documented]
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Problem, "serialization")]
-    for op in operations:
+    for op in documented:
         if op.dialect.error_model is not None:
             wanted.append((op.dialect.error_model, "serialization"))
         if op.body is not None:
@@ -86,8 +147,9 @@ def build(operations: list[Operation]) -> dict[str, Any]:
     schemas: dict[str, Any] = defs.get("$defs", {})
 
     paths: dict[str, dict[str, Any]] = {}
-    for op in operations:
+    for op in documented:
         paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op)
+    used = dict.fromkeys(op.tag for op in documented)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -97,12 +159,14 @@ def build(operations: list[Operation]) -> dict[str, Any]:
             "`X-API-Key: <key>` or `Authorization: Bearer <key>`; each operation names the scope it needs.",
         },
         "servers": [{"url": "/"}],
+        "tags": [{"name": tag, "description": TAGS[tag]} for tag in used],
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "Bearer": {"type": "http", "scheme": "bearer"},
+                "KrakenApiKey": {"type": "apiKey", "in": "header", "name": "API-Key"},
             },
         },
     }
@@ -152,7 +216,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     if parameters:
         doc["parameters"] = parameters
     if op.scope is not None:
-        doc["security"] = [{"ApiKey": []}, {"Bearer": []}]
+        doc["security"] = [{scheme: []} for scheme in op.dialect.key_schemes]
         doc["x-required-scope"] = op.scope
         description = f"Scope: `{op.scope}`. {description}".strip()
     if description:
@@ -176,9 +240,15 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {
                 op.dialect.error_media: {
                     "schema": _ref(op.dialect.error_model or Problem),
-                    "examples": {c: {"value": {"status": status, "code": c}} for c in codes},
+                    "examples": {c: {"value": example(op, c)} for c in codes},
                 }
             },
         }
     doc["responses"] = responses
     return doc
+
+
+def example(op: Operation, code: str) -> dict[str, Any]:
+    """The body `op` answers for `code`, as its dialect writes it."""
+    detail, extra = _EXAMPLES[code]
+    return op.dialect.example(RtError(detail, code=code, status=STATUS_OF[code], **extra))

@@ -68,10 +68,16 @@ class Dialect:
 
     error_model: type[BaseModel] | None = None  # None: rt's Problem
     error_media = "application/problem+json"
+    # The OpenAPI security schemes (rt/api/openapi.py) a key may come in.
+    key_schemes: tuple[str, ...] = ("ApiKey", "Bearer")
 
     def status_of(self, code: str, status: int) -> int:
         """The HTTP status this dialect answers for an rt error code whose native status is `status`."""
         return status
+
+    def example(self, exc: RtError) -> dict[str, Any]:
+        """The body this dialect answers for `exc`, as the OpenAPI document shows it."""
+        return exc.problem()
 
     def api_key(self, request: Request) -> str | None:
         return _api_key(request)
@@ -110,6 +116,8 @@ class Operation:
     own_idempotency: bool = False
     # What a Cerberus refusal of this route names in the Kerosyne message ("Position" validation failed).
     subject: str | None = None
+    # False for a route that only answers what no other route does (a dialect's catch-all 404): not in OpenAPI.
+    documented: bool = True
 
     @property
     def name(self) -> str:

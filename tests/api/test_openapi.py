@@ -17,7 +17,8 @@ from openapi_spec_validator import validate
 from pydantic import BaseModel
 
 from rt.api.openapi import errors_of
-from rt.app import OPERATIONS, create_app
+from rt.app import OPERATIONS as ROUTES
+from rt.app import create_app
 from rt.auth import scopes
 from rt.config import Settings
 from tests.e2e.server import Server, run_server
@@ -49,6 +50,9 @@ STATUS = {
     "WEBHOOK_LIMIT_REACHED": 409,
     "WEBHOOK_DISABLED": 409,
 }
+
+# A catch-all route (a dialect's 404 for any other path) is served, not documented.
+OPERATIONS = [op for op in ROUTES if op.documented]
 
 SCHEMA_REF = "#/components/schemas/"
 URL = re.compile(r"https?://", re.IGNORECASE)
@@ -198,7 +202,10 @@ def test_each_error_code_appears_under_its_status(document: dict[str, Any]) -> N
             assert response is not None, f"{op.method} {op.path}: {code} has no {status} response"
             content = response["content"][dialect.error_media]
             assert content["schema"] == problem
-            assert content["examples"][code]["value"] == {"status": status, "code": code}
+            assert code in content["examples"], f"{op.method} {op.path}: no example of {code}"
+            if dialect.error_model is None:
+                assert content["examples"][code]["value"]["status"] == status
+                assert content["examples"][code]["value"]["code"] == code
             assert code in response["description"]
         error_statuses = {s for s in responses if int(s) >= 400}
         assert error_statuses == {str(dialect.status_of(c, STATUS[c])) for c in errors_of(op)}, f"{op.method} {op.path}"

@@ -97,6 +97,13 @@ class DraconisDialect(Dialect):
             body["request_id"] = request_id
         return JSON(body, status_code=status, headers=exc.headers)
 
+    def example(self, exc: RtError) -> dict[str, Any]:
+        code, _ = seed_code(exc.code, exc.status)
+        error: dict[str, Any] = {"code": code, "message": exc.detail, "rt_code": exc.code}
+        if "errors" in exc.extra:
+            error["details"] = exc.extra["errors"]
+        return {"success": False, "error": error}
+
 
 DRACONIS = DraconisDialect()
 

@@ -69,6 +69,7 @@ class KrakenDialect(Dialect):
 
     error_model = KrakenError
     error_media = "application/json"
+    key_schemes = ("KrakenApiKey", "ApiKey", "Bearer")
 
     def api_key(self, request: Request) -> str | None:
         key = request.headers.get("api-key")
@@ -100,6 +101,9 @@ class KrakenDialect(Dialect):
 
     def error(self, exc: RtError, request_id: str | None) -> Response:
         return JSON({"error": [kraken_error(exc)]}, status_code=exc.status, headers=exc.headers)
+
+    def example(self, exc: RtError) -> dict[str, Any]:
+        return {"error": [kraken_error(exc)]}
 
 
 KRAKEN = KrakenDialect()

@@ -21,7 +21,7 @@ from rt.engine import risk
 from rt.errors import BadRequest, NotFound, RtError
 from rt.exchanges import Exchange
 
-TAG = "tradyn"
+TAG = "compat: Tradyn"
 PREFIX = "/v1/api"
 
 MISSING_KEY = "Missing authorization header"
@@ -138,6 +138,10 @@ class Tradyn(Dialect):
     def error(self, exc: RtError, request_id: str | None) -> Response:
         return error_response(exc)
 
+    def example(self, exc: RtError) -> dict[str, Any]:
+        body: dict[str, Any] = payload.loads(bytes(error_response(exc).body))
+        return body
+
 
 TRADYN = Tradyn()
 
@@ -160,6 +164,7 @@ CATCH_ALL: list[Operation] = [
         TAG,
         errors=("NOT_FOUND", "BAD_REQUEST"),
         dialect=TRADYN,
+        documented=False,
     )
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
 ]
