@@ -18,7 +18,7 @@ from rt.config import OPTIONS, Settings
 from rt.errors import NotFound, RtError
 from rt.records.accounts import Account, ApiKey, VenueRecord
 from rt.records.webhooks import EndpointStatus, WebhookDelivery, WebhookEndpoint
-from rt.runtime import Runtime, check_secrets, open_runtime
+from rt.runtime import Runtime, check_secrets, check_settings, open_runtime
 
 T = TypeVar("T")
 
@@ -29,6 +29,18 @@ class CliError(click.ClickException):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class BadSetting(CliError):
+    """A setting `rt serve` cannot run with: one line naming it on stderr, exit 2, before anything starts."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__("CONFIG_INVALID", message)
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"rt: {self.format_message()}", err=True)
 
 
 def error_json(code: str, message: str) -> str:
@@ -177,11 +189,14 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
             overrides[option.name] = option.parse(value) if isinstance(value, str) else value
     try:
         settings = _settings(ctx).replace(**overrides)
-    except (RtError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        check_settings(settings)
+    except RtError as exc:
+        raise BadSetting(exc.detail) from None
+    except ValueError as exc:
+        raise BadSetting(str(exc)) from None
     workers = settings.workers
     if workers < 1:
-        raise CliError("CONFIG_INVALID", f"RT_WORKERS: {workers} is not a number of processes (1 or more)")
+        raise BadSetting(f"RT_WORKERS: {workers} is not a number of processes (1 or more)")
     if workers > 1 and (sqlite_dir(settings) is not None or not settings.redis_url):
         raise CliError(
             "WORKERS_NEED_SERVICES",

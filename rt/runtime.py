@@ -140,6 +140,8 @@ def _market(settings: Settings) -> tuple[MarketFeed, PaperExchange, EngineConfig
 
 
 def _venues(paper: PaperExchange, settings: Settings) -> Venues:
+    if any(name.lower() == paper.id for name in settings.paper_venues):
+        raise ConfigError(f"RT_PAPER_VENUES: {paper.id!r} is always served; list other exchange ids, such as binance")
     try:
         return Venues(paper, (name.lower() for name in settings.paper_venues))
     except ValueError as exc:
@@ -249,9 +251,19 @@ async def check_secrets(settings: Settings) -> None:
         await store.close()
 
 
-@contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, background: bool = False) -> AsyncIterator[Runtime]:
-    """Open the store and limiter; with background=True also start the engine, the market and the flushers."""
+@dataclass
+class _Configured:
+    """What open_runtime makes of the settings alone, before it opens anything."""
+
+    tier_table: dict[str, tiers.Tier]
+    trusted: tuple[Network, ...]
+    feed: MarketFeed
+    paper: PaperExchange
+    engine_config: EngineConfig
+    venues: Venues
+
+
+def _configured(settings: Settings) -> _Configured:
     try:
         tier_table = tiers.load(settings.tier_limits)
         trusted = parse_networks(settings.trusted_proxies, "RT_TRUSTED_PROXIES")
@@ -261,6 +273,24 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         raise ConfigError(f"RT_TRUSTED_PROXIES: {exc}") from None
     feed, paper, engine_config = _market(settings)
     venues = _venues(paper, settings)
+    if settings.lease_ttl_ms <= 0:
+        raise ConfigError("RT_LEASE_TTL_MS must be > 0")
+    return _Configured(tier_table, trusted, feed, paper, engine_config, venues)
+
+
+def check_settings(settings: Settings) -> None:
+    """What open_runtime checks of the settings alone (numbers, symbols, venue names, proxies, tiers): ConfigError
+    naming the setting, with nothing opened, so `rt serve` refuses with one line before it starts."""
+    _configured(settings)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, background: bool = False) -> AsyncIterator[Runtime]:
+    """Open the store and limiter; with background=True also start the engine, the market and the flushers."""
+    configured = _configured(settings)
+    tier_table, trusted = configured.tier_table, configured.trusted
+    feed, paper, engine_config = configured.feed, configured.paper, configured.engine_config
+    venues = configured.venues
     data_dir = settings.data_path
     pepper = load_pepper(settings.key_pepper, data_dir)
     secret_key = load_secret_key(settings.secret_key, data_dir)
@@ -278,8 +308,6 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
     bus = open_bus(settings.redis_url, settings.redis_prefix)
     engine = Engine(store, bus, venues, engine_config)
     instance = instance_id(settings.instance_id)
-    if settings.lease_ttl_ms <= 0:
-        raise ConfigError("RT_LEASE_TTL_MS must be > 0")
     leases, ticks = open_coord(settings.redis_url, settings.redis_prefix, instance)
 
     async def store_answers() -> bool:
