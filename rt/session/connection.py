@@ -68,11 +68,13 @@ class Session:
         batch: bool = True,
         send: Send | None = None,
         token: str | None = None,
-        first: protocol.Message | None = None,
+        first: protocol.Message | protocol.InvalidMessage | None = None,
     ) -> None:
         self.ws = ws
         self._token = token  # the (spent) token that opened this session, which later messages may repeat
-        self._first = first  # a first `subscribe` that carried the token: performed before any other frame
+        # What the first message that carried the token asked: a subscribe performed before any other frame, or the
+        # error answering a Kraken subscribe rt maps to no channel.
+        self._first = first
         self._send = send or ws.send
         self.runtime = runtime
         self.engine = runtime.engine
@@ -236,7 +238,10 @@ class Session:
     async def _reader(self) -> None:
         if self._first is not None:
             first, self._first = self._first, None
-            await self.handle(first)
+            if isinstance(first, protocol.InvalidMessage):
+                self.send(protocol.error_frame(first, first.request_id))
+            else:
+                await self.handle(first)
         while True:
             raw = await receive_frame(self.ws)
             self._last_in = time.monotonic()

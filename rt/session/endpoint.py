@@ -1,5 +1,5 @@
 """GET /v1/ws: the handshake. A token from POST /v1/ws/token in `?token=`, in a first `auth` message, or in a first
-`subscribe` message (Kraken style), which the session then performs."""
+`subscribe` (rt's, or Kraken's v1 or v2 shape), which the session then performs."""
 
 from __future__ import annotations
 
@@ -91,7 +91,14 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
     first = None
     if principal is None:
         if token is None:
-            token, principal, first = await _first_message_auth(runtime, ws, ip)
+            opening = await _opening(ws)
+            if opening is None:
+                return
+            if opening.token is None:
+                await _close(ws, protocol.TOKEN_INVALID, opening.reason)
+                return
+            token, first = opening.token, opening.then
+            principal = await _principal(runtime, token, ip)
         if principal is None:
             await _refuse(runtime, ws, ip)
             return
@@ -107,27 +114,27 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
         runtime.sessions.unregister(session)
 
 
-async def _first_message_auth(
-    runtime: Runtime, ws: WebSocket, ip: str
-) -> tuple[str | None, Principal | None, protocol.Message | None]:
-    """(token, principal, the subscribe to perform once authenticated) from the first frame: an `auth`, or a
-    `subscribe` carrying the token. Anything else, or nothing within the limit, authenticates no one."""
+async def _opening(ws: WebSocket) -> protocol.Opening | None:
+    """The first frame's token and what to do once it authenticates (protocol.opening); None when the client left.
+    Only a token that is presented and refused counts toward the IP lockout: a frame without one tried nothing."""
     try:
         raw = await asyncio.wait_for(receive_frame(ws), protocol.AUTH_TIMEOUT_S)
-        message = protocol.parse(raw)
-    except (TimeoutError, protocol.InvalidMessage, WebSocketDisconnect):
-        return None, None, None
-    if message.op not in ("auth", "subscribe") or not message.token:
-        return None, None, None
-    principal = await _principal(runtime, message.token, ip)
-    return message.token, principal, message if message.op == "subscribe" else None
+    except TimeoutError:
+        return protocol.Opening(None, reason=f"no message within {protocol.AUTH_TIMEOUT_S:g} s: {protocol.NO_TOKEN}")
+    except WebSocketDisconnect:
+        return None
+    return protocol.opening(raw)
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    try:
+        await ws.close(code, reason)
+    except Exception:
+        log.debug("close before authentication failed", exc_info=True)
 
 
 async def _refuse(runtime: Runtime, ws: WebSocket, ip: str) -> None:
     s = runtime.settings
     await runtime.limiter.fail(ip, s.lockout_threshold, s.lockout_window, s.lockout_seconds)
     runtime.audit.record("auth.failed", account_id=None, ip=ip, code="WS_TOKEN_INVALID", method="WS")
-    try:
-        await ws.close(protocol.TOKEN_INVALID, "token invalid, expired or already used")
-    except Exception:
-        log.debug("close after refused token failed", exc_info=True)
+    await _close(ws, protocol.TOKEN_INVALID, protocol.TOKEN_REFUSED)
