@@ -12,7 +12,8 @@ from rt.api import _errors
 from rt.api.models import Strict
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
-from rt.exchanges import Exchange
+from rt.errors import NotFound
+from rt.exchanges import Exchange, Market
 from rt.exchanges.candles import MAX_LIMIT
 from rt.records.candles import Timeframe
 
@@ -78,24 +79,31 @@ def symbol_of(raw: str) -> str:
     return raw.replace("-", "/").replace("_", "/").upper()
 
 
+def _market(m: Market, venue: Exchange) -> dict[str, Any]:
+    return {
+        "symbol": m.symbol,
+        "base": m.base,
+        "quote": m.quote,
+        "exchange": venue.id,
+        "price_step": m.price_step,
+        "amount_step": m.amount_step,
+        "min_amount": m.min_amount,
+    }
+
+
 async def list_markets(call: Call) -> dict[str, Any]:
     venue = _venue(call)
     found = await venue.markets()
-    return {
-        "markets": [
-            {
-                "symbol": m.symbol,
-                "base": m.base,
-                "quote": m.quote,
-                "exchange": venue.id,
-                "price_step": m.price_step,
-                "amount_step": m.amount_step,
-                "min_amount": m.min_amount,
-            }
-            for m in found
-        ],
-        "total": len(found),
-    }
+    return {"markets": [_market(m, venue) for m in found], "total": len(found)}
+
+
+async def get_market(call: Call) -> dict[str, Any]:
+    venue = _venue(call)
+    symbol = symbol_of(call.param("symbol"))
+    found = await venue.market(symbol)
+    if found is None:
+        raise NotFound(f"no market {symbol} on {venue.id}")
+    return _market(found, venue)
 
 
 async def ticker(call: Call) -> dict[str, Any]:
@@ -165,5 +173,18 @@ OPERATIONS = [
             "The current bar is open (its close is the latest price). On the simulated market bars are built from its "
             "ticks, volume is the quantity of its fills, and a stretch without ticks gives flat bars."
         ),
+    ),  # After the ticker and candles: `{symbol:path}` alone would take `BTC/USDT/ticker` as a symbol.
+    Operation(
+        "GET",
+        "/v1/markets/{symbol:path}",
+        get_market,
+        "One market, as GET /v1/markets lists it",
+        "markets",
+        scopes.MARKET_READ,
+        query=MarketQuery,
+        response=MarketOut,
+        errors=(*_errors.AUTH, "BAD_REQUEST", "NOT_FOUND", "EXCHANGE_UNAVAILABLE"),
+        description="The symbol with its slash URL-encoded (`BTC%2FUSDT`), or written `BTC-USDT`; 404 for a symbol "
+        "the venue does not list.",
     ),
 ]
