@@ -59,11 +59,11 @@ _EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "PAYLOAD_TOO_LARGE": ("request body is larger than 65536 bytes", {"limit": 65536}),
     "UNSUPPORTED_MEDIA_TYPE": ("send the body as application/json, not text/plain", {}),
     "VALIDATION_FAILED": (
-        "max_position_size: notional 32500 exceeds 25000",
+        "Cerberus rejected the request: exceeds max position size (position_size)",
         {
             "details": {
-                "check": "max_position_size",
-                "reason": "notional 32500 exceeds 25000",
+                "check": "position_size",
+                "reason": "exceeds max position size",
                 "limit": 25000,
                 "requested": 32500,
             }
