@@ -6,6 +6,7 @@ reading the same `error` string the Tradyn terminal gave.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -19,7 +20,7 @@ from rt.api.responses import JSON
 from rt.api.routing import Call, Dialect, Handler, Operation
 from rt.engine import risk
 from rt.errors import BadRequest, NotFound, RtError
-from rt.exchanges import Exchange
+from rt.exchanges import Exchange, ExchangeUnavailable
 
 TAG = "compat: Tradyn"
 PREFIX = "/v1/api"
@@ -36,6 +37,12 @@ _GENERIC = frozenset({"the body has invalid fields", "the query has invalid para
 
 # Cerberus checks a Tradyn client knows as a margin call: the exposure limit is a leverage limit by another name.
 _MARGIN_CHECKS = frozenset({risk.MARGIN, risk.EXPOSURE})
+
+# What the engine calls a field, in the names a Tradyn client sends it under: a refusal speaks the client's terms.
+FIELDS = {"stop_loss": "sl", "take_profit": "tp", "entry_price": "price", "stop_price": "price", "quantity": "volume"}
+_ENGINE_NAMES = re.compile(r"\b(?:([Aa]n?) )?(" + "|".join(FIELDS) + r")\b")
+# An Authorization header holding a scheme and no key (`Bearer `, which the server may trim to `Bearer`).
+_SCHEMES = frozenset({"bearer", "basic"})
 
 
 def ok(data: Any) -> dict[str, Any]:
@@ -59,6 +66,36 @@ def status_of(code: str, status: int) -> int:
     return 500
 
 
+def tradyn_terms(text: str) -> str:
+    """`entry_price 1.080001 is not a multiple ...` -> `price 1.080001 is not a multiple ...`."""
+    return _ENGINE_NAMES.sub(_tradyn_name, text)
+
+
+def _tradyn_name(found: re.Match[str]) -> str:
+    article, name = found.groups()
+    renamed = FIELDS[name]
+    if article is None:
+        return renamed
+    fitting = "an" if renamed == "sl" else "a"  # "an entry_price" -> "a price", "a stop_loss" -> "an sl"
+    return f"{fitting.capitalize() if article[0] == 'A' else fitting} {renamed}"
+
+
+def field_errors_of(exc: RtError) -> list[Any] | None:
+    """A bad request's field errors with the engine's field names in Tradyn's."""
+    fields = exc.extra.get("errors")
+    if not isinstance(fields, list):
+        return None
+    renamed: list[Any] = []
+    for error in fields:
+        if isinstance(error, dict):
+            error = dict(error)
+            for key in ("field", "message"):
+                if isinstance(error.get(key), str):
+                    error[key] = tradyn_terms(error[key])
+        renamed.append(error)
+    return renamed
+
+
 def message_of(exc: RtError) -> str:
     code = exc.code
     if code == errors.API_KEY_MISSING:
@@ -73,11 +110,13 @@ def message_of(exc: RtError) -> str:
         return _rejection(exc)
     if status_of(code, exc.status) == 500:
         return INTERNAL
-    fields = exc.extra.get("errors")
-    if code == errors.BAD_REQUEST and exc.detail in _GENERIC and isinstance(fields, list) and fields:
+    fields = field_errors_of(exc)
+    if fields is None:
+        return exc.detail
+    if code == errors.BAD_REQUEST and exc.detail in _GENERIC and fields and isinstance(fields[0], dict):
         first = fields[0]
         return f"Invalid parameter {first.get('field')}: {first.get('message')}"
-    return exc.detail
+    return tradyn_terms(exc.detail)
 
 
 def _rejection(exc: RtError) -> str:
@@ -94,7 +133,7 @@ def error_response(exc: RtError) -> Response:
     if exc.code == errors.VALIDATION_FAILED and "details" in exc.extra:
         body["details"] = exc.extra["details"]
     elif "errors" in exc.extra:
-        body["errors"] = exc.extra["errors"]
+        body["errors"] = field_errors_of(exc) or exc.extra["errors"]
     return JSON(body, status_code=status_of(exc.code, exc.status), headers=exc.headers)
 
 
@@ -123,7 +162,9 @@ class Tradyn(Dialect):
         if key is not None:
             return key
         value = request.headers.get("authorization", "").strip()
-        return value if value and " " not in value else None
+        if not value or " " in value or value.lower() in _SCHEMES:
+            return None
+        return value
 
     def parse(self, op: Operation, raw: bytes, content_type: str | None) -> Any:
         if not raw.strip():
@@ -171,9 +212,22 @@ CATCH_ALL: list[Operation] = [
 
 
 def venue(call: Call) -> Exchange:
-    """The venue Tradyn trades on (RT_TRADYN_EXCHANGE), as the calling key may use it."""
+    """The venue Tradyn trades on (RT_TRADYN_EXCHANGE), as the calling key may use it. An account without it has no
+    trading server to reach: the terminal's 503, not a 400 naming an `exchange` field no Tradyn client sends."""
     exchange = call.runtime.settings.tradyn_exchange
-    return call.runtime.engine.venues.get(call.caller.account_id, exchange, test_key=call.caller.test)
+    venues = call.runtime.engine.venues
+    if venues.resolve(call.caller.account_id, exchange) is None:
+        raise ExchangeUnavailable(f"exchange {exchange!r} is not configured for this account")
+    return venues.get(call.caller.account_id, exchange, test_key=call.caller.test)
+
+
+def connected(call: Call) -> bool:
+    """Whether the calling key can trade on the Tradyn venue now."""
+    try:
+        venue(call)
+    except RtError:
+        return False
+    return True
 
 
 async def rt_symbol(call: Call, name: str, *, missing: type[RtError] = BadRequest) -> str:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rt.api import _errors
 from rt.api.compat.tradyn import symbols
-from rt.api.compat.tradyn._dialect import TAG, TRADYN, ok, rt_symbol
+from rt.api.compat.tradyn._dialect import TAG, TRADYN, connected, ok, rt_symbol
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine import ledger
@@ -25,12 +25,14 @@ async def tradyn_account(call: Call) -> dict[str, Any]:
     stored = await call.runtime.store.get_account(account_id)
     margin: Decimal = summary["margin_used"]
     equity: Decimal = summary["equity"]
+    reachable = connected(call)
     return ok(
         {
             "login": account_id,
             "account_id": account_id,
             "name": stored.name if stored is not None else account_id,
             "server": call.runtime.settings.tradyn_exchange,
+            "connected": reachable,
             "currency": summary["currency"],
             "balance": summary["balance"],
             "equity": equity,
@@ -44,7 +46,7 @@ async def tradyn_account(call: Call) -> dict[str, Any]:
             "leverage": engine.config.leverage,
             "positions": summary["open_positions"],
             "orders": summary["open_orders"],
-            "trade_allowed": summary["trading_state"] == "active",
+            "trade_allowed": reachable and summary["trading_state"] == "active",
             "trading_state": summary["trading_state"],
         }
     )

@@ -8,7 +8,6 @@ Market orders (types 0 and 1) are trades: POST /v1/api/trade.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -42,24 +41,27 @@ ENTRIES: dict[int, tuple[Literal["long", "short"], Literal["limit", "stop"]]] = 
     SELL_STOP: ("short", "stop"),
 }
 STATES = {"pending": "placed", "open": "filled", "closed": "filled", "canceled": "canceled", "rejected": "rejected"}
-# What the engine calls a field, in the names a Tradyn client sent it under.
-FIELDS = {"entry_price": "price", "stop_price": "price", "stop_loss": "sl", "take_profit": "tp", "quantity": "volume"}
 MAX_LISTED = 500
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def _order_type(value: object) -> object:
-    """0-5, or their names (`buy_limit`, `BUY_STOP`, ...) as MetaTrader's ORDER_TYPE_* constants spell them."""
+def order_type(value: object) -> object:
+    """0-5 as a number or a numeric string ("2"), or their names (`buy_limit`, `BUY_STOP`, ...) as MetaTrader's
+    ORDER_TYPE_* constants spell them. Never a boolean: `true` is no order type, though Python counts it as 1."""
+    if isinstance(value, bool):
+        raise ValueError("an order type is a number 0-5 or its name, not a boolean")
     if isinstance(value, str):
         name = value.strip().lower().removeprefix("order_type_")
+        if name.isdigit():
+            return int(name)
         for number, known in NAMES.items():
             if name == known:
                 return number
     return value
 
 
-OrderType = Annotated[Literal[0, 1, 2, 3, 4, 5], BeforeValidator(_order_type)]
+OrderType = Annotated[Literal[0, 1, 2, 3, 4, 5], BeforeValidator(order_type)]
 
 
 class PendingIn(BaseModel):
@@ -131,18 +133,6 @@ def _request(model: type[M], fields: dict[str, Any]) -> M:
         raise BadRequest("the order has invalid fields", errors=field_errors(exc)) from None
 
 
-@contextlib.contextmanager
-def _tradyn_fields() -> Iterator[None]:
-    """The engine's refusals name its fields; a Tradyn client sent `price`, `sl`, `tp` and `volume`."""
-    try:
-        yield
-    except BadRequest as exc:
-        for error in exc.extra.get("errors") or ():
-            if isinstance(error, dict) and error.get("field") in FIELDS:
-                error["field"] = FIELDS[error["field"]]
-        raise
-
-
 def _check_price(kind: int, price: Decimal, ticker: Ticker) -> None:
     """MetaTrader's rule for a pending order: it waits for a price the market is not at. A Buy Limit is below the ask,
     a Sell Limit above the bid, a Buy Stop above the ask, a Sell Stop below the bid; else 400 (invalid price)."""
@@ -161,7 +151,7 @@ async def _ticket(call: Call) -> Position:
     ticket = call.param("ticket")
     found = await call.runtime.store.get_position(call.caller.account_id, ticket)
     if found is None or found.exchange != call.runtime.settings.tradyn_exchange:
-        raise NotFound(f"no order {ticket}")
+        raise NotFound(f"Order {ticket} not found")
     return found
 
 
@@ -227,33 +217,33 @@ async def tradyn_place_order(call: Call) -> dict[str, Any]:
         "stop_loss": body.sl,
         "take_profit": body.tp,
     }
-    with _tradyn_fields():
-        req = _request(PositionRequest, fields)
-        position, _ = await trading.open_position(
-            call.runtime.engine, call.caller.account_id, req, test_key=call.caller.test
-        )
+    req = _request(PositionRequest, fields)
+    position, _ = await trading.open_position(
+        call.runtime.engine, call.caller.account_id, req, test_key=call.caller.test
+    )
     entry = await call.runtime.store.get_order(call.caller.account_id, position.entry_order_id or "")
     return ok({**view(position, entry, ticker), "comment": body.comment or ""})
 
 
 async def tradyn_modify_order(call: Call) -> dict[str, Any]:
     body: PendingChange = call.body
-    position = await _ticket(call)
-    entry = await _entry(call, position)
-    if position.status == "pending" and entry is not None and body.price is not None:
-        ticker = await venue(call).ticker(position.symbol)
-        _check_price(type_of(position, entry), body.price, ticker)
     given = body.model_fields_set
     change: dict[str, Decimal | None] = {} if body.price is None else {"entry_price": body.price}
     if "sl" in given:
         change["stop_loss"] = body.sl
     if "tp" in given:
         change["take_profit"] = body.tp
-    with _tradyn_fields():
-        req = _request(EntryUpdate, change)
-        changed = await trading.amend_entry(
-            call.runtime.engine, call.caller.account_id, position.id, req, test_key=call.caller.test
-        )
+    if not change:
+        raise BadRequest("send price, sl or tp", errors=[{"field": "body", "message": "no price, sl or tp"}])
+    position = await _ticket(call)
+    entry = await _entry(call, position)
+    if position.status == "pending" and entry is not None and body.price is not None:
+        ticker = await venue(call).ticker(position.symbol)
+        _check_price(type_of(position, entry), body.price, ticker)
+    req = _request(EntryUpdate, change)
+    changed = await trading.amend_entry(
+        call.runtime.engine, call.caller.account_id, position.id, req, test_key=call.caller.test
+    )
     entry = await _entry(call, changed)
     return ok(view(changed, entry, await _ticker(call, changed.symbol)))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -67,11 +69,24 @@ async def tradyn_list_positions(call: Call) -> dict[str, Any]:
     return ok([position_json(live(call, p)) for p in found])
 
 
+def _missing(ticket: str) -> NotFound:
+    return NotFound(f"Position {ticket} not found")
+
+
+@contextlib.contextmanager
+def _known(ticket: str) -> Iterator[None]:
+    """The engine's "no position" in the words GET on the ticket uses."""
+    try:
+        yield
+    except NotFound:
+        raise _missing(ticket) from None
+
+
 async def tradyn_get_position(call: Call) -> dict[str, Any]:
     ticket = call.param("ticket")
     found = await call.runtime.store.get_position(call.caller.account_id, ticket)
     if found is None:
-        raise NotFound(f"Position {ticket} not found")
+        raise _missing(ticket)
     return ok(position_json(live(call, found)))
 
 
@@ -92,9 +107,11 @@ async def tradyn_modify_position(call: Call) -> dict[str, Any]:
         update["stop_loss"] = body.sl
     if "tp" in given:
         update["take_profit"] = body.tp
-    position = await trading.update_position(
-        call.runtime.engine, call.caller.account_id, call.param("ticket"), PositionUpdate.model_validate(update)
-    )
+    ticket = call.param("ticket")
+    with _known(ticket):
+        position = await trading.update_position(
+            call.runtime.engine, call.caller.account_id, ticket, PositionUpdate.model_validate(update)
+        )
     return ok(position_json(position))
 
 
@@ -107,35 +124,45 @@ async def tradyn_close_position(call: Call) -> dict[str, Any]:
     if volume is not None:
         stored = await call.runtime.store.get_position(account_id, ticket)
         if stored is None:
-            raise NotFound(f"Position {ticket} not found")
+            raise _missing(ticket)
         held = symbols.to_lots(stored.quantity, stored.symbol)
         if symbols.volume_of(volume) != held:
             raise BadRequest(
                 f"partial close is not supported: close the whole {held} lots",
                 errors=[{"field": "volume", "message": f"must be {held} or absent"}],
             )
-    position = await trading.close_position(call.runtime.engine, account_id, ticket)
+    with _known(ticket):
+        position = await trading.close_position(call.runtime.engine, account_id, ticket)
     return ok({**position_json(position), "close_price": position.current_price, "close_time": position.closed_at})
 
 
-def _volume_asked(call: Call) -> object:
+def _body_of(call: Call, known: frozenset[str], what: str) -> dict[str, Any]:
+    """The optional body of a route without a body model: absent, or an object of `known` fields only."""
     data = call.data
-    if data is not None and not isinstance(data, dict):
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", errors=[{"field": "body", "message": "not an object"}])
-    extra = set(data or {}) - {"volume"}
+    extra = sorted(set(data) - known)
     if extra:
         raise BadRequest(
-            f"unknown fields {', '.join(sorted(extra))}",
-            errors=[{"field": name, "message": "not a field of a close"} for name in sorted(extra)],
+            f"unknown fields {', '.join(extra)}",
+            errors=[{"field": name, "message": f"not a field of {what}"} for name in extra],
         )
-    if data and "volume" in data:
+    return data
+
+
+def _volume_asked(call: Call) -> object:
+    data = _body_of(call, frozenset({"volume"}), "a close")
+    if "volume" in data:
         return data["volume"]
     return call.request.query_params.get("volume")
 
 
 async def tradyn_close_all(call: Call) -> dict[str, Any]:
     """Every open position at market, in one engine command, each closed as DELETE on its ticket closes it (reason
-    `manual`): nothing is locked or canceled, and it is no kill switch."""
+    `manual`): nothing is locked or canceled, and it is no kill switch. It takes no fields."""
+    _body_of(call, frozenset(), "close-all")
     closed, failed = await kill.close_positions(call.runtime.engine, call.caller.account_id)
     return ok({"closed": closed, "failed": failed})
 

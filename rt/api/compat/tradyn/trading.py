@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rt.api import _errors
 from rt.api.compat.tradyn import symbols
 from rt.api.compat.tradyn._dialect import TAG, TRADYN, ok, rt_symbol
+from rt.api.compat.tradyn.orders import BUY, SELL, OrderType
 from rt.api.compat.tradyn.positions import Protection, position_json
 from rt.api.routing import Call, Operation, parse_body
 from rt.auth import scopes
 from rt.engine import trading
 from rt.engine.requests import Amount, PositionRequest
-
-PENDING_TYPES = (2, 3, 4, 5)
 
 
 class TradeRequest(BaseModel):
@@ -23,7 +22,7 @@ class TradeRequest(BaseModel):
 
     symbol: str = Field(min_length=1, max_length=40, examples=["EURUSD"])
     action: Literal["buy", "sell"] | None = None
-    type: Literal[0, 1, "buy", "sell"] | None = Field(None, description="0 buy, 1 sell; 2-5 are pending orders.")
+    type: OrderType | None = Field(None, description="0 buy, 1 sell (or buy, ORDER_TYPE_SELL); 2-5 are pending orders.")
     volume: Amount = Field(description="Lots, on the 0.01 step.")
     sl: Protection = Field(None, description="Stop loss price; 0 or absent: none.")
     tp: Protection = Field(None, description="Take profit price; 0 or absent: none.")
@@ -31,17 +30,16 @@ class TradeRequest(BaseModel):
     magic: int | None = Field(None, ge=0, lt=2**63, description="Accepted, not kept.")
     deviation: int | None = Field(None, ge=0, lt=2**31, description="Slippage in points; a market fill ignores it.")
 
-    @model_validator(mode="before")
+    @field_validator("type")
     @classmethod
-    def _pending(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("type") in PENDING_TYPES:
+    def _market(cls, value: int | None) -> int | None:
+        if value is not None and value not in (BUY, SELL):
             raise ValueError("types 2-5 are pending orders: send them to POST /v1/api/orders")
-        return data
+        return value
 
     @property
     def side(self) -> Literal["buy", "sell"]:
-        by_type: dict[object, Literal["buy", "sell"]] = {0: "buy", 1: "sell", "buy": "buy", "sell": "sell"}
-        asked = by_type[self.type] if self.type is not None else None
+        asked: Literal["buy", "sell"] | None = None if self.type is None else "buy" if self.type == BUY else "sell"
         if self.action is None and asked is None:
             raise ValueError("send action (buy or sell) or type (0 or 1)")
         if self.action is not None and asked is not None and self.action != asked:
