@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from rt import errors
 from rt.api import _errors
+from rt.api.compat._unknown import catch_all
 from rt.api.responses import JSON
 from rt.api.risk import KillReport, risk_kill
 from rt.api.routing import Call, Dialect, Operation
@@ -37,6 +38,7 @@ _CODES: dict[str, tuple[str, int]] = {
     errors.PAYLOAD_TOO_LARGE: ("BAD_REQUEST", 400),
     errors.UNSUPPORTED_MEDIA_TYPE: ("BAD_REQUEST", 400),
     errors.NOT_FOUND: ("NOT_FOUND", 404),
+    errors.METHOD_NOT_ALLOWED: ("METHOD_NOT_ALLOWED", 405),
     errors.IDEMPOTENCY_CONFLICT: ("CONFLICT", 409),
     errors.TRADING_LOCKED: ("LOCKED", 423),
     errors.SERVICE_UNAVAILABLE: ("SERVICE_UNAVAILABLE", 503),
@@ -108,6 +110,13 @@ class DraconisDialect(Dialect):
 DRACONIS = DraconisDialect()
 
 
+class _NoEndpoint(DraconisDialect):
+    """A path the API does not have is NOT_FOUND whatever its body holds: the body is not read."""
+
+    def parse(self, op: Operation, raw: bytes, content_type: str | None) -> Any:
+        return None
+
+
 class B2BKill(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -135,7 +144,7 @@ async def b2b_kill(call: Call) -> dict[str, Any]:
     }
 
 
-OPERATIONS: list[Operation] = [
+ROUTES: list[Operation] = [
     Operation(
         "POST",
         "/api/v1/b2b/risk/kill",
@@ -152,4 +161,10 @@ OPERATIONS: list[Operation] = [
         '`{"success": false, "error": {"code", "message", "rt_code"}}` with the seed\'s codes (UNAUTHORIZED, '
         "INVALID_KEY, KEY_REVOKED 403, FORBIDDEN, RATE_LIMITED, BAD_REQUEST, NOT_FOUND), not problem+json.",
     ),
+]
+
+# After the routes: any other path under /api/v1/b2b/ is NOT_FOUND (404; METHOD_NOT_ALLOWED 405 for another method).
+OPERATIONS: list[Operation] = [
+    *ROUTES,
+    *catch_all("/api/v1/b2b", "draconis", "compat: Alpha Draconis", _NoEndpoint(), ROUTES),
 ]

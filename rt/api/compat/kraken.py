@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from rt import errors, payload
 from rt.api import _errors
+from rt.api.compat._unknown import catch_all
 from rt.api.responses import JSON
 from rt.api.routing import Call, Dialect, Operation
 from rt.api.ws import issue_token
@@ -29,6 +30,7 @@ RATE_LIMIT = "EAPI:Rate limit exceeded"
 INVALID_ARGUMENTS = "EGeneral:Invalid arguments"
 UNAVAILABLE = "EService:Unavailable"
 INTERNAL = "EGeneral:Internal error"
+UNKNOWN_METHOD = "EGeneral:Unknown method"
 
 _MESSAGES: dict[str, str] = {
     errors.API_KEY_MISSING: INVALID_KEY,
@@ -44,6 +46,8 @@ _MESSAGES: dict[str, str] = {
     errors.UNSUPPORTED_MEDIA_TYPE: INVALID_ARGUMENTS,
     errors.SERVICE_UNAVAILABLE: UNAVAILABLE,
     errors.EXCHANGE_UNAVAILABLE: UNAVAILABLE,
+    errors.NOT_FOUND: UNKNOWN_METHOD,
+    errors.METHOD_NOT_ALLOWED: UNKNOWN_METHOD,
 }
 
 FORM = "application/x-www-form-urlencoded"
@@ -109,6 +113,13 @@ class KrakenDialect(Dialect):
 KRAKEN = KrakenDialect()
 
 
+class _UnknownMethod(KrakenDialect):
+    """A method rt does not have is EGeneral:Unknown method whatever its body holds: the body is not read."""
+
+    def parse(self, op: Operation, raw: bytes, content_type: str | None) -> Any:
+        return None
+
+
 class TokenResult(BaseModel):
     token: str
     expires: int = Field(description="Seconds the token stays valid (900). It works once.")
@@ -123,7 +134,7 @@ async def get_websockets_token(call: Call) -> dict[str, Any]:
     return {"error": [], "result": await issue_token(call)}
 
 
-OPERATIONS: list[Operation] = [
+ROUTES: list[Operation] = [
     Operation(
         "POST",
         "/0/private/GetWebSocketsToken",
@@ -139,3 +150,6 @@ OPERATIONS: list[Operation] = [
         '`{"error": ["EAPI:Invalid key"]}` and Kraken\'s other strings, not problem+json, under rt\'s statuses.',
     ),
 ]
+
+# After the routes: any other path under /0/ is Kraken's EGeneral:Unknown method (404; 405 for another method).
+OPERATIONS: list[Operation] = [*ROUTES, *catch_all("/0", "kraken", "compat: Kraken", _UnknownMethod(), ROUTES)]

@@ -230,3 +230,39 @@ def test_the_cli_and_the_api_issue_b2b_keys(server: Server) -> None:
         assert response.json()["tier"] == "b2b"
         listed = {k["id"]: k["tier"] for k in http.get("/v1/keys").json()["keys"]}
     assert listed[response.json()["id"]] == "b2b" and listed[issued["id"]] == "b2b"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content"),
+    [
+        ("POST", "/api/v1/b2b/risk/unlock", b'{"account_id": '),
+        ("GET", "/api/v1/b2b/monitors", b""),
+        ("DELETE", "/api/v1/b2b/risk/kill/1", b""),
+        ("PUT", "/api/v1/b2b/", b"[]"),
+    ],
+)
+async def test_a_path_the_api_does_not_have_is_not_found_in_the_seeds_envelope(
+    server: Server, method: str, path: str, content: bytes
+) -> None:
+    desk = await new_desk(server)
+    async with client(server, desk) as http:
+        response = await http.request(method, path, content=content, headers={"Content-Type": "application/json"})
+    body = refused(response, 404, "NOT_FOUND")
+    assert body["error"]["rt_code"] == "NOT_FOUND" and path in body["error"]["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+async def test_another_method_on_the_kill_path_is_method_not_allowed_in_the_seeds_envelope(
+    server: Server, method: str
+) -> None:
+    async with client(server) as http:
+        response = await http.request(method, KILL)
+    refused(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == "POST"
+
+
+def test_the_catch_all_is_served_not_documented(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        paths = http.get("/v1/openapi.json").json()["paths"]
+    assert list(paths[KILL]) == ["post"]
+    assert [p for p in paths if p.startswith("/api/v1/b2b/")] == [KILL]

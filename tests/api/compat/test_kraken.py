@@ -203,3 +203,37 @@ async def test_past_the_tiers_limit_it_is_eapi_rate_limit_exceeded_with_retry_af
             assert response.status_code == 200, response.text
     kraken_error(response, 429, "EAPI:Rate limit exceeded")
     assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/0/private/Balance"),
+        ("POST", "/0/private/AddOrder"),
+        ("GET", "/0/public/Time"),
+        ("DELETE", "/0/private/GetWebSocketsToken/extra"),
+        ("POST", "/0/"),
+    ],
+)
+async def test_a_method_rt_does_not_have_is_egeneral_unknown_method(server: Server, method: str, path: str) -> None:
+    key = await new_key(server)
+    # A body rt could not read as arguments: the unknown method is what the answer names.
+    headers = {"API-Key": key.key, "Content-Type": "text/plain"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        response = await http.request(method, path, headers=headers, content=b"nonce=\xff")
+    kraken_error(response, 404, "EGeneral:Unknown method")
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_another_method_on_the_token_path_is_405_unknown_method(server: Server, method: str) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        response = http.request(method, TOKEN)
+    kraken_error(response, 405, "EGeneral:Unknown method")
+    assert response.headers["allow"] == "POST"
+
+
+def test_the_catch_all_is_served_not_documented(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        paths = http.get("/v1/openapi.json").json()["paths"]
+    assert list(paths[TOKEN]) == ["post"]
+    assert not [p for p in paths if p.startswith("/0/") and p != TOKEN]
