@@ -201,7 +201,8 @@ def _simulated(call: Call, req: PositionRequest) -> bool:
 
 def placeholder(position_id: str, req: PositionRequest, simulated: bool) -> dict[str, Any]:
     """What a position is while Cerberus and the venue have not answered yet (Kerosyne's pending_validation)."""
-    checks = [*risk.CHECKS[1:], risk.TRADING_STATE]
+    first = (risk.POSITION_SIZE, risk.EXPOSURE, risk.DAILY_LOSS)  # in the order the Kerosyne document lists them
+    checks = [*first, *(c for c in risk.CHECKS if c not in first)]
     if req.strategy_id is not None:
         checks.append(risk.STRATEGY)
     return {
