@@ -84,7 +84,13 @@ def run_server(
         match = KEY_LINE.search(stdout_path.read_text())
         yield Server(url, port, data_dir, match.group(1) if match else None, process, log_path)
     finally:
-        if process.poll() is None:
+        if process.poll() is not None:
+            # It ended before the test let it go: say why, for the report of whatever failed because of it.
+            print(
+                f"rt serve on {port} ended early with {process.returncode}:\n{log_path.read_text()[-3000:]}",
+                file=sys.stderr,
+            )
+        else:
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(15)
