@@ -3,10 +3,7 @@ check, idempotency, the seed's error codes and statuses, and the `b2b` tier."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from rt.config import Settings
-from rt.runtime import open_runtime
+from tests.api.compat._keys import issue_key
 from tests.e2e.server import Server, cli, run_server
 
 pytestmark = pytest.mark.e2e
@@ -46,25 +42,8 @@ async def new_desk(
     server: Server, spec: str = "full", tier: str = "pro_plus", parent: str | None = None, revoked: bool = False
 ) -> Desk:
     """A fresh account (a sub-account of `parent` when given) with one key, made on the server's data dir."""
-    async with open_runtime(Settings(data_dir=str(server.data_dir))) as runtime:
-        account = await runtime.keys.create_account(f"desk-{uuid.uuid4().hex[:10]}", parent_id=parent, actor="test")
-        issued = await runtime.keys.create(account.id, spec, tier, actor="test")
-    desk = Desk(account.id, issued.key, issued.record.id)
-    async with client(server, desk) as http:
-        deadline = time.monotonic() + 5
-        while (await http.get("/v1/account")).status_code == 401:
-            assert time.monotonic() < deadline, "the new key did not reach the server"
-            await asyncio.sleep(0.05)
-    if revoked:
-        async with open_runtime(Settings(data_dir=str(server.data_dir))) as runtime:
-            await runtime.keys.revoke(desk.key_id, actor="test")
-        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": desk.key}) as http:
-            deadline = time.monotonic() + 5
-            # SPEC §1: a key revoked on the data dir is refused by the running server within a second.
-            while (await http.get("/v1/account")).status_code != 401:
-                assert time.monotonic() < deadline, "the revocation did not reach the server"
-                await asyncio.sleep(0.05)
-    return desk
+    account_id, issued = await issue_key(server, "desk", spec, tier, parent=parent, revoked=revoked)
+    return Desk(account_id, issued.key, issued.record.id)
 
 
 def client(server: Server, desk: Desk | str | None = None) -> httpx.AsyncClient:

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,7 @@ import pytest
 import websockets
 
 from rt.auth.guard import sign
-from rt.config import Settings
-from rt.runtime import open_runtime
+from tests.api.compat._keys import issue_key
 from tests.e2e.server import Server, run_server
 
 pytestmark = pytest.mark.e2e
@@ -46,25 +44,8 @@ async def new_key(
     server: Server, spec: str = "full", tier: str = "pro_plus", allow_ips: str | None = None, revoked: bool = False
 ) -> Key:
     """A key of a fresh account, made on the server's data dir; returned once the server knows it."""
-    async with open_runtime(Settings(data_dir=str(server.data_dir))) as runtime:
-        account = await runtime.keys.create_account(f"kr-{uuid.uuid4().hex[:10]}", actor="test")
-        issued = await runtime.keys.create(account.id, spec, tier, allow_ips=allow_ips, actor="test")
-    made = Key(issued.key, issued.record.id, issued.signing_secret)
-    async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": made.key}) as http:
-        deadline = time.monotonic() + 5
-        while (await http.get("/v1/account")).status_code == 401:
-            assert time.monotonic() < deadline, "the new key did not reach the server"
-            await asyncio.sleep(0.05)
-    if revoked:
-        async with open_runtime(Settings(data_dir=str(server.data_dir))) as runtime:
-            await runtime.keys.revoke(made.key_id, actor="test")
-        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": made.key}) as http:
-            deadline = time.monotonic() + 5
-            # SPEC §1: a key revoked on the data dir is refused by the running server within a second.
-            while (await http.get("/v1/account")).status_code != 401:
-                assert time.monotonic() < deadline, "the revocation did not reach the server"
-                await asyncio.sleep(0.05)
-    return made
+    _, issued = await issue_key(server, "kr", spec, tier, allow_ips=allow_ips, revoked=revoked)
+    return Key(issued.key, issued.record.id, issued.signing_secret)
 
 
 def kraken(server: Server, key: str) -> ccxt.kraken:

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rt.api import _errors
-from rt.api.compat.tradyn import symbols
 from rt.api.compat.tradyn._dialect import TAG, TRADYN, connected, ok, rt_symbol
+from rt.api.compat.tradyn.positions import opening
 from rt.api.routing import Call, Operation
 from rt.auth import scopes
 from rt.engine import ledger
@@ -63,13 +63,8 @@ class HistoryQuery(BaseModel):
 def deal(position: Position) -> dict[str, Any]:
     """A closed position as a MetaTrader deal pair: its opening and its closing, with the P&L net of fees."""
     return {
-        "ticket": position.id,
-        "symbol": symbols.to_tradyn(position.symbol),
-        "type": "buy" if position.side == "long" else "sell",
-        "volume": symbols.to_lots(position.quantity, position.symbol),
-        "open_price": position.entry_price,
+        **opening(position),
         "close_price": position.current_price,
-        "open_time": position.created_at,
         "close_time": position.closed_at,
         "profit": position.realized_pnl,
         "swap": Decimal(0),

@@ -37,19 +37,26 @@ def _zero_is_none(value: object) -> object:
 Protection = Annotated[Amount | None, BeforeValidator(_zero_is_none)]
 
 
-def position_json(position: Position) -> dict[str, Any]:
+def opening(position: Position) -> dict[str, Any]:
+    """What a position and the deal it becomes both say of how it opened."""
     return {
         "ticket": position.id,
         "symbol": symbols.to_tradyn(position.symbol),
         "type": "buy" if position.side == "long" else "sell",
         "volume": symbols.to_lots(position.quantity, position.symbol),
         "open_price": position.entry_price,
+        "open_time": position.created_at,
+    }
+
+
+def position_json(position: Position) -> dict[str, Any]:
+    return {
+        **opening(position),
         "current_price": position.current_price,
         "sl": position.stop_loss or ZERO,
         "tp": position.take_profit or ZERO,
         "profit": position.unrealized_pnl if position.status == "open" else position.realized_pnl,
         "swap": ZERO,
-        "open_time": position.created_at,
         "status": position.status,
         "exchange": position.exchange,
         "comment": position.strategy_id or "",
