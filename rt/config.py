@@ -139,7 +139,20 @@ OPTIONS: tuple[Option, ...] = (
         "How long POST /v1/positions waits for Cerberus and the venue before answering 202 pending_validation.",
     ),
     Option("leverage", "RT_LEVERAGE", "1", str, "Margin model: position notional / leverage is the margin used."),
-    Option("ws_queue", "RT_WS_QUEUE", 1024, int, "Messages a WebSocket may have queued before it is closed (4008)."),
+    Option(
+        "ws_queue",
+        "RT_WS_QUEUE",
+        1024,
+        int,
+        "Messages queued for a WebSocket client that is behind before it is closed (4008).",
+    ),
+    Option(
+        "ws_stall_s",
+        "RT_WS_STALL_S",
+        3.0,
+        float,
+        "Seconds a WebSocket client may stay behind (its send buffer over 64 KiB) before it is closed (4008).",
+    ),
     Option(
         "ws_heartbeat_s", "RT_WS_HEARTBEAT_S", 15, int, "Seconds of silence after which the server sends a heartbeat."
     ),
@@ -217,6 +230,7 @@ class Settings:
     validation_wait_ms: int = 1000
     leverage: str = "1"
     ws_queue: int = 1024
+    ws_stall_s: float = 3.0
     ws_heartbeat_s: int = 15
     ws_idle_s: int = 60
     ws_max_per_key: int = 20

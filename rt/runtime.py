@@ -333,7 +333,7 @@ async def open_runtime(settings: Settings, *, background: bool = False) -> Async
         feed=feed,
         idempotency=idempotency,
         tokens=open_tokens(settings.redis_url, settings.redis_prefix),
-        hub=Hub(bus),
+        hub=Hub(bus, held_limit=settings.ws_queue),
         runner=Runner(engine, store),
         box=box,
         instance_id=instance,

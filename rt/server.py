@@ -92,7 +92,7 @@ def _config(app: Starlette, settings: Settings) -> uvicorn.Config:
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=10,
-        ws="websockets-sansio",
+        ws="rt.session.wire:RtWebSocketProtocol",  # uvicorn's sans-I/O protocol, its transport handed to the session
         ws_per_message_deflate=False,  # ticks are small; deflate doubles the CPU and memory per connection
         ws_max_size=64 * 1024,
         ws_ping_interval=20,

@@ -20,8 +20,11 @@ class _Reader:
         self.read = read
         self.seen: list[Decimal] = []
 
-    def offer_event(self, channel: str, seq: int, frame: str) -> None:
+    def offer(self, out: object) -> None:
         self.seen.append(self.read())  # type: ignore[operator]
+
+    def fell_behind(self) -> None:
+        raise AssertionError("nothing is held")
 
 
 async def test_a_client_that_sees_a_tick_reads_positions_marked_to_it(tmp_path: Path) -> None:
@@ -33,8 +36,8 @@ async def test_a_client_that_sees_a_tick_reads_positions_marked_to_it(tmp_path: 
         book = runtime.engine.cached_book(account.id)
         assert book is not None
         reader = _Reader(lambda: book.positions[position.id].current_price)
-        runtime.hub.add(account.id, "ticks:BTC/USDT", reader)
-
-        for price in ("101", "99.5", "103"):
-            runtime.feed.set_price("BTC/USDT", D(price))
+        async with runtime.hub.subscribe(account.id, "ticks:BTC/USDT", reader) as subscription:
+            subscription.start(0)
+            for price in ("101", "99.5", "103"):
+                runtime.feed.set_price("BTC/USDT", D(price))
         assert reader.seen == [D("101"), D("99.5"), D("103")]

@@ -1,15 +1,22 @@
 """The hub: takes every delivery from the bus (and every tick from the market) and hands it to subscribed sessions.
 
-Each event is serialized once; the same bytes go to every subscriber's bounded queue.
+Each event is serialized and framed once (`frames.Outgoing`); the same bytes go to every subscriber.
+
+A subscription is taken with `Hub.subscribe`, an async context manager (broadcaster's shape) that owns the order
+of a subscribe: from the moment it is entered the subscription holds what is published, while its owner builds the
+snapshot or replay; `Subscription.start(floor)` then hands on what was held past the snapshot's seq and everything
+after it. Leaving the block by an exception, or without starting, removes it; once started it lasts until
+`Subscription.close()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
 from rt import metrics
@@ -17,85 +24,129 @@ from rt.bus import Bus
 from rt.channels import tick_json
 from rt.exchanges import Ticker
 from rt.records.events import Delivery
+from rt.session import frames
+from rt.session.frames import Outgoing
 from rt.wire import dumps
 
 log = logging.getLogger("rt.hub")
 
 _TICK_HISTORY = 256
+_DATA_MEMO = 64  # events whose serialized data is kept: one event arrives once per channel it goes to
 GLOBAL = "*"
 
 
 class Sink(Protocol):
     """A session as the hub sees it."""
 
-    def offer_event(self, channel: str, seq: int, frame: str) -> None:
-        """Queue a frame; a sink that cannot keep up closes itself (4008), never blocks the hub."""
+    def offer(self, out: Outgoing) -> None:
+        """Take a message; a sink that cannot keep up closes itself (4008), never blocks the hub."""
+
+    def fell_behind(self) -> None:
+        """More was published while it subscribed than it may hold: it closes itself (4008)."""
 
 
-def event_frame(channel: str, seq: int, event: str, data_json: bytes, ts_us: int | None = None) -> str:
-    """One event message, serialized once for every subscriber."""
-    ts = ts_us if ts_us is not None else time.time_ns() // 1000
-    return (
-        b'{"type":"event","channel":'
-        + dumps(channel)
-        + b',"seq":'
-        + str(seq).encode()
-        + b',"event":'
-        + dumps(event)
-        + b',"ts":'
-        + str(ts).encode()
-        + b',"data":'
-        + data_json
-        + b"}"
-    ).decode()
+class Subscription:
+    """One sink on one (account, channel): holding until started, then handing on what is past its floor."""
+
+    __slots__ = ("_held", "_hub", "channel", "floor", "key", "sink")
+
+    def __init__(self, hub: Hub, key: tuple[str, str], sink: Sink) -> None:
+        self._hub = hub
+        self.key = key
+        self.channel = key[1]
+        self.sink = sink
+        self.floor = 0
+        self._held: list[tuple[int, Outgoing]] | None = []
+
+    @property
+    def started(self) -> bool:
+        return self._held is None
+
+    def deliver(self, seq: int, out: Outgoing) -> None:
+        held = self._held
+        if held is not None:
+            if len(held) >= self._hub.held_limit:
+                self.sink.fell_behind()
+                return
+            held.append((seq, out))
+        elif seq > self.floor:
+            self.sink.offer(out)
+
+    def start(self, floor: int) -> None:
+        """The snapshot (or replay) up to `floor` is sent: hand on what arrived meanwhile, past the floor."""
+        held, self._held = self._held or [], None
+        self.floor = floor
+        for seq, out in held:
+            if seq > floor:
+                self.sink.offer(out)
+
+    def close(self) -> None:
+        self._hub._remove(self)
 
 
 class Hub:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, held_limit: int = 1024) -> None:
         self._bus = bus
-        self._subs: dict[tuple[str, str], set[Sink]] = {}
+        self.held_limit = held_limit
+        self._subs: dict[tuple[str, str], dict[Subscription, None]] = {}
         self._tick_seq: dict[str, int] = {}
-        self._tick_history: dict[str, deque[tuple[int, str]]] = {}
+        self._tick_history: dict[str, deque[tuple[int, Outgoing]]] = {}
+        self._data_of: dict[str, bytes] = {}
         self.fanned_out = 0
 
     # subscriptions
 
-    def add(self, account_id: str, channel: str, sink: Sink) -> None:
-        self._subs.setdefault(_key(account_id, channel), set()).add(sink)
+    @contextlib.asynccontextmanager
+    async def subscribe(self, account_id: str, channel: str, sink: Sink) -> AsyncIterator[Subscription]:
+        subscription = Subscription(self, _key(account_id, channel), sink)
+        self._subs.setdefault(subscription.key, {})[subscription] = None
+        try:
+            yield subscription
+        except BaseException:
+            subscription.close()
+            raise
+        if not subscription.started:
+            subscription.close()
 
-    def remove(self, account_id: str, channel: str, sink: Sink) -> None:
-        key = _key(account_id, channel)
-        sinks = self._subs.get(key)
-        if sinks is not None:
-            sinks.discard(sink)
-            if not sinks:
-                del self._subs[key]
+    def _remove(self, subscription: Subscription) -> None:
+        subs = self._subs.get(subscription.key)
+        if subs is not None:
+            subs.pop(subscription, None)
+            if not subs:
+                del self._subs[subscription.key]
 
     def subscriptions(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
     # fan-out
 
-    def _fan_out(self, key: tuple[str, str], seq: int, frame: str) -> None:
-        sinks = self._subs.get(key)
-        if not sinks:
+    def _fan_out(self, key: tuple[str, str], seq: int, out: Outgoing) -> None:
+        subs = self._subs.get(key)
+        if not subs:
             return
-        channel = key[1]
         started = time.perf_counter()
-        for sink in sinks:  # offer_event never changes the hub's sets
-            sink.offer_event(channel, seq, frame)
-        self.fanned_out += len(sinks)
+        # A sink never changes the hub's subscriptions while it is handed a message (a session that closes is
+        # removed by its own task, later), so the dict is walked as it is.
+        for subscription in subs:
+            subscription.deliver(seq, out)
+        self.fanned_out += len(subs)
         metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
 
     def deliver(self, deliveries: Iterable[Delivery]) -> None:
-        data_of: dict[str, bytes] = {}  # an event goes to its channel and to `events`: serialize its data once
         for d in deliveries:
             key = (d.event.account_id, d.channel)
             if key in self._subs:
-                data = data_of.get(d.event.id)
-                if data is None:
-                    data = data_of[d.event.id] = dumps(d.event.data)
-                self._fan_out(key, d.seq, event_frame(d.channel, d.seq, d.event.event, data))
+                self._fan_out(key, d.seq, Outgoing(frames.event(d.channel, d.seq, d.event.event, self._data(d))))
+
+    def _data(self, d: Delivery) -> bytes:
+        """An event goes to its channel and to `events`, one delivery each: its data is serialized once."""
+        memo = self._data_of
+        data = memo.get(d.event.id)
+        if data is None:
+            if len(memo) >= _DATA_MEMO:
+                del memo[next(iter(memo))]
+            data = memo[d.event.id] = dumps(d.event.data)
+        return data
 
     async def run(self) -> None:
         """Forward bus deliveries for as long as the bus runs; a subscription that fails is made again."""
@@ -121,32 +172,32 @@ class Hub:
         if seq <= last:
             return  # heard already
         self._tick_seq[channel] = seq
-        frame = event_frame(channel, seq, "tick", dumps(tick_json(ticker)))
+        out = Outgoing(frames.event(channel, seq, "tick", dumps(tick_json(ticker))))
         ring = self._tick_history.get(channel)
         if ring is None:
             ring = self._tick_history[channel] = deque(maxlen=_TICK_HISTORY)
-        ring.append((seq, frame))
-        self._fan_out((GLOBAL, channel), seq, frame)
+        ring.append((seq, out))
+        self._fan_out((GLOBAL, channel), seq, out)
 
     def tick_seq(self, channel: str) -> int:
         return self._tick_seq.get(channel, 0)
 
-    def tick_history(self, channel: str, since: int) -> list[str] | None:
+    def tick_history(self, channel: str, since: int) -> list[Outgoing] | None:
         ring = self._tick_history.get(channel)
         last = self._tick_seq.get(channel, 0)
         if since >= last:
             return []
         if not ring or ring[0][0] > since + 1:
             return None
-        return [frame for seq, frame in ring if seq > since]
+        return [out for seq, out in ring if seq > since]
 
 
 def _key(account_id: str, channel: str) -> tuple[str, str]:
     return (GLOBAL, channel) if channel.startswith("ticks:") else (account_id, channel)
 
 
-def replay_frames(deliveries: list[Delivery]) -> list[str]:
-    return [event_frame(d.channel, d.seq, d.event.event, dumps(d.event.data)) for d in deliveries]
+def replay(deliveries: list[Delivery]) -> list[Outgoing]:
+    return [Outgoing(frames.event(d.channel, d.seq, d.event.event, dumps(d.event.data))) for d in deliveries]
 
 
-__all__ = ["Hub", "Sink", "event_frame", "replay_frames"]
+__all__ = ["Hub", "Sink", "Subscription", "replay"]

@@ -1,13 +1,16 @@
-"""One WebSocket session: a reader that handles client messages, a writer that drains one bounded queue.
+"""One WebSocket session: one task reads the client's messages; what goes out is written from wherever it is made.
 
-The reader and the writer run together; when one ends the other is cancelled. A session that cannot keep up
-is closed with 4008 and never slows the hub or the other sessions.
+Events from the hub, replies and heartbeats go straight to the wire (rt/session/wire.py) while the client keeps up.
+A client that is behind (its transport buffer over the high-water mark) gets a bounded queue, sent as one JSON array
+per write once it drains (`?batch=0`: one message per write); an event that finds the queue full, or the buffer over
+the mark for longer than RT_WS_STALL_S, closes the session with 4008, and never slows the hub or the other sessions.
+Replies to the client's own messages are never a reason for 4008: the reader waits for the wire to drain before it
+reads on, so a client that pipelines requests is slowed down, not cut.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import time
@@ -15,17 +18,18 @@ from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rt.api.idempotency import fingerprint
 from rt.auth.limiter import gcra
 from rt.auth.principal import Principal
+from rt.channels.hub import Subscription
 from rt.errors import RATE_LIMITED, RtError, TooManyRequests, outage
 from rt.records.ids import new_id
-from rt.session import commands, protocol
-from rt.wire import dumps
+from rt.session import commands, frames, protocol
+from rt.session.frames import Outgoing, now_us
+from rt.session.protocol import CloseCode
+from rt.session.wire import Wire
 
 if TYPE_CHECKING:
     from rt.runtime import Runtime
@@ -34,16 +38,13 @@ log = logging.getLogger("rt.session")
 
 ABUSE_LIMIT = 20  # refused commands in a row before the socket is closed with 4029
 COMMAND_GRACE_S = 10.0  # how long commands already received may run on after their socket is gone
+BATCH_MAX = 256  # messages in one catch-up array
 
 
 class State(Enum):
     OPEN = "open"
-    CLOSING = "closing"
+    CLOSING = "closing"  # the close frame goes once what is queued is sent
     CLOSED = "closed"
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 async def receive_frame(ws: WebSocket) -> str | bytes:
@@ -64,121 +65,151 @@ class Session:
         ws: WebSocket,
         runtime: Runtime,
         principal: Principal,
+        wire: Wire,
         *,
         batch: bool = True,
-        send: Send | None = None,
         token: str | None = None,
         first: protocol.Message | protocol.InvalidMessage | None = None,
     ) -> None:
         self.ws = ws
+        self.wire = wire
         self._token = token  # the (spent) token that opened this session, which later messages may repeat
         # What the first message that carried the token asked: a subscribe performed before any other frame, or the
         # error answering a Kraken subscribe rt maps to no channel.
         self._first = first
-        self._send = send or ws.send
         self.runtime = runtime
         self.engine = runtime.engine
         self.principal = principal
         self.batch = batch
         self.state = State.OPEN
         self.close_code: int | None = None
-        self.channels: set[str] = set()
+        self._close_reason = ""
+        self.subscriptions: dict[str, Subscription] = {}
         self.session_id = new_id("ses")
         self.cancel_on_disconnect = False
         self._mine: set[str] = set()
         self.unsaved = False  # an order of it, or the record itself, is not in the durable switch yet
-        self._queue: deque[str] = deque()
+        self._queue: deque[bytes] | None = None  # only while the client is behind
         self._limit = runtime.settings.ws_queue
-        self._wake = asyncio.Event()
+        self._stall = float(runtime.settings.ws_stall_s)
         self._last_in = time.monotonic()
         self._last_out = self._last_in
+        self._sent = 0  # messages written, read by the clock to tell silence
+        self._sent_seen = 0
         self._tat: float | None = None
         self._refused = 0
-        self._floor: dict[str, int] = {}
-        self._held: dict[str, list[tuple[int, str]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
         self.draining = False
+        wire.on_drain(self._drain)
 
-    # the hub's side
+    @property
+    def channels(self) -> set[str]:
+        """The channels whose snapshot is sent and whose events flow."""
+        return {channel for channel, sub in self.subscriptions.items() if sub.started}
 
-    def offer_event(self, channel: str, seq: int, frame: str) -> None:
-        """An event from the hub; ones already covered by this channel's snapshot or replay are dropped."""
-        held = self._held.get(channel)
-        if held is not None:
-            if len(held) >= self._limit:
-                self.runtime.sessions.slow_consumer_closes += 1
-                self.begin_close(protocol.SLOW_CONSUMER, "slow consumer: send queue full")
-            held.append((seq, frame))
-        elif seq > self._floor.get(channel, 0):
-            self.offer(frame)
+    # what goes out
 
-    def hold(self, channel: str) -> None:
-        """Subscribed at the hub, snapshot not sent yet: keep this channel's events until it is."""
-        self._held[channel] = []
+    def offer(self, out: Outgoing) -> None:
+        """An event from the hub (or a replayed one)."""
+        if self._queue is None and not self.wire.paused and self.state is State.OPEN:
+            self.wire.write(out.payload, out.framed)
+            self._sent += 1
+        else:
+            self._push(out.payload, event=True)
 
-    def subscribed(self, channel: str, floor: int) -> None:
-        """The snapshot (or replay) up to `floor` is queued: release what arrived meanwhile, past the floor."""
-        self.channels.add(channel)
-        self._floor[channel] = floor
-        for seq, frame in self._held.pop(channel, []):
-            if seq > floor:
-                self.offer(frame)
+    def fell_behind(self) -> None:
+        self._slow_consumer("slow consumer: too many events while subscribing")
 
-    def release(self, channel: str) -> None:
-        self._held.pop(channel, None)
-
-    def offer(self, frame: str) -> None:
-        if self.state is not State.OPEN:
-            return
-        if len(self._queue) >= self._limit:
-            self.runtime.sessions.slow_consumer_closes += 1
-            self.begin_close(protocol.SLOW_CONSUMER, "slow consumer: send queue full")
-            return
-        self._queue.append(frame)
-        self._wake.set()
+    def send_bytes(self, payload: bytes) -> None:
+        """A reply, a snapshot, a heartbeat: in order with the events, never a reason for 4008."""
+        if self._queue is None and not self.wire.paused and self.state is State.OPEN:
+            self.wire.write(payload)
+            self._sent += 1
+        else:
+            self._push(payload, event=False)
 
     def send(self, message: dict[str, Any]) -> None:
-        self.offer(dumps(message).decode())
+        self.send_bytes(frames.message(message))
+
+    def _push(self, payload: bytes, event: bool) -> None:
+        if self.state is not State.OPEN:
+            return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if event and (len(queue) >= self._limit or time.monotonic() - self.wire.paused_at > self._stall):
+            self._slow_consumer("slow consumer: send queue full")
+            return
+        queue.append(payload)
+        if not self.wire.paused:
+            self._drain()
+
+    def _drain(self) -> None:
+        """The wire took what it had: send what is queued, as one array per write, until it is behind again."""
+        queue, wire = self._queue, self.wire
+        while queue and not wire.paused and not wire.closed:
+            if self.batch and len(queue) > 1:
+                wire.write(frames.batch([queue.popleft() for _ in range(min(len(queue), BATCH_MAX))]))
+            else:
+                wire.write(queue.popleft())
+            self._sent += 1
+        if not queue:
+            self._queue = None
+            if self.state is State.CLOSING:
+                self._close_wire()
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
+
+    def _slow_consumer(self, reason: str) -> None:
+        if self.state is State.CLOSED or self.close_code == CloseCode.SLOW_CONSUMER:
+            return
+        self.runtime.sessions.slow_consumer_closes += 1
+        log.info(
+            "slow consumer closed",
+            extra={"session_id": self.session_id, "account_id": self.principal.account_id, "queued": self.queue_depth},
+        )
+        self.state = State.CLOSING
+        self.close_code, self._close_reason = CloseCode.SLOW_CONSUMER, reason
+        self._close_wire()
 
     def begin_close(self, code: int, reason: str = "") -> None:
-        """Stop taking frames and let the writer close the socket after what is queued (none for 4008)."""
+        """Stop taking messages; the close frame goes once what is queued is sent."""
         if self.state is not State.OPEN:
             return
         self.state = State.CLOSING
-        self.close_code = code
-        self._close_reason = reason
-        if code == protocol.SLOW_CONSUMER:
-            self._queue.clear()
-        self._wake.set()
+        self.close_code, self._close_reason = code, reason
+        if self._queue is None or self.wire.closed:
+            self._close_wire()
+
+    def _close_wire(self) -> None:
+        """The close frame now: what is still queued is dropped, never sent ahead of it."""
+        self._queue = None
+        self.wire.close(self.close_code or CloseCode.NORMAL, protocol.close_reason(self._close_reason))
 
     # running
 
     async def run(self) -> None:
-        hub = self.runtime.hub
-        reader = asyncio.create_task(self._reader(), name="ws-reader")
-        writer = asyncio.create_task(self._writer(), name="ws-writer")
         try:
-            done, pending = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            # The other side may fail too (a dropped client fails both reader and writer): nothing left to report.
-            await asyncio.gather(*pending, return_exceptions=True)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    if not isinstance(exc, WebSocketDisconnect):
-                        log.error("session failed", exc_info=exc)
-                        await self._close(protocol.INTERNAL, "internal error")
+            await self._reader()
+        except WebSocketDisconnect:
+            pass  # either side closed: a normal end
+        except Exception:
+            if self.wire.closed:
+                log.debug("session ended while closing", exc_info=True)
+            else:
+                log.error("session failed", exc_info=True)
+                self.state = State.CLOSING
+                self.close_code, self._close_reason = CloseCode.INTERNAL, "internal error"
+                self._close_wire()
         finally:
             self.state = State.CLOSED
+            self._queue = None
             self.closed.set()
-            for channel in self.channels | set(self._held):
-                hub.remove(self.principal.account_id, channel, self)
+            for subscription in self.subscriptions.values():
+                subscription.close()
             await self._settle_commands()
             if self.cancel_on_disconnect:
                 await self._cancel_mine()
@@ -197,52 +228,39 @@ class Session:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
-    async def _close(self, code: int, reason: str = "") -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
-
     def on_clock(self, now: float, heartbeat: float, idle: float) -> None:
         """Called about once a second by the manager's one timer (a timer per delivery would cost more than
-        the delivery): heartbeat after silence, close an idle socket."""
-        if self.state is not State.OPEN or self._queue:
+        the delivery): a client behind for too long is closed, a heartbeat after silence, an idle socket closed."""
+        if self.state is State.CLOSED:
             return
-        if not self.channels and now - self._last_in > idle:
-            self.begin_close(protocol.IDLE, "idle: no subscription and no message")
+        if self._queue is not None:
+            if self.wire.paused and now - self.wire.paused_at > self._stall:
+                if self.state is State.CLOSING:
+                    self._close_wire()  # it will not read what it still has queued: the close goes now
+                else:
+                    self._slow_consumer("slow consumer: not reading")
+            return
+        if self.state is not State.OPEN:
+            return
+        if self._sent != self._sent_seen:
+            self._sent_seen, self._last_out = self._sent, now
+        if not self.subscriptions and now - self._last_in > idle:
+            self.begin_close(CloseCode.IDLE, "idle: no subscription and no message")
         elif now - self._last_out >= heartbeat:
-            self.send({"type": "heartbeat", "ts": now_us()})
-
-    async def _writer(self) -> None:
-        while True:
-            if not self._queue and self.state is State.OPEN:
-                self._wake.clear()
-                await self._wake.wait()
-            if self._queue:
-                await self._flush()
-                self._last_out = time.monotonic()
-            if self.state is State.CLOSING and not self._queue:
-                await self._close(self.close_code or protocol.NORMAL, getattr(self, "_close_reason", ""))
-                return
-
-    async def _flush(self) -> None:
-        queue = self._queue
-        if self.batch and len(queue) > 1:
-            frames = [queue.popleft() for _ in range(min(len(queue), 256))]
-            text = "[" + ",".join(frames) + "]"
-        else:
-            text = queue.popleft()
-        try:
-            await self._send({"type": "websocket.send", "text": text})
-        except OSError:  # uvicorn's ClientDisconnected: the client is gone, as Starlette's send would report it
-            raise WebSocketDisconnect(1006) from None
+            self.send_bytes(frames.heartbeat())
+            self._sent_seen, self._last_out = self._sent, now
 
     async def _reader(self) -> None:
         if self._first is not None:
             first, self._first = self._first, None
             if isinstance(first, protocol.InvalidMessage):
-                self.send(protocol.error_frame(first, first.request_id))
+                self.send_bytes(frames.error(first, first.request_id))
             else:
                 await self.handle(first)
+        wire = self.wire
         while True:
+            if wire.paused:
+                await wire.drained()  # replies wait for the client to read them: back-pressure on what it sends
             raw = await receive_frame(self.ws)
             self._last_in = time.monotonic()
             if self.state is not State.OPEN:
@@ -250,7 +268,7 @@ class Session:
             try:
                 message = protocol.parse(raw)
             except protocol.InvalidMessage as exc:
-                self.send(protocol.error_frame(exc, exc.request_id))
+                self.send_bytes(frames.error(exc, exc.request_id))
                 continue
             await self.handle(message)
 
@@ -269,7 +287,7 @@ class Session:
             elif message.op == "unsubscribe":
                 self.unsubscribe(message)
             elif message.op == "ping":
-                self.send({"type": "pong", "id": message.id, "ts": now_us()})
+                self.send_bytes(frames.pong(message.id))
             elif message.op == "auth":
                 raise RtError("already authenticated", status=400, code="BAD_REQUEST")
             elif message.op in commands.COMMANDS:
@@ -284,12 +302,12 @@ class Session:
             else:
                 raise RtError(f"unknown op {message.op!r}", status=400, code="BAD_REQUEST")
         except RtError as exc:
-            self.send(protocol.error_frame(exc, message.id))
+            self.send_bytes(frames.error(exc, message.id))
         except Exception as exc:
             unavailable = outage(exc)
             if unavailable is None:
                 raise
-            self.send(protocol.error_frame(unavailable, message.id))
+            self.send_bytes(frames.error(unavailable, message.id))
 
     def _own_token(self, token: str) -> bool:
         """Kraken clients repeat the session's token in every subscribe: that one is accepted (it is spent and grants
@@ -305,7 +323,7 @@ class Session:
             return
         self._refused += 1
         if self._refused >= ABUSE_LIMIT:
-            self.begin_close(protocol.RATE_LIMITED, "command rate limit")
+            self.begin_close(CloseCode.RATE_LIMITED, "command rate limit")
         raise TooManyRequests(
             f"command rate limit of {tier.per_minute}/min exceeded; retry in {decision.retry_after:.1f}s",
             code=RATE_LIMITED,
@@ -337,42 +355,25 @@ class Session:
                     lambda: self._as_pair(op, handler, params),
                 )
                 if status >= 400:
-                    self._send_error_body(message.id, body)
+                    self.send_bytes(frames.error_body(message.id, body))
                     return
             self.runtime.sessions.observe_command(op, (now_us() - time_in) / 1000)
-            self.offer(
-                '{"type":"result","id":'
-                + orjson.dumps(message.id).decode()
-                + ',"time_in":'
-                + str(time_in)
-                + ',"time_out":'
-                + str(now_us())
-                + ',"data":'
-                + body.decode()
-                + "}"
-            )
+            self.send_bytes(frames.result(message.id, time_in, body))
         except RtError as exc:
-            frame = protocol.error_frame(exc, message.id)
-            frame["time_in"], frame["time_out"] = time_in, now_us()
-            self.send(frame)
+            self.send_bytes(frames.error(exc, message.id, time_in))
         except Exception as exc:
             error: RtError | None = outage(exc)
             if error is None:
                 log.exception("command failed", extra={"op": op})
                 error = RtError("the server failed to run this command")
-            frame = protocol.error_frame(error, message.id)
-            frame["time_in"], frame["time_out"] = time_in, now_us()
-            self.send(frame)
+            self.send_bytes(frames.error(error, message.id, time_in))
 
     async def _as_pair(self, op: str, handler: commands.Command, params: dict[str, Any]) -> tuple[int, bytes]:
         try:
             result = await handler(self, params)
             return commands.answer_status(op, result), commands.encode(result)
         except RtError as exc:
-            return exc.status, dumps(exc.problem())
-
-    def _send_error_body(self, request_id: str | int, body: bytes) -> None:
-        self.offer('{"type":"error","id":' + orjson.dumps(request_id).decode() + ',"error":' + body.decode() + "}")
+            return exc.status, frames.message(exc.problem())
 
     async def subscribe(self, message: protocol.Message) -> None:
         channel = message.channel
@@ -380,18 +381,18 @@ class Session:
             raise RtError("subscribe needs a `channel`", status=400, code="BAD_REQUEST")
         scope = protocol.channel_scope(channel)
         protocol.require(self.principal.scopes, scope)
-        if channel in self.channels:
+        if channel in self.subscriptions:
             raise RtError(f"already subscribed to {channel}", status=400, code="BAD_REQUEST")
         await self.runtime.sessions.attach(self, channel, message.id, message.since)
 
     def unsubscribe(self, message: protocol.Message) -> None:
         channel = message.channel or ""
-        if channel not in self.channels:
+        subscription = self.subscriptions.get(channel)
+        if subscription is None or not subscription.started:
             raise RtError(f"not subscribed to {channel!r}", status=400, code="BAD_REQUEST")
-        self.channels.discard(channel)
-        self._floor.pop(channel, None)
-        self.runtime.hub.remove(self.principal.account_id, channel, self)
-        self.send({"type": "unsubscribed", "channel": channel, "id": message.id})
+        del self.subscriptions[channel]
+        subscription.close()
+        self.send_bytes(frames.unsubscribed(channel, message.id))
 
     # dead man's switch
 

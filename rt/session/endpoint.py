@@ -16,6 +16,8 @@ from rt.errors import IP_LOCKED_OUT, RtError
 from rt.runtime import Runtime
 from rt.session import protocol
 from rt.session.connection import Session, receive_frame
+from rt.session.protocol import CloseCode
+from rt.session.wire import WIRE, AsgiWire, Wire
 
 log = logging.getLogger("rt.session")
 
@@ -95,7 +97,7 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
             if opening is None:
                 return
             if opening.token is None:
-                await _close(ws, protocol.TOKEN_INVALID, opening.reason)
+                await _close(ws, CloseCode.TOKEN_INVALID, opening.reason)
                 return
             token, first = opening.token, opening.then
             principal = await _principal(runtime, token, ip)
@@ -103,15 +105,21 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
             await _refuse(runtime, ws, ip)
             return
         if not runtime.sessions.admit(principal):
-            await ws.close(protocol.RATE_LIMITED, "too many sessions for this key")
+            await ws.close(CloseCode.RATE_LIMITED, "too many sessions for this key")
             return
     batch = ws.query_params.get("batch", "1") != "0"
-    session = Session(ws, runtime, principal, batch=batch, send=raw_send, token=token, first=first)
+    wire: Wire | None = ws.scope.get("extensions", {}).get(WIRE)
+    fallback = None
+    if wire is None:  # not under `rt serve`'s protocol: the same contract over ASGI send
+        wire = fallback = AsgiWire(raw_send or ws.send)
+    session = Session(ws, runtime, principal, wire, batch=batch, token=token, first=first)
     runtime.sessions.register(session)
     try:
         await session.run()
     finally:
         runtime.sessions.unregister(session)
+        if fallback is not None:
+            await fallback.stop()
 
 
 async def _opening(ws: WebSocket) -> protocol.Opening | None:
@@ -137,4 +145,4 @@ async def _refuse(runtime: Runtime, ws: WebSocket, ip: str) -> None:
     s = runtime.settings
     await runtime.limiter.fail(ip, s.lockout_threshold, s.lockout_window, s.lockout_seconds)
     runtime.audit.record("auth.failed", account_id=None, ip=ip, code="WS_TOKEN_INVALID", method="WS")
-    await _close(ws, protocol.TOKEN_INVALID, protocol.TOKEN_REFUSED)
+    await _close(ws, CloseCode.TOKEN_INVALID, protocol.TOKEN_REFUSED)

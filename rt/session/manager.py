@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from rt.auth.principal import Principal
 from rt.channels import snapshot
-from rt.channels.hub import replay_frames
+from rt.channels.hub import Subscription, replay
 from rt.coord import raise_if_cancelled
 from rt.coord.deadman import BEAT_S, open_deadman
 from rt.coord.roles import Roles
 from rt.engine import trading
 from rt.engine.engine import Engine
 from rt.errors import RtError
-from rt.session import protocol
+from rt.session import frames, protocol
+from rt.session.frames import Outgoing
+from rt.session.protocol import CloseCode
 
 if TYPE_CHECKING:
     from rt.runtime import Runtime
@@ -103,27 +105,27 @@ class Sessions:
 
     async def attach(self, session: Session, channel: str, request_id: Any, since: int | None) -> None:
         """subscribed, then a snapshot (or the replay of what was missed), then live events: in that order."""
-        runtime = self.runtime
         account_id = session.principal.account_id
         # At the hub first, holding events: whatever is published while the snapshot is built is kept, and what the
         # snapshot already covers is dropped by seq.
-        session.hold(channel)
-        runtime.hub.add(account_id, channel, session)
-        try:
-            await self._attach(session, channel, request_id, since)
-        except BaseException:
-            session.release(channel)
-            runtime.hub.remove(account_id, channel, session)
-            raise
+        async with self.runtime.hub.subscribe(account_id, channel, session) as subscription:
+            session.subscriptions[channel] = subscription
+            try:
+                await self._attach(subscription, session, channel, request_id, since)
+            except BaseException:
+                session.subscriptions.pop(channel, None)
+                raise
 
-    async def _attach(self, session: Session, channel: str, request_id: Any, since: int | None) -> None:
+    async def _attach(
+        self, subscription: Subscription, session: Session, channel: str, request_id: Any, since: int | None
+    ) -> None:
         runtime = self.runtime
         account_id = session.principal.account_id
         if channel.startswith(protocol.TICKS):
             data = await snapshot(runtime.engine, account_id, channel)
             last = runtime.hub.tick_seq(channel)
             missed = runtime.hub.tick_history(channel, since) if since is not None else None
-            self._open(session, channel, request_id, last, since, missed, data)
+            self._open(subscription, session, request_id, last, since, missed, data)
             return
         # Under the account's writer lock no command can commit, so the snapshot and `last` agree.
         async with runtime.engine.lock(account_id):
@@ -132,34 +134,32 @@ class Sessions:
             if since is not None:
                 history = await runtime.bus.history(account_id, channel, since)
                 if history is not None:
-                    missed = replay_frames(history)
+                    missed = replay(history)
                     # Another instance may publish between reading `last` and the history: never send it twice.
                     last = max([last, *(d.seq for d in history)])
             data = None
             if missed is None:
                 data = await snapshot(runtime.engine, account_id, channel, runtime.runner)
-            self._open(session, channel, request_id, last, since, missed, data)
+            self._open(subscription, session, request_id, last, since, missed, data)
 
     def _open(
         self,
+        subscription: Subscription,
         session: Session,
-        channel: str,
         request_id: Any,
         last: int,
         since: int | None,
-        missed: list[str] | None,
+        missed: list[Outgoing] | None,
         data: Any,
     ) -> None:
-        session.send({"type": "subscribed", "channel": channel, "id": request_id, "seq": last})
+        channel = subscription.channel
+        session.send_bytes(frames.subscribed(channel, request_id, last))
         if since is not None and missed is not None and since <= last:
-            for frame in missed:
-                session.offer(frame)
+            for out in missed:
+                session.offer(out)
         else:
-            message: dict[str, Any] = {"type": "snapshot", "channel": channel, "seq": last, "data": data}
-            if since is not None:
-                message["reset"] = True
-            session.send(message)
-        session.subscribed(channel, last)
+            session.send_bytes(frames.snapshot(channel, last, data, reset=since is not None))
+        subscription.start(last)
 
     # dead man's switch, per account, surviving the session that armed it and the instance that had it
 
@@ -228,17 +228,8 @@ class Sessions:
                     break
                 if record is None or record.revoked_at is not None:
                     for session in list(self._by_key.get(key_id, ())):
-                        session.send(
-                            {
-                                "type": "error",
-                                "error": {
-                                    "code": "API_KEY_REVOKED",
-                                    "status": 401,
-                                    "detail": "the key of this session was revoked",
-                                },
-                            }
-                        )
-                        session.begin_close(protocol.TOKEN_INVALID, "key revoked")
+                        session.send_bytes(frames.revoked())
+                        session.begin_close(CloseCode.TOKEN_INVALID, "key revoked")
 
     async def run_clock(self, every: float = 1.0) -> None:
         """One timer for every session's heartbeat and idle check; beside it, the dead man's switch: this
@@ -264,12 +255,12 @@ class Sessions:
         self.closing = True  # new handshakes are refused from now on
         sessions = self.all()
         for session in sessions:
-            session.send({"type": "event", "event": "server.shutdown", "ts": time.time_ns() // 1000})
+            session.send_bytes(frames.shutdown())
             session.draining = True
         # Commands already received finish and their results go out before the close.
         await asyncio.gather(*(s.finish_commands(grace) for s in sessions))
         for session in sessions:
-            session.begin_close(protocol.GOING_AWAY, "server shutting down")
+            session.begin_close(CloseCode.GOING_AWAY, "server shutting down")
         if sessions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in sessions)), grace)

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rt.auth import scopes
-from rt.errors import BadRequest, Forbidden, RtError
+from rt.errors import BadRequest, Forbidden
 from rt.payload import depth_error, too_deep
 
-# Close codes
-NORMAL = 1000
-GOING_AWAY = 1001
-INTERNAL = 1011
-TOKEN_INVALID = 4001
-SCOPE = 4003
-SLOW_CONSUMER = 4008
-IDLE = 4009
-RATE_LIMITED = 4029
+
+class CloseCode(IntEnum):
+    """Why the server closed the socket (SPEC §6)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the server is shutting down
+    INTERNAL = 1011
+    TOKEN_INVALID = 4001  # no token, a refused one, or the key was revoked
+    SCOPE = 4003
+    SLOW_CONSUMER = 4008  # the client did not read fast enough
+    IDLE = 4009  # no subscription and no message for RT_WS_IDLE_S
+    RATE_LIMITED = 4029
+
 
 AUTH_TIMEOUT_S = 5.0
 # A close reason is at most 123 bytes (RFC 6455 §5.5: a control frame's payload is at most 125, with the code).
@@ -177,10 +182,3 @@ def channel_scope(channel: str) -> str:
 def require(granted: frozenset[str], scope: str) -> None:
     if scope not in granted:
         raise Forbidden(f"this key lacks the {scope} scope", required_scope=scope)
-
-
-def error_frame(exc: RtError, request_id: str | int | None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "error": exc.problem()}
-    if request_id is not None:
-        frame["id"] = request_id
-    return frame

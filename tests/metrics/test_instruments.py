@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from rt.channels.hub import Hub
 from rt.engine import kill
 from rt.errors import Locked, ValidationFailed
+from rt.session.frames import Outgoing
 from tests.engine.conftest import Rig
 from tests.metrics.conftest import Samples
 
@@ -62,10 +64,13 @@ async def test_every_store_commit_is_timed(rig: Rig) -> None:
 
 class Sink:
     def __init__(self) -> None:
-        self.frames: list[str] = []
+        self.frames: list[bytes] = []
 
-    def offer_event(self, channel: str, seq: int, frame: str) -> None:
-        self.frames.append(frame)
+    def offer(self, out: Outgoing) -> None:
+        self.frames.append(out.payload)
+
+    def fell_behind(self) -> None:
+        raise AssertionError("nothing is held")
 
 
 async def test_fan_out_is_timed_once_per_event_and_counted_per_subscriber(rig: Rig) -> None:
@@ -73,12 +78,14 @@ async def test_fan_out_is_timed_once_per_event_and_counted_per_subscriber(rig: R
     events = samples.value("rt_hub_fanout_duration_seconds_count")
     hub = Hub(rig.bus)
     sinks = [Sink(), Sink(), Sink()]
-    for sink in sinks:
-        hub.add("acc_1", "ticks:BTC/USDT", sink)
-    ticker = rig.set_price(Decimal("101"))
+    async with contextlib.AsyncExitStack() as stack:
+        for sink in sinks:
+            subscription = await stack.enter_async_context(hub.subscribe("acc_1", "ticks:BTC/USDT", sink))
+            subscription.start(0)
+        ticker = rig.set_price(Decimal("101"))
 
-    hub.tick(ticker)
-    hub.tick(rig.set_price(Decimal("102"), "ETH/USDT"))  # no subscriber: nothing handed out, nothing timed
+        hub.tick(ticker)
+        hub.tick(rig.set_price(Decimal("102"), "ETH/USDT"))  # no subscriber: nothing handed out, nothing timed
 
     assert [len(s.frames) for s in sinks] == [1, 1, 1]
     assert hub.fanned_out == 3

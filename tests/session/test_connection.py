@@ -1,6 +1,6 @@
 """rt/session/connection: frames read by a session, and its idempotent commands, without a socket.
 
-A Session reads from a fake WebSocket that hands it frames; what it would send stays in its queue.
+A Session reads from a fake WebSocket that hands it frames; what it sends is kept by a RecordingWire.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rt.runtime import Runtime, open_runtime
 from rt.session.connection import Session
 from rt.session.protocol import Message
 from tests.crash import Died, die_after_commit, settings
+from tests.session.wires import RecordingWire
 
 RESTING = {"exchange": "paper", "symbol": "ETH/USDT", "side": "buy", "type": "limit", "quantity": 0.01, "price": 1000}
 
@@ -55,13 +56,12 @@ async def principal_of(runtime: Runtime, account_id: str | None = None) -> Princ
 
 
 def session_of(runtime: Runtime, principal: Principal, frames: list[str] | None = None) -> Session:
-    return Session(FakeSocket(frames or []), runtime, principal)  # type: ignore[arg-type]
+    return Session(FakeSocket(frames or []), runtime, principal, RecordingWire())  # type: ignore[arg-type]
 
 
 def sent(session: Session) -> list[dict[str, Any]]:
-    frames = [orjson.loads(frame) for frame in session._queue]
-    session._queue.clear()
-    return frames
+    assert isinstance(session.wire, RecordingWire)
+    return session.wire.messages()
 
 
 async def read_all(session: Session) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import pytest
 
 from rt.auth import scopes
 from rt.errors import BadRequest, Forbidden
-from rt.session import protocol
+from rt.session import frames, protocol
 from rt.session.protocol import InvalidMessage, channel_scope, parse, require
 
 
@@ -150,8 +150,8 @@ def test_a_trade_only_key_may_not_read_positions() -> None:
 
 def test_an_error_frame_carries_the_problem_and_only_a_real_id() -> None:
     error = Forbidden("this key lacks the orders:write scope", required_scope=scopes.ORDERS_WRITE)
-    frame = protocol.error_frame(error, "c1")
+    frame = frames.error_message(error, "c1")
     assert frame["type"] == "error" and frame["id"] == "c1"
     assert frame["error"]["code"] == "INSUFFICIENT_SCOPE" and frame["error"]["status"] == 403
-    assert "id" not in protocol.error_frame(error, None)
-    assert protocol.error_frame(error, 0)["id"] == 0
+    assert "id" not in frames.error_message(error, None)
+    assert frames.error_message(error, 0)["id"] == 0

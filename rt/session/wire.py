@@ -1,0 +1,238 @@
+"""How a session's frames reach its client: straight to the transport, or through ASGI `send`.
+
+Under `rt serve`, uvicorn runs `RtWebSocketProtocol` (rt/server.py names it by import string): uvicorn and Starlette
+keep the handshake, and once the socket is accepted the session writes pre-framed bytes to the transport itself,
+synchronously, from the hub's fan-out. The transport says when its buffer passes the high-water mark
+(`pause_writing`) and when it drained (`resume_writing`); the session queues only while it is paused.
+
+A session closes the socket with `Wire.close`: the close frame goes to the transport at once (what was still queued
+in the session is dropped, never sent ahead of it), and the TCP connection is aborted when the client has not
+answered the close within `CLOSE_TIMEOUT_S`, so a client that stopped reading pins no buffer.
+
+Under any other ASGI server the session gets `AsgiWire`, which emulates the same contract over `send` with one
+writer task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from starlette.types import Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+
+from rt.session.frames import text_frame
+
+WIRE = "rt.wire"  # the scope extension that hands the session its transport
+HIGH_WATER = 64 * 1024  # bytes the transport may buffer before the session queues instead
+LOW_WATER = 16 * 1024
+CLOSE_TIMEOUT_S = 3.0  # after the close frame, how long the client has to answer it before the connection is cut
+
+
+class Wire(Protocol):
+    """A session's way out."""
+
+    paused: bool  # the client is behind: the transport's buffer is over its high-water mark
+    paused_at: float  # time.monotonic() when it last paused
+
+    def write(self, payload: bytes, framed: bytes | None = None) -> None:
+        """Send one text message; `framed` is the same message already framed, to be written as it is."""
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time a paused transport drains below its low-water mark."""
+
+    async def drained(self) -> None:
+        """Return once the transport is not paused (at once when it is not, or when the connection is gone)."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Send the close frame now and end the connection, cutting it if the client does not answer in time."""
+
+    @property
+    def closed(self) -> bool:
+        """The close frame was sent, or the connection is gone: nothing more can be written."""
+
+
+class TransportWire:
+    """The fast path: frames written to the uvicorn connection's transport."""
+
+    __slots__ = ("_on_drain", "_protocol", "_transport", "paused", "paused_at")
+
+    def __init__(self, protocol: RtWebSocketProtocol) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._on_drain: Callable[[], None] | None = None
+        self.paused = False
+        self.paused_at = 0.0
+
+    def write(self, payload: bytes, framed: bytes | None = None) -> None:
+        if self._protocol.close_sent or self._transport.is_closing():
+            return
+        self._transport.write(framed if framed is not None else text_frame(payload))
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        self._on_drain = callback
+
+    async def drained(self) -> None:
+        await self._protocol.writable.wait()
+
+    def close(self, code: int, reason: str) -> None:
+        self._protocol.close_now(code, reason)
+
+    @property
+    def closed(self) -> bool:
+        return self._protocol.close_sent or self._transport.is_closing()
+
+    # the transport's side
+
+    def _paused(self) -> None:
+        self.paused = True
+        self.paused_at = time.monotonic()
+
+    def _resumed(self) -> None:
+        self.paused = False
+        if self._on_drain is not None:
+            self._on_drain()
+
+
+class RtWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O websockets protocol, handing the accepted socket's transport to the session (the `rt.wire`
+    scope extension), with a close that cuts a client that does not answer it."""
+
+    wire: TransportWire | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            self.wire = TransportWire(self)
+            scope["extensions"][WIRE] = self.wire
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # The handshake is done: what it parsed is no longer needed, and a connection held for hours should
+            # not keep it.
+            self.request = self.response = None  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.wire is not None:
+            self.wire._paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.wire is not None:
+            self.wire._resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.wire is not None:
+            self.wire.paused = False
+
+    def close_now(self, code: int, reason: str) -> None:
+        """The close frame ahead of anything the session still had queued; the connection cut after
+        CLOSE_TIMEOUT_S without the client's answer (a client that stopped reading never gives one)."""
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        with contextlib.suppress(InvalidState):
+            self.conn.send_close(code, reason)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
+
+    def handle_close(self, event: Any) -> None:
+        if self.close_sent and self.close_timer is not None:
+            # The client answered our close: the closing handshake is complete, the rest can be flushed.
+            self.close_timer.cancel()
+            self.close_timer = None
+            self.transport.close()
+            return
+        super().handle_close(event)
+
+
+class AsgiWire:
+    """The same contract over ASGI `send` (another server than `rt serve`'s uvicorn): one writer task sends what is
+    buffered; "paused" is more than `high` messages waiting."""
+
+    def __init__(self, send: Send, high: int = 64) -> None:
+        self._send = send
+        self._buffer: deque[bytes] = deque()
+        self._high = high
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._on_drain: Callable[[], None] | None = None
+        self._close: tuple[int, str] | None = None
+        self._gone = False
+        self.paused = False
+        self.paused_at = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="ws-writer")
+
+    def write(self, payload: bytes, framed: bytes | None = None) -> None:
+        if self.closed:
+            return
+        self._buffer.append(payload)
+        if len(self._buffer) > self._high and not self.paused:
+            self.paused, self.paused_at = True, time.monotonic()
+            self._idle.clear()
+        self._wake.set()
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        self._on_drain = callback
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self._buffer.clear()
+        self._close = (code, reason)
+        self._wake.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._close is not None or self._gone
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                while self._buffer and self._close is None:
+                    await self._send({"type": "websocket.send", "text": self._buffer.popleft().decode()})
+                    if self.paused and len(self._buffer) <= self._high // 4:
+                        self.paused = False
+                        self._idle.set()
+                        if self._on_drain is not None:
+                            self._on_drain()
+                if self._close is not None:
+                    code, reason = self._close
+                    await self._send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+        except Exception:  # the client is gone: nothing more can be sent
+            self._gone = True
+        finally:
+            self._idle.set()
+
+    async def stop(self) -> None:
+        """The session ended: a close it asked for still goes out (briefly), then the writer ends."""
+        if self._close is not None and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), CLOSE_TIMEOUT_S)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

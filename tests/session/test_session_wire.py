@@ -1,0 +1,241 @@
+"""A session's way out, without a socket: straight to the wire while the client keeps up, a bounded queue sent as
+arrays once it drains when it is behind, 4008 for a client that stays behind, and replies that slow the reader
+instead of closing it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.frames import Frame, Opcode
+
+from rt.auth.principal import Principal
+from rt.bus.memory import MemoryBus
+from rt.channels.hub import Hub
+from rt.config import Settings
+from rt.records.events import Delivery, Event
+from rt.runtime import Runtime, open_runtime
+from rt.session import frames
+from rt.session.connection import Session, State
+from rt.session.frames import Outgoing
+from rt.session.protocol import CloseCode
+from tests.session.wires import RecordingWire
+
+
+@contextlib.asynccontextmanager
+async def running(data_dir: Path, **overrides: Any) -> AsyncIterator[Runtime]:
+    settings = Settings(data_dir=str(data_dir), bootstrap=False, paper_tick_ms=0, **overrides)
+    async with open_runtime(settings) as runtime:
+        yield runtime
+
+
+class Socket:
+    """Frames the client sends, handed out as the session reads them; the end is the client going away."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[str | None] = asyncio.Queue()
+        self.reads = 0
+
+    async def receive(self) -> dict[str, Any]:
+        frame = await self.frames.get()
+        self.reads += 1
+        if frame is None:
+            return {"type": "websocket.disconnect", "code": 1000}
+        return {"type": "websocket.receive", "text": frame}
+
+
+def session(runtime: Runtime, *, batch: bool = True) -> tuple[Session, RecordingWire, Socket]:
+    wire, socket = RecordingWire(), Socket()
+    principal = Principal("acct_1", "key_1", frozenset({"ws:connect", "market:read"}), "pro_plus", False)
+    return Session(socket, runtime, principal, wire, batch=batch), wire, socket  # type: ignore[arg-type]
+
+
+def tick(seq: int) -> Outgoing:
+    return Outgoing(frames.event("ticks:BTC/USDT", seq, "tick", b'{"last":1}'))
+
+
+async def test_a_client_that_keeps_up_gets_each_event_as_the_frame_every_subscriber_shares(tmp_path: Path) -> None:
+    async with running(tmp_path) as runtime:
+        (a, wire_a, _), (b, wire_b, _) = session(runtime), session(runtime)
+        out = tick(1)
+        a.offer(out)
+        b.offer(out)
+        assert wire_a.framed == wire_b.framed == [out.framed]
+        assert wire_a.framed[0] is wire_b.framed[0]  # built once
+        assert a.queue_depth == b.queue_depth == 0
+
+
+@pytest.mark.parametrize("batch", [True, False], ids=["batch", "batch=0"])
+async def test_a_client_behind_gets_what_was_queued_in_order_once_it_drains(tmp_path: Path, batch: bool) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, _ = session(runtime, batch=batch)
+        wire.pause()
+        for seq in range(1, 301):
+            s.offer(tick(seq))
+        s.send({"type": "pong", "id": 7})
+        assert wire.writes == [] and s.queue_depth == 301
+        wire.resume()
+        assert s.queue_depth == 0
+        # 256 messages at most per array: two writes batched, one per message with batch=0.
+        assert len(wire.writes) == (2 if batch else 301)
+        messages = wire.messages()
+        assert [m["seq"] for m in messages[:-1]] == list(range(1, 301))
+        assert messages[-1] == {"type": "pong", "id": 7}
+        s.offer(tick(301))  # caught up: straight to the wire again
+        assert len(wire.writes) == 1 and s.queue_depth == 0
+
+
+async def test_a_full_queue_closes_with_4008_and_drops_what_was_queued(tmp_path: Path) -> None:
+    async with running(tmp_path, ws_queue=10) as runtime:
+        s, wire, _ = session(runtime)
+        closes = runtime.sessions.slow_consumer_closes
+        wire.pause()
+        for seq in range(1, 12):
+            s.offer(tick(seq))
+        assert wire.close_code == CloseCode.SLOW_CONSUMER and "slow consumer" in wire.close_reason
+        assert runtime.sessions.slow_consumer_closes == closes + 1
+        assert s.queue_depth == 0 and s.state is State.CLOSING
+        wire.resume()
+        s.offer(tick(12))
+        assert wire.writes == []  # nothing after the close frame, nothing of what was queued
+
+
+async def test_a_client_behind_for_longer_than_the_stall_limit_is_closed_on_the_next_event(tmp_path: Path) -> None:
+    async with running(tmp_path, ws_stall_s=2.0) as runtime:
+        s, wire, _ = session(runtime)
+        wire.pause(ago=1.0)
+        s.offer(tick(1))
+        assert wire.close_code is None  # behind for a second: still in time
+        wire.pause(ago=2.5)
+        s.offer(tick(2))
+        assert wire.close_code == CloseCode.SLOW_CONSUMER
+
+
+async def test_the_clock_closes_a_client_stuck_behind_even_when_no_event_comes(tmp_path: Path) -> None:
+    async with running(tmp_path, ws_stall_s=2.0) as runtime:
+        s, wire, _ = session(runtime)
+        wire.pause()
+        s.send({"type": "snapshot"})
+        loop_now = wire.paused_at
+        s.on_clock(loop_now + 1.0, heartbeat=15, idle=60)
+        assert wire.close_code is None
+        s.on_clock(loop_now + 2.5, heartbeat=15, idle=60)
+        assert wire.close_code == CloseCode.SLOW_CONSUMER
+
+
+async def test_a_close_after_what_is_queued_waits_for_it_or_goes_when_the_client_stays_stuck(tmp_path: Path) -> None:
+    async with running(tmp_path, ws_stall_s=2.0) as runtime:
+        s, wire, _ = session(runtime)
+        wire.pause()
+        s.send_bytes(frames.shutdown())
+        s.begin_close(CloseCode.GOING_AWAY, "server shutting down")
+        assert wire.close_code is None
+        wire.resume()
+        assert [m["event"] for m in wire.messages()] == ["server.shutdown"]
+        assert wire.close_code == CloseCode.GOING_AWAY
+
+        stuck, stuck_wire, _ = session(runtime)
+        stuck_wire.pause()
+        stuck.send_bytes(frames.shutdown())
+        stuck.begin_close(CloseCode.GOING_AWAY, "server shutting down")
+        stuck.on_clock(stuck_wire.paused_at + 3.0, heartbeat=15, idle=60)
+        assert stuck_wire.close_code == CloseCode.GOING_AWAY  # its code, not 4008: it is closed for shutting down
+
+
+async def test_pipelined_pings_slow_the_reader_down_and_are_all_answered(tmp_path: Path) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, socket = session(runtime)
+        reader = asyncio.create_task(s.run())
+        wire.pause()  # the client reads slower than it writes
+        for n in range(1100):
+            socket.frames.put_nowait(orjson.dumps({"op": "ping", "id": n}).decode())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert socket.reads == 0  # while the client is behind, what it sent waits in its socket
+        wire.resume()
+        wire.pause()  # it reads a little, then is behind again
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert socket.reads == 1 and s.queue_depth == 1  # one ping read, its pong queued, and the reader waits
+        wire.resume()
+        socket.frames.put_nowait(None)  # the client leaves after its pings
+        await asyncio.wait_for(reader, 5)
+        pongs = [m["id"] for m in wire.messages() if m["type"] == "pong"]
+        assert pongs == list(range(1100))
+        assert wire.close_code is None
+
+
+async def test_the_hub_holds_events_while_subscribing_and_hands_on_only_those_past_the_snapshot() -> None:
+    hub = Hub(MemoryBus())
+    got: list[int] = []
+
+    class Sink:
+        def offer(self, out: Outgoing) -> None:
+            got.append(orjson.loads(out.payload)["seq"])
+
+        def fell_behind(self) -> None:
+            raise AssertionError("within the limit")
+
+    async with hub.subscribe("acct_1", "ticks:BTC/USDT", Sink()) as subscription:
+        hub._fan_out(("*", "ticks:BTC/USDT"), 4, tick(4))
+        hub._fan_out(("*", "ticks:BTC/USDT"), 5, tick(5))
+        assert got == []  # held while the snapshot is built
+        subscription.start(4)  # the snapshot covers seq 4
+    hub._fan_out(("*", "ticks:BTC/USDT"), 6, tick(6))
+    assert got == [5, 6]
+    subscription.close()
+    hub._fan_out(("*", "ticks:BTC/USDT"), 7, tick(7))
+    assert got == [5, 6] and hub.subscriptions() == 0
+
+    with pytest.raises(RuntimeError):
+        async with hub.subscribe("acct_1", "orders", Sink()):
+            assert hub.subscriptions() == 1
+            raise RuntimeError("the snapshot failed")
+    assert hub.subscriptions() == 0  # a subscribe that failed leaves nothing behind
+    async with hub.subscribe("acct_1", "orders", Sink()):
+        pass
+    assert hub.subscriptions() == 0  # nor one never started
+
+
+async def test_an_event_going_to_its_channel_and_to_events_is_serialized_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rt.channels.hub as hub_module
+
+    hub = Hub(MemoryBus())
+    got: list[bytes] = []
+
+    class Sink:
+        def offer(self, out: Outgoing) -> None:
+            got.append(out.payload)
+
+        def fell_behind(self) -> None:
+            raise AssertionError("within the limit")
+
+    calls = 0
+    real = hub_module.dumps
+
+    def counting(value: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        return real(value)
+
+    monkeypatch.setattr(hub_module, "dumps", counting)
+    event = Event("acct_1", "order.created", {"id": "ord_1", "price": 10})
+    async with contextlib.AsyncExitStack() as stack:
+        for channel in ("orders", "events"):
+            (await stack.enter_async_context(hub.subscribe("acct_1", channel, Sink()))).start(0)
+        hub.deliver([Delivery("orders", 1, event)])  # the bus hands them on one at a time
+        hub.deliver([Delivery("events", 1, event)])
+    assert calls == 1
+    assert [orjson.loads(p)["channel"] for p in got] == ["orders", "events"]
+    assert all(orjson.loads(p)["data"] == {"id": "ord_1", "price": 10} for p in got)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 70_000])
+def test_a_frame_is_what_the_websockets_library_itself_would_send(size: int) -> None:
+    payload = b"x" * size
+    assert frames.text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
