@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,9 +13,29 @@ from rt.errors import BadRequest
 from rt.wire import dumps
 
 if TYPE_CHECKING:
-    from rt.session.connection import Session
+    from rt.auth.principal import Principal
+    from rt.engine.engine import Engine
+    from rt.strategies.runner import Runner
 
-Command = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any]]]
+
+class Caller(Protocol):
+    """What a command uses of the session that runs it."""
+
+    principal: Principal
+    engine: Engine
+    runner: Runner
+    cancel_on_disconnect: bool
+
+    async def placed(self, order_id: str) -> None:
+        """An order of this session, for its cancel_on_disconnect."""
+
+    async def configure(self, cancel_on_disconnect: bool) -> None: ...
+
+    async def cancel_after(self, timeout_s: int) -> dict[str, Any]:
+        """Arm (or with 0 disarm) the account's dead man's switch."""
+
+
+Command = Callable[[Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class _Params(BaseModel):
@@ -55,19 +75,19 @@ def _model(model: type[M], params: dict[str, Any]) -> M:
         raise BadRequest("invalid params", errors=errors) from None
 
 
-async def order_place(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def order_place(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     req = _model(OrderRequest, params)
     order = await trading.place_order(s.engine, s.principal.account_id, req, test_key=s.principal.test)
     await s.placed(order.id)
     return {"order": order.as_json()}
 
 
-async def order_cancel(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def order_cancel(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     ref = _model(OrderRef, params)
     return {"order": (await trading.cancel_order(s.engine, s.principal.account_id, ref.order_id)).as_json()}
 
 
-async def position_open(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def position_open(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     req = _model(PositionRequest, params)
     position, validation = await trading.open_position(s.engine, s.principal.account_id, req, test_key=s.principal.test)
     if position.entry_order_id and position.status == "pending":
@@ -75,19 +95,19 @@ async def position_open(s: Session, params: dict[str, Any]) -> dict[str, Any]:
     return {"position": {**position.as_json(), "validation": validation}}
 
 
-async def position_close(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def position_close(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     ref = _model(PositionRef, params)
     return {"position": (await trading.close_position(s.engine, s.principal.account_id, ref.position_id)).as_json()}
 
 
-async def position_update(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def position_update(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     change = _model(PositionChange, params)
     update = PositionUpdate.model_validate(change.model_dump(include=change.model_fields_set - {"position_id"}))
     position = await trading.update_position(s.engine, s.principal.account_id, change.position_id, update)
     return {"position": position.as_json()}
 
 
-async def emergency_kill(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def emergency_kill(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     req = _model(EmergencyKill, params)
     return await kill.execute(s.engine, s.principal.account_id, "KILL", req.reason, actor=s.principal.key_id)
 
@@ -96,31 +116,31 @@ class StrategyRef(_Params):
     strategy_id: str
 
 
-async def _strategy_json(s: Session, record: Any) -> dict[str, Any]:
-    return {"strategy": record.as_json(await s.runtime.runner.performance(record))}
+async def _strategy_json(s: Caller, record: Any) -> dict[str, Any]:
+    return {"strategy": record.as_json(await s.runner.performance(record))}
 
 
-async def strategy_start(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def strategy_start(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     ref = _model(StrategyRef, params)
     return await _strategy_json(
-        s, await s.runtime.runner.start_strategy(s.principal.account_id, ref.strategy_id, test_key=s.principal.test)
+        s, await s.runner.start_strategy(s.principal.account_id, ref.strategy_id, test_key=s.principal.test)
     )
 
 
-async def strategy_stop(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def strategy_stop(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     ref = _model(StrategyRef, params)
-    return await _strategy_json(s, await s.runtime.runner.stop_strategy(s.principal.account_id, ref.strategy_id))
+    return await _strategy_json(s, await s.runner.stop_strategy(s.principal.account_id, ref.strategy_id))
 
 
-async def session_configure(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def session_configure(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     config = _model(SessionConfig, params)
     await s.configure(config.cancel_on_disconnect)
     return {"cancel_on_disconnect": s.cancel_on_disconnect}
 
 
-async def cancel_after(s: Session, params: dict[str, Any]) -> dict[str, Any]:
+async def cancel_after(s: Caller, params: dict[str, Any]) -> dict[str, Any]:
     req = _model(CancelAfter, params)
-    return await s.runtime.sessions.cancel_after(s.principal.account_id, req.timeout_s)
+    return await s.cancel_after(req.timeout_s)
 
 
 COMMANDS: dict[str, Command] = {

@@ -15,14 +15,16 @@ import hmac
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from rt.api.idempotency import fingerprint
+from rt.api.idempotency import Idempotency, fingerprint
 from rt.auth.limiter import gcra
 from rt.auth.principal import Principal
+from rt.auth.tiers import Tier
 from rt.channels.hub import Subscription
 from rt.errors import RATE_LIMITED, RtError, TooManyRequests, outage
 from rt.records.ids import new_id
@@ -32,13 +34,28 @@ from rt.session.protocol import CloseCode
 from rt.session.wire import Wire
 
 if TYPE_CHECKING:
-    from rt.runtime import Runtime
+    from rt.engine.engine import Engine
+    from rt.session.manager import Sessions
+    from rt.strategies.runner import Runner
 
 log = logging.getLogger("rt.session")
 
 ABUSE_LIMIT = 20  # refused commands in a row before the socket is closed with 4029
 COMMAND_GRACE_S = 10.0  # how long commands already received may run on after their socket is gone
 BATCH_MAX = 256  # messages in one catch-up array
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a session uses of its instance: one for all of them, made by the manager."""
+
+    engine: Engine
+    runner: Runner
+    idempotency: Idempotency
+    tiers: dict[str, Tier]
+    sessions: Sessions
+    queue: int  # RT_WS_QUEUE
+    stall_s: float  # RT_WS_STALL_S
 
 
 class State(Enum):
@@ -63,7 +80,7 @@ class Session:
     def __init__(
         self,
         ws: WebSocket,
-        runtime: Runtime,
+        context: Context,
         principal: Principal,
         wire: Wire,
         *,
@@ -77,8 +94,9 @@ class Session:
         # What the first message that carried the token asked: a subscribe performed before any other frame, or the
         # error answering a Kraken subscribe rt maps to no channel.
         self._first = first
-        self.runtime = runtime
-        self.engine = runtime.engine
+        self.context = context
+        self.engine = context.engine
+        self.runner = context.runner
         self.principal = principal
         self.batch = batch
         self.state = State.OPEN
@@ -90,8 +108,8 @@ class Session:
         self._mine: set[str] = set()
         self.unsaved = False  # an order of it, or the record itself, is not in the durable switch yet
         self._queue: deque[bytes] | None = None  # only while the client is behind
-        self._limit = runtime.settings.ws_queue
-        self._stall = float(runtime.settings.ws_stall_s)
+        self._limit = context.queue
+        self._stall = context.stall_s
         self._last_in = time.monotonic()
         self._last_out = self._last_in
         self._sent = 0  # messages written, read by the clock to tell silence
@@ -166,7 +184,7 @@ class Session:
     def _slow_consumer(self, reason: str) -> None:
         if self.state is State.CLOSED or self.close_code == CloseCode.SLOW_CONSUMER:
             return
-        self.runtime.sessions.slow_consumer_closes += 1
+        self.context.sessions.slow_consumer_closes += 1
         log.info(
             "slow consumer closed",
             extra={"session_id": self.session_id, "account_id": self.principal.account_id, "queued": self.queue_depth},
@@ -315,7 +333,7 @@ class Session:
         return self._token is not None and hmac.compare_digest(token.encode(), self._token.encode())
 
     def _throttle(self) -> None:
-        tier = self.runtime.tiers[self.principal.tier]
+        tier = self.context.tiers[self.principal.tier]
         decision, new_tat = gcra(time.monotonic(), self._tat, tier.per_minute, tier.burst)
         if new_tat is not None:
             self._tat = new_tat
@@ -348,7 +366,7 @@ class Session:
                 data = await handler(self, params)
                 body = commands.encode(data)
             else:
-                status, body, _ = await self.runtime.idempotency.once(
+                status, body, _ = await self.context.idempotency.once(
                     self.principal.account_id,
                     key,
                     fingerprint(op, params),
@@ -357,7 +375,7 @@ class Session:
                 if status >= 400:
                     self.send_bytes(frames.error_body(message.id, body))
                     return
-            self.runtime.sessions.observe_command(op, (now_us() - time_in) / 1000)
+            self.context.sessions.observe_command(op, (now_us() - time_in) / 1000)
             self.send_bytes(frames.result(message.id, time_in, body))
         except RtError as exc:
             self.send_bytes(frames.error(exc, message.id, time_in))
@@ -383,7 +401,7 @@ class Session:
         protocol.require(self.principal.scopes, scope)
         if channel in self.subscriptions:
             raise RtError(f"already subscribed to {channel}", status=400, code="BAD_REQUEST")
-        await self.runtime.sessions.attach(self, channel, message.id, message.since)
+        await self.context.sessions.attach(self, channel, message.id, message.since)
 
     def unsubscribe(self, message: protocol.Message) -> None:
         channel = message.channel or ""
@@ -394,12 +412,15 @@ class Session:
         subscription.close()
         self.send_bytes(frames.unsubscribed(channel, message.id))
 
+    async def cancel_after(self, timeout_s: int) -> dict[str, Any]:
+        return await self.context.sessions.cancel_after(self.principal.account_id, timeout_s)
+
     # dead man's switch
 
     async def configure(self, cancel_on_disconnect: bool) -> None:
         """On: this session is kept in the durable switch before the answer, so its orders are canceled even when
         this instance dies; off: it is dropped from it."""
-        deadman = self.runtime.sessions.deadman
+        deadman = self.context.sessions.deadman
         if not cancel_on_disconnect:
             # Dropped first: a record left behind without its heartbeat would lapse and cancel the orders after all.
             await deadman.forget(self.session_id)
@@ -421,7 +442,7 @@ class Session:
         if not self.cancel_on_disconnect:
             return
         try:
-            await self.runtime.sessions.deadman.placed(self.session_id, order_id)
+            await self.context.sessions.deadman.placed(self.session_id, order_id)
         except Exception as exc:
             # The order is placed: its answer goes out, and the next heartbeat writes the session again whole.
             self.unsaved = True
@@ -429,8 +450,8 @@ class Session:
 
     async def save_watch(self) -> None:
         """Write this session into the durable switch again, whole (after its record was lost or left behind)."""
-        await self.runtime.sessions.deadman.forget(self.session_id)
-        await self.runtime.sessions.deadman.watch(self.session_id, self.principal.account_id, self._mine)
+        await self.context.sessions.deadman.forget(self.session_id)
+        await self.context.sessions.deadman.watch(self.session_id, self.principal.account_id, self._mine)
         self.unsaved = False
 
     async def _cancel_mine(self) -> None:
@@ -442,7 +463,7 @@ class Session:
         still_open = [i for i in self._mine if book is None or i in book.orders]
         await cancel_orders(self.engine, self.principal.account_id, still_open)
         try:
-            await self.runtime.sessions.deadman.forget(self.session_id)
+            await self.context.sessions.deadman.forget(self.session_id)
         except Exception as exc:
             log.warning(
                 "dropping a closed session from the dead man's switch failed", extra={"error": type(exc).__name__}

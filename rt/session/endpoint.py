@@ -112,7 +112,7 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
     fallback = None
     if wire is None:  # not under `rt serve`'s protocol: the same contract over ASGI send
         wire = fallback = AsgiWire(raw_send or ws.send)
-    session = Session(ws, runtime, principal, wire, batch=batch, token=token, first=first)
+    session = Session(ws, runtime.sessions.context, principal, wire, batch=batch, token=token, first=first)
     runtime.sessions.register(session)
     try:
         await session.run()

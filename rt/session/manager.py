@@ -26,7 +26,7 @@ from rt.session.protocol import CloseCode
 
 if TYPE_CHECKING:
     from rt.runtime import Runtime
-    from rt.session.connection import Session
+    from rt.session.connection import Context, Session
 
 log = logging.getLogger("rt.sessions")
 
@@ -76,6 +76,22 @@ class Sessions:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self.latency_sum_ms = 0.0
         self.commands = 0
+
+    @property
+    def context(self) -> Context:
+        """What each session uses of this instance (read when a session opens, so a test may swap a part first)."""
+        from rt.session.connection import Context
+
+        runtime, settings = self.runtime, self.runtime.settings
+        return Context(
+            runtime.engine,
+            runtime.runner,
+            runtime.idempotency,
+            runtime.tiers,
+            self,
+            settings.ws_queue,
+            float(settings.ws_stall_s),
+        )
 
     # admission
 
