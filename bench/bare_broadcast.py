@@ -1,10 +1,11 @@
 """The baseline for bench/ws_fanout.py: a bare `websockets` server that broadcasts rt-shaped ticks to every subscriber.
 
-    .venv/bin/python bench/bare_broadcast.py --port 9000 [--rate 100] [--compression deflate|none]
+    .venv/bin/python bench/bare_broadcast.py --port 9000 [--tick-ms 10 | --rate 100] [--compression deflate|none]
 
 No auth, no queues, no hub: a client's `subscribe` gets `subscribed` and `snapshot` back and joins the set that
 `websockets.asyncio.server.broadcast()` writes each tick to. Ticks are made the way rt's paper feed makes them
-(`await asyncio.sleep(1 / rate)` then publish), so both servers offer the same load and drift the same way when
+(rt/exchanges/feed.py: deadlines on a fixed grid of RT_PAPER_TICK_MS, a step skipped rather than a burst when the
+loop is more than one interval behind), so both servers offer the same load and fall behind the same way when
 their event loop is busy. Prints `listening on <port>` once it accepts connections.
 """
 
@@ -58,7 +59,7 @@ class Ticks:
         return orjson.dumps(message).decode()
 
 
-async def main(port: int, rate: float, compression: str | None) -> None:
+async def main(port: int, interval: float, compression: str | None) -> None:
     subscribers: set[ServerConnection] = set()
     ticks = Ticks()
 
@@ -79,9 +80,14 @@ async def main(port: int, rate: float, compression: str | None) -> None:
 
     async with serve(handler, "127.0.0.1", port, compression=compression, max_size=64 * 1024):
         print(f"listening on {port}", flush=True)
-        interval = 1 / rate
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
         while True:
-            await asyncio.sleep(interval)
+            deadline += interval
+            delay = deadline - loop.time()
+            if delay < -interval:
+                deadline = loop.time()
+            await asyncio.sleep(max(delay, 0))
             broadcast(subscribers, ticks.next_frame())
 
 
@@ -89,11 +95,13 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rate", type=float, default=100.0, help="ticks per second")
+    parser.add_argument("--tick-ms", type=int, help="ms between ticks, as RT_PAPER_TICK_MS (overrides --rate)")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    coro = main(args.port, args.rate, None if args.compression == "none" else "deflate")
+    tick_ms = args.tick_ms or max(1, round(1000 / args.rate))
+    coro = main(args.port, tick_ms / 1000, None if args.compression == "none" else "deflate")
     try:
         import uvloop  # rt runs under uvloop (uvicorn's loop="auto"), so the baseline does too
 

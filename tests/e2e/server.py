@@ -56,17 +56,22 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subpro
 
 @contextlib.contextmanager
 def run_server(
-    data_dir: Path, env: dict[str, str] | None = None, port: int | None = None, program: Sequence[str] = SERVE
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    program: Sequence[str] = SERVE,
+    argv_prefix: Sequence[str] = (),
 ) -> Iterator[Server]:
     """Start `rt serve` (or another Python program serving it), wait for /v1/health, yield, then stop it with SIGTERM
-    unless it has already ended."""
+    unless it has already ended. `argv_prefix` runs it under a command that execs it, e.g. `taskset -c 0`."""
     port = port or free_port()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stdout_path = data_dir.parent / f"stdout-{port}.txt"
     log_path = data_dir.parent / f"stderr-{port}.txt"
     full_env = {**os.environ, "RT_DATA_DIR": str(data_dir), "RT_PORT": str(port), "RT_HOST": "127.0.0.1", **(env or {})}
     with open(stdout_path, "w") as out, open(log_path, "w") as err:
-        process = subprocess.Popen([sys.executable, *program], stdout=out, stderr=err, env=full_env, text=True)
+        argv = [*argv_prefix, sys.executable, *program]
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
