@@ -191,7 +191,8 @@ def idle_row(r: Fanout) -> str:
 
 @dataclass
 class SweepRun:
-    """One pass over the rates: each server's highest deliveries/s with p99 under the limit."""
+    """One pass over the rates: each server's highest deliveries/s with p99 under the limit (`best`), and with
+    any p99 as long as every client connected and none was closed (`peak`, the server's saturation figure)."""
 
     index: int
     rows: list[Fanout]
@@ -200,49 +201,67 @@ class SweepRun:
         ok = [r for r in self.rows if r.server == server and r.healthy]
         return max(ok, key=lambda r: r.per_s) if ok else None
 
-    def loadgen_bound(self) -> bool:
-        return any(r is not None and r.loadgen_bound for r in (self.best("rt"), self.best("bare")))
+    def peak(self, server: str) -> Fanout | None:
+        ok = [r for r in self.rows if r.server == server and r.connected == r.load.clients and not r.closes]
+        return max(ok, key=lambda r: r.per_s) if ok else None
 
-    def ratio(self) -> float | None:
-        rt, bare = self.best("rt"), self.best("bare")
+    def ratio(self, pick: str = "best") -> float | None:
+        rt, bare = getattr(self, pick)("rt"), getattr(self, pick)("bare")
         return rt.per_s / bare.per_s if rt and bare and bare.per_s else None
 
+    def loadgen_bound(self, pick: str = "best") -> bool:
+        return any(r is not None and r.loadgen_bound for r in (getattr(self, pick)("rt"), getattr(self, pick)("bare")))
+
     def to_json(self) -> dict[str, Any]:
-        rt, bare = self.best("rt"), self.best("bare")
-        return {
-            "run": self.index,
-            "rt_best_deliveries_per_s": round(rt.per_s) if rt else None,
-            "rt_best_rate": rt.load.rate if rt else None,
-            "bare_best_deliveries_per_s": round(bare.per_s) if bare else None,
-            "bare_best_rate": bare.load.rate if bare else None,
-            "ratio": round(r, 3) if (r := self.ratio()) is not None else None,
-        }
+        out: dict[str, Any] = {"run": self.index}
+        for pick in ("best", "peak"):
+            for server in ("rt", "bare"):
+                r = getattr(self, pick)(server)
+                out[f"{server}_{pick}_deliveries_per_s"] = round(r.per_s) if r else None
+                out[f"{server}_{pick}_rate"] = r.load.rate if r else None
+                out[f"{server}_{pick}_p99_ms"] = _num(r.pct_ms(0.99)) if r else None
+            ratio = self.ratio(pick)
+            out[f"{pick}_ratio"] = round(ratio, 3) if ratio is not None else None
+            out[f"{pick}_loadgen_bound"] = self.loadgen_bound(pick)
+        return out
 
 
 def sweep_lines(runs: list[SweepRun]) -> list[str]:
-    out = [f"{'run':>3} {'rt best deliv/s':>16} {'at rate':>7} {'bare best deliv/s':>18} {'at rate':>7} {'rt/bare':>8}"]
-    for run in runs:
-        j = run.to_json()
+    out: list[str] = []
+    for pick, title in (
+        ("best", f"highest deliveries/s with p99 < {P99_LIMIT_MS:g} ms"),
+        ("peak", "highest deliveries/s at any p99 (saturation; every client connected, none closed)"),
+    ):
+        out.append(f"{title}:")
         out.append(
-            f"{run.index:>3} {_cell(j['rt_best_deliveries_per_s']):>16} {_cell(j['rt_best_rate']):>7} "
-            f"{_cell(j['bare_best_deliveries_per_s']):>18} {_cell(j['bare_best_rate']):>7} "
-            f"{_cell(j['ratio'], '.3f'):>8}{'  (a best row was load-generator bound)' if run.loadgen_bound() else ''}"
+            f"  {'run':>3} {'rt deliv/s':>10} {'rate':>5} {'p99 ms':>7} {'bare deliv/s':>12} {'rate':>5} "
+            f"{'p99 ms':>7} {'rt/bare':>8}"
         )
-    ratios = [r for run in runs if (r := run.ratio()) is not None]
-    if ratios:
-        out.append(f"rt/bare over {len(ratios)} run(s): mean {sum(ratios) / len(ratios):.3f}, min {min(ratios):.3f}")
-    else:
-        out.append("rt/bare: no run where both servers had a rate with p99 under the limit")
+        for run in runs:
+            j = run.to_json()
+            out.append(
+                f"  {run.index:>3} {_cell(j[f'rt_{pick}_deliveries_per_s']):>10} {_cell(j[f'rt_{pick}_rate']):>5} "
+                f"{_cell(j[f'rt_{pick}_p99_ms'], '.1f'):>7} {_cell(j[f'bare_{pick}_deliveries_per_s']):>12} "
+                f"{_cell(j[f'bare_{pick}_rate']):>5} {_cell(j[f'bare_{pick}_p99_ms'], '.1f'):>7} "
+                f"{_cell(j[f'{pick}_ratio'], '.3f'):>8}{'  loadgen-bound' if j[f'{pick}_loadgen_bound'] else ''}"
+            )
+        ratios = [r for run in runs if (r := run.ratio(pick)) is not None]
+        if ratios:
+            out.append(
+                f"  rt/bare over {len(ratios)} run(s): mean {sum(ratios) / len(ratios):.3f}, min {min(ratios):.3f}"
+            )
+        else:
+            out.append("  rt/bare: no run where both servers had such a rate")
     return out
 
 
 def sweep_summary(runs: list[SweepRun]) -> dict[str, Any]:
-    ratios = [r for run in runs if (r := run.ratio()) is not None]
-    return {
-        "runs": [run.to_json() for run in runs],
-        "ratio_mean": round(sum(ratios) / len(ratios), 3) if ratios else None,
-        "ratio_min": round(min(ratios), 3) if ratios else None,
-    }
+    out: dict[str, Any] = {"runs": [run.to_json() for run in runs]}
+    for pick in ("best", "peak"):
+        ratios = [r for run in runs if (r := run.ratio(pick)) is not None]
+        out[f"{pick}_ratio_mean"] = round(sum(ratios) / len(ratios), 3) if ratios else None
+        out[f"{pick}_ratio_min"] = round(min(ratios), 3) if ratios else None
+    return out
 
 
 def _cell(value: float | None, spec: str = ".0f") -> str:
