@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Receive
+from starlette.websockets import WebSocketDisconnect
 
 from rt.api.idempotency import Idempotency, fingerprint
 from rt.auth.limiter import gcra
@@ -64,9 +65,9 @@ class State(Enum):
     CLOSED = "closed"
 
 
-async def receive_frame(ws: WebSocket) -> str | bytes:
+async def receive_frame(receive: Receive) -> str | bytes:
     """The next frame, text or binary: a binary frame is parsed like text, never a reason to fail the session."""
-    message = await ws.receive()
+    message = await receive()
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
     text: str | None = message.get("text")
@@ -79,7 +80,7 @@ async def receive_frame(ws: WebSocket) -> str | bytes:
 class Session:
     def __init__(
         self,
-        ws: WebSocket,
+        receive: Receive,
         context: Context,
         principal: Principal,
         wire: Wire,
@@ -88,7 +89,7 @@ class Session:
         token: str | None = None,
         first: protocol.Message | protocol.InvalidMessage | None = None,
     ) -> None:
-        self.ws = ws
+        self._receive = receive
         self.wire = wire
         self._token = token  # the (spent) token that opened this session, which later messages may repeat
         # What the first message that carried the token asked: a subscribe performed before any other frame, or the
@@ -117,7 +118,7 @@ class Session:
         self._tat: float | None = None
         self._refused = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.closed = asyncio.Event()
+        self._ended: asyncio.Future[None] | None = None  # made by the first wait_closed()
         self.draining = False
         wire.on_drain(self._drain)
 
@@ -225,12 +226,20 @@ class Session:
         finally:
             self.state = State.CLOSED
             self._queue = None
-            self.closed.set()
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_result(None)
             for subscription in self.subscriptions.values():
                 subscription.close()
             await self._settle_commands()
             if self.cancel_on_disconnect:
                 await self._cancel_mine()
+
+    async def wait_closed(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._ended)
 
     async def finish_commands(self, grace: float) -> None:
         if self._tasks:
@@ -279,7 +288,7 @@ class Session:
         while True:
             if wire.paused:
                 await wire.drained()  # replies wait for the client to read them: back-pressure on what it sends
-            raw = await receive_frame(self.ws)
+            raw = await receive_frame(self._receive)
             self._last_in = time.monotonic()
             if self.state is not State.OPEN:
                 continue

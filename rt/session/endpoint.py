@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -39,8 +40,8 @@ async def _deny(ws: WebSocket, error: RtError) -> None:
 
 
 class SessionRoute:
-    """GET /v1/ws straight to the endpoint with uvicorn's own `send`: Starlette's exception wrapper around `send`
-    costs a call per message per client, and a session reports its errors itself."""
+    """GET /v1/ws straight to the endpoint with uvicorn's own `receive` and `send`: Starlette's wrappers cost a call
+    (and a coroutine held for the connection's life) per message, and a session reports its errors itself."""
 
     def __init__(self, app: ASGIApp, path: str = "/v1/ws") -> None:
         self.app = app
@@ -48,15 +49,17 @@ class SessionRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == self.path:
-            await websocket_endpoint(WebSocket(scope, receive, send), send)
+            await websocket_endpoint(WebSocket(scope, receive, send), send, receive)
         else:
             await self.app(scope, receive, send)
 
 
-async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> None:
+async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None, raw_receive: Receive | None = None) -> None:
     runtime: Runtime = ws.app.state.runtime
     settings = runtime.settings
-    origin = ws.headers.get("origin")
+    # Read here, not through ws.headers and ws.query_params, which would keep them for the connection's life.
+    headers, query = Headers(scope=ws.scope), QueryParams(ws.scope["query_string"])
+    origin = headers.get("origin")
     if settings.cors_origins and origin is not None and origin not in settings.cors_origins:
         await _deny(ws, RtError(f"origin {origin} is not allowed", status=403, code="ORIGIN_NOT_ALLOWED"))
         return
@@ -64,7 +67,7 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
         await _deny(ws, RtError("the server is shutting down", status=503, code="SERVICE_UNAVAILABLE"))
         return
     peer = ws.client.host if ws.client else None
-    ip = client_ip(peer, ws.headers.getlist("x-forwarded-for"), runtime.trusted_proxies)
+    ip = client_ip(peer, headers.getlist("x-forwarded-for"), runtime.trusted_proxies)
     locked_for = await runtime.limiter.locked(ip)
     if locked_for > 0:
         await _deny(
@@ -77,7 +80,7 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
             ),
         )
         return
-    token = ws.query_params.get("token")
+    token = query.get("token")
     principal = None
     if token is not None:
         principal = await _principal(runtime, token, ip)
@@ -107,12 +110,14 @@ async def websocket_endpoint(ws: WebSocket, raw_send: Send | None = None) -> Non
         if not runtime.sessions.admit(principal):
             await ws.close(CloseCode.RATE_LIMITED, "too many sessions for this key")
             return
-    batch = ws.query_params.get("batch", "1") != "0"
+    batch = query.get("batch", "1") != "0"
+    del headers, query
     wire: Wire | None = ws.scope.get("extensions", {}).get(WIRE)
     fallback = None
     if wire is None:  # not under `rt serve`'s protocol: the same contract over ASGI send
         wire = fallback = AsgiWire(raw_send or ws.send)
-    session = Session(ws, runtime.sessions.context, principal, wire, batch=batch, token=token, first=first)
+    receive = raw_receive or ws.receive
+    session = Session(receive, runtime.sessions.context, principal, wire, batch=batch, token=token, first=first)
     runtime.sessions.register(session)
     try:
         await session.run()
@@ -126,7 +131,7 @@ async def _opening(ws: WebSocket) -> protocol.Opening | None:
     """The first frame's token and what to do once it authenticates (protocol.opening); None when the client left.
     Only a token that is presented and refused counts toward the IP lockout: a frame without one tried nothing."""
     try:
-        raw = await asyncio.wait_for(receive_frame(ws), protocol.AUTH_TIMEOUT_S)
+        raw = await asyncio.wait_for(receive_frame(ws.receive), protocol.AUTH_TIMEOUT_S)
     except TimeoutError:
         return protocol.Opening(None, reason=f"no message within {protocol.AUTH_TIMEOUT_S:g} s: {protocol.NO_TOKEN}")
     except WebSocketDisconnect:

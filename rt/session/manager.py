@@ -279,7 +279,7 @@ class Sessions:
             session.begin_close(CloseCode.GOING_AWAY, "server shutting down")
         if sessions:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in sessions)), grace)
+                await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in sessions)), grace)
 
     # metrics
 

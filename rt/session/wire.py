@@ -11,6 +11,10 @@ answered the close within `CLOSE_TIMEOUT_S`, so a client that stopped reading pi
 
 Under any other ASGI server the session gets `AsgiWire`, which emulates the same contract over `send` with one
 writer task.
+
+An idle connection is mostly its bookkeeping, so the protocol keeps little: one list and one waiter for what the
+client sends (uvicorn's asyncio.Queue and Event hold five deques, about 3 KiB), and neither the handshake's request
+nor its headers once the socket is accepted.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any, Protocol
 from starlette.types import Send
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import Protocol as FrameParser
+from websockets.streams import StreamReader
 
 from rt.session.frames import text_frame
 
@@ -99,11 +105,76 @@ class TransportWire:
             self._on_drain()
 
 
+class Inbox:
+    """What the client sent, for the one task that reads it: uvicorn's receive queue, in a list and one future."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []  # uvicorn stops reading the socket while one message waits: a short list
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class Flag:
+    """asyncio.Event's set, clear and wait for one connection's writability, without a deque of waiters."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
 class RtWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O websockets protocol, handing the accepted socket's transport to the session (the `rt.wire`
     scope extension), with a close that cuts a client that does not answer it."""
 
     wire: TransportWire | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -118,10 +189,23 @@ class RtWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.accept":
-            # The handshake is done: what it parsed is no longer needed, and a connection held for hours should
-            # not keep it.
-            self.request = self.response = None  # type: ignore[assignment]
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            self._forget_handshake()
+
+    def _forget_handshake(self) -> None:
+        """A connection may stay open for days: what only its handshake needed goes."""
+        self.request = self.response = None  # type: ignore[assignment]
+        self.scope["headers"] = []
+        # websockets' server parser keeps the handshake's request (and its headers) alive in its generator for as
+        # long as the connection lives. Where it waits at a frame boundary, a frame parser of its own takes over:
+        # the same frame parsing, without the request.
+        parser = self.conn.parser
+        frames = getattr(parser, "gi_yieldfrom", None)
+        waiting = getattr(frames, "gi_yieldfrom", None)
+        if getattr(waiting, "gi_code", None) is StreamReader.at_eof.__code__ and not self.conn.reader.buffer:
+            parser.close()
+            self.conn.parser = FrameParser.parse(self.conn)
+            next(self.conn.parser)
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -56,7 +56,7 @@ async def principal_of(runtime: Runtime, account_id: str | None = None) -> Princ
 
 
 def session_of(runtime: Runtime, principal: Principal, frames: list[str] | None = None) -> Session:
-    return Session(FakeSocket(frames or []), runtime.sessions.context, principal, RecordingWire())  # type: ignore[arg-type]
+    return Session(FakeSocket(frames or []).receive, runtime.sessions.context, principal, RecordingWire())
 
 
 def sent(session: Session) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ class Socket:
 def session(runtime: Runtime, *, batch: bool = True) -> tuple[Session, RecordingWire, Socket]:
     wire, socket = RecordingWire(), Socket()
     principal = Principal("acct_1", "key_1", frozenset({"ws:connect", "market:read"}), "pro_plus", False)
-    return Session(socket, runtime.sessions.context, principal, wire, batch=batch), wire, socket  # type: ignore[arg-type]
+    return Session(socket.receive, runtime.sessions.context, principal, wire, batch=batch), wire, socket
 
 
 def tick(seq: int) -> Outgoing:
