@@ -210,6 +210,7 @@ class Engine:
                     venue.forget(order.venue_order_id)
         self.ticks.mark_loaded(stored)
         self._books[account_id] = stored
+        self.ticks.index(stored)
         for order in stored.orders.values():
             self.track(order)
         self._follow_at_venue(stored)
@@ -315,6 +316,7 @@ class Engine:
             await self._reload(account_id)
         except Exception:
             previous = self._books.pop(account_id, None)
+            self.ticks.forget_marks(account_id)
             for order in previous.orders.values() if previous is not None else ():
                 self.untrack(order)
             raise
@@ -325,6 +327,7 @@ class Engine:
             self._swap(account_id, stored)
         else:
             previous = self._books.pop(account_id, None)
+            self.ticks.forget_marks(account_id)
             for order in previous.orders.values() if previous is not None else ():
                 self.untrack(order)
 
@@ -367,6 +370,7 @@ class Engine:
         for order in changes.orders.values():
             if order.status != "open":
                 book.orders.pop(order.id, None)
+        self.ticks.index(book)
 
     async def flush_sent(self) -> None:
         """Mark the events the bus has as published in the store (the outbox), in one write."""

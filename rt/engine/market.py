@@ -1,6 +1,11 @@
 """What the market does to the books: each tick marks open positions, closes those whose stop loss or take profit it
 crossed, and raises limit alerts between orders; a resting order's fill is booked; the marks are stored on their own.
 
+A tick costs what it touches, not how many accounts there are: open positions are indexed by the venue and market they
+follow (and by quote currency, for cross rates), a tick moves one shared mark that every position on its market reads
+(Position.follow), and stop losses, take profits and the bands in which each account's alerts stand are price levels
+a tick finds in O(log n + crossed) (rt.engine._triggers).
+
 When several instances share a store, only the one doing the tick work (`Engine.protects`) closes, alerts and stores
 marks; every instance marks its own copies, so its reads show P&L at the last tick.
 
@@ -12,13 +17,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from rt.engine import risk
+from rt.engine import ledger, risk
+from rt.engine._triggers import Trigger, alert_band, alerts_differ, level
 from rt.errors import RtError
 from rt.exchanges import Exchange, Fill, Ticker
-from rt.records.trading import ACCOUNT_CURRENCIES, Book, Position, currencies, rate_from
+from rt.records.trading import ACCOUNT_CURRENCIES, Book, Mark, Order, Position, currencies, rate_from
 
 if TYPE_CHECKING:
     from rt.engine.engine import Changes, Engine
@@ -28,17 +35,52 @@ log = logging.getLogger("rt.engine")
 TickListener = Callable[[Ticker], None]
 
 
+Key = tuple[Exchange, str]  # (venue, symbol) or (venue, quote currency)
+
+
+@dataclass(eq=False)
+class _Market:
+    """One symbol at one venue: the mark its open positions follow and the levels its ticks may cross."""
+
+    mark: Mark = field(default_factory=Mark)
+    positions: dict[str, Position] = field(default_factory=dict)
+    # Stop losses and take profits: a long exits at the bid, a short at the ask.
+    long_stop: Trigger = field(default_factory=lambda: Trigger(rising=False))
+    long_take: Trigger = field(default_factory=lambda: Trigger(rising=True))
+    short_stop: Trigger = field(default_factory=lambda: Trigger(rising=True))
+    short_take: Trigger = field(default_factory=lambda: Trigger(rising=False))
+    # Accounts trading this market alone, by the edges of the band in which their alerts stand (see alert_band).
+    band_low: Trigger = field(default_factory=lambda: Trigger(rising=False, strict=True))
+    band_high: Trigger = field(default_factory=lambda: Trigger(rising=True, strict=True))
+    # Accounts whose alerts also follow other markets' prices: looked at on every tick, as each moves them.
+    watched: set[str] = field(default_factory=set)
+    day: str = ""
+    stored_seq: int = 0  # the mark's seq when its positions' marks were last stored
+
+
+@dataclass(eq=False)
+class _Indexed:
+    """Where one account's book is in the index."""
+
+    book: Book
+    positions: dict[str, _Market] = field(default_factory=dict)
+    quoted: list[tuple[Key, str]] = field(default_factory=list)
+    banded: _Market | None = None
+
+
 class TickWork:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._closing: set[str] = set()
+        self._closing: dict[str, str] = {}  # position -> account, while a protective close is under way
         self._alerting: set[str] = set()
-        # account -> its open positions whose mark moved since they were last stored
-        self._marked: dict[str, dict[str, Position]] = {}
         self._after_mark: dict[str, list[TickListener]] = {}
         # (venue, symbol) -> the last tick heard: a book read from the store is marked to it at once. By venue, not
         # id: a simulated venue and an account's real one may share an exchange id, never their prices.
-        self._last: dict[tuple[Exchange, str], Ticker] = {}
+        self._last: dict[Key, Ticker] = {}
+        self._markets: dict[Key, _Market] = {}
+        # (venue, currency) -> open positions and orders quoted in it on another symbol, which take its rate
+        self._quoted: dict[Key, dict[str, Position | Order]] = {}
+        self._accounts: dict[str, _Indexed] = {}
 
     def listen(self, venue: Exchange) -> None:
         async def filled(fill: Fill) -> None:
@@ -60,10 +102,92 @@ class TickWork:
         tick (the hub, hence every client) reads P&L at that tick's price."""
         self._after_mark.setdefault(exchange, []).append(listener)
 
+    # the index
+
+    def index(self, book: Book) -> None:
+        """Put the book's open positions and orders in the index, in place of whatever it held of the account: called
+        for every book that becomes this process's copy and after every commit."""
+        account_id = book.account_id
+        self.drop(account_id)
+        indexed = self._accounts[account_id] = _Indexed(book)
+        for position in book.positions.values():
+            if position.status != "open":
+                continue
+            venue = self.engine.venues.resolve(account_id, position.exchange)
+            if venue is None:
+                continue
+            market = self._market((venue, position.symbol))
+            market.positions[position.id] = position
+            indexed.positions[position.id] = market
+            position.follow(market.mark)
+            if position.id not in self._closing:
+                _arm(market, position)
+            self._quote(indexed, venue, position)
+        for order in book.orders.values():
+            if order.status == "open" and (venue := self.engine.venues.resolve(account_id, order.exchange)):
+                self._quote(indexed, venue, order)
+        markets = {id(m): m for m in indexed.positions.values()}
+        if len(markets) == 1 and not indexed.quoted:
+            (indexed.banded,) = markets.values()
+            self._band(indexed)
+        else:
+            for market in markets.values():
+                market.watched.add(account_id)
+
+    def drop(self, account_id: str) -> None:
+        """Take the account out of the index (its copy is being replaced or dropped)."""
+        indexed = self._accounts.pop(account_id, None)
+        if indexed is None:
+            return
+        for position_id, market in indexed.positions.items():
+            position = market.positions.pop(position_id, None)
+            if position is not None:
+                position.follow(None)
+            _disarm(market, position_id)
+            market.watched.discard(account_id)
+            market.band_low.disarm(account_id)
+            market.band_high.disarm(account_id)
+        for key, item_id in indexed.quoted:
+            quoted = self._quoted.get(key)
+            if quoted is not None:
+                quoted.pop(item_id, None)
+
+    def _market(self, key: Key) -> _Market:
+        market = self._markets.get(key)
+        if market is None:
+            market = self._markets[key] = _Market(day=ledger.today())
+            if (ticker := self._last.get(key)) is not None:
+                market.mark.price = ticker.last
+        return market
+
+    def _quote(self, indexed: _Indexed, venue: Exchange, item: Position | Order) -> None:
+        """Index an item whose quote currency's rate comes from another pair (ETH/BTC's from BTC/USDT)."""
+        base, quote = currencies(item.symbol)
+        if quote in ACCOUNT_CURRENCIES or base in ACCOUNT_CURRENCIES:
+            return
+        key = (venue, quote)
+        self._quoted.setdefault(key, {})[item.id] = item
+        indexed.quoted.append((key, item.id))
+
+    def _band(self, indexed: _Indexed) -> None:
+        market = indexed.banded
+        if market is None:
+            return
+        book = indexed.book
+        positions = [p for p in book.positions.values() if p.status == "open"]
+        price = market.mark.price or positions[0].current_price
+        try:
+            low, high = alert_band(book, price)
+        except Exception:  # a bad value in the book: looked at on every tick instead, each failure logged
+            log.exception("alert check failed", extra={"account_id": book.account_id})
+            market.watched.add(book.account_id)
+            return
+        market.band_low.arm(book.account_id, low)
+        market.band_high.arm(book.account_id, high)
+
     # ticks
 
     def on_tick(self, venue: Exchange, ticker: Ticker) -> None:
-        self._last[(venue, ticker.symbol)] = ticker
         for account_id, position_id, reason in self.mark(venue, ticker):
             self.engine.spawn(self._protect(account_id, position_id, reason), f"close-{position_id}")
 
@@ -73,49 +197,72 @@ class TickWork:
         real one for another, and neither market's prices may move (or close) the other's positions.
 
         An account whose limit alerts change with the price gets a commit of its own, so `risk.limit_reached`
-        (and the switch to `reducing` on a daily-loss breach) does not wait for its next order.
+        (and the switch to `reducing` on a daily-loss breach) does not wait for its next order: on the tick that
+        changes them, as the band in which they stand is known (see alert_band).
         """
-        exchange = venue.id
-        due: list[tuple[str, str, str]] = []
-        for book in self.engine.books():
-            if self.engine.venues.resolve(book.account_id, exchange) is not venue:
-                continue
-            # One account's failure (a bad value in its book) must never stop the protection of the others.
-            try:
-                self._mark_book(book, exchange, ticker, due)
-            except Exception:
-                log.exception("marking failed", extra={"account_id": book.account_id, "symbol": ticker.symbol})
+        key = (venue, ticker.symbol)
+        self._last[key] = ticker
+        rated = _rated(ticker)
+        if rated is not None:
+            for item in self._quoted.get((venue, rated[0]), {}).values():
+                item.cross_rate = rated[1]
+        market = self._markets.get(key)
+        if market is None:
+            return []
+        market.mark.move(ticker.last)
+        if not self.engine.protects or not market.positions:
+            return []
+        due = self._due(market, ticker)
+        self._look_at_alerts(market, ticker.last)
         return due
 
-    def _mark_book(self, book: Book, exchange: str, ticker: Ticker, due: list[tuple[str, str, str]]) -> None:
-        protects = self.engine.protects
-        moved = False
-        rated = _rated(ticker)
-        for position in book.positions.values():
-            if position.status != "open" or position.exchange != exchange:
+    def _due(self, market: _Market, ticker: Ticker) -> list[tuple[str, str, str]]:
+        """The positions whose stop loss or take profit this tick crossed, disarmed until their close ends."""
+        due: list[tuple[str, str, str]] = []
+        crossed = [
+            *market.long_stop.crossed(ticker.bid),
+            *market.long_take.crossed(ticker.bid),
+            *market.short_stop.crossed(ticker.ask),
+            *market.short_take.crossed(ticker.ask),
+        ]
+        for position_id in crossed:
+            position = market.positions.get(position_id)
+            if position is None or position.id in self._closing:
                 continue
-            if rated is not None and currencies(position.symbol)[1] == rated[0]:
-                position.cross_rate = rated[1]
-            if position.symbol != ticker.symbol:
+            _disarm(market, position_id)
+            reason = _crossed(position, ticker.bid if position.side == "long" else ticker.ask)
+            if reason is None:  # a level no longer the position's
+                _arm(market, position)
                 continue
-            moved = True
-            if position.current_price != ticker.last:
-                position.current_price = ticker.last
-                self._marked.setdefault(book.account_id, {})[position.id] = position
-            if not protects:
+            self._closing[position_id] = position.account_id
+            due.append((position.account_id, position_id, reason))
+        return due
+
+    def _look_at_alerts(self, market: _Market, price: Decimal) -> None:
+        today = ledger.today()
+        if market.day != today:  # a new day starts the day's loss over
+            market.day = today
+            banded = {*market.band_low.drain(), *market.band_high.drain()}
+        else:
+            banded = {*market.band_low.crossed(price), *market.band_high.crossed(price)}
+        for account_id in (*banded, *market.watched):
+            indexed = self._accounts.get(account_id)
+            if indexed is None:
                 continue
-            exit_price = ticker.bid if position.side == "long" else ticker.ask
-            reason = _crossed(position, exit_price)
-            if reason and position.id not in self._closing:
-                self._closing.add(position.id)
-                due.append((book.account_id, position.id, reason))
-        if rated is not None:
-            for order in book.orders.values():
-                if order.status == "open" and order.exchange == exchange and currencies(order.symbol)[1] == rated[0]:
-                    order.cross_rate = rated[1]
-        if moved and protects and book.account_id not in self._alerting and _alerts_differ(book):
-            self._alerting.add(book.account_id)
-            self.engine.spawn(self._refresh_alerts(book.account_id), f"alerts-{book.account_id}")
+            # One account's failure (a bad value in its book) must never stop the others'.
+            try:
+                if account_id in banded:
+                    market.band_low.disarm(account_id)
+                    market.band_high.disarm(account_id)
+                if account_id in self._alerting:
+                    continue  # re-banded when its refresh ends
+                if alerts_differ(indexed.book):
+                    self._alerting.add(account_id)
+                    self.engine.spawn(self._refresh_alerts(account_id), f"alerts-{account_id}")
+                elif account_id in banded:
+                    self._band(indexed)
+            except Exception:
+                log.exception("alert check failed", extra={"account_id": account_id})
 
     async def _protect(self, account_id: str, position_id: str, reason: str) -> None:
         from rt.engine.trading import _close
@@ -144,11 +291,17 @@ class TickWork:
             self.done_closing(position_id)
 
     def done_closing(self, position_id: str) -> None:
-        self._closing.discard(position_id)
+        """A protective close ended: a position it left open is armed again, to be closed by a later crossing."""
+        account_id = self._closing.pop(position_id, None)
+        indexed = self._accounts.get(account_id) if account_id is not None else None
+        market = indexed.positions.get(position_id) if indexed is not None else None
+        position = market.positions.get(position_id) if market is not None else None
+        if market is not None and position is not None and position.status == "open":
+            _arm(market, position)
 
     async def _refresh_alerts(self, account_id: str) -> None:
         async def command(changes: Changes) -> None:
-            if _alerts_differ(changes.book):
+            if alerts_differ(changes.book):
                 limit_alerts(changes)
 
         try:
@@ -157,6 +310,9 @@ class TickWork:
             log.exception("alert refresh failed", extra={"account_id": account_id})
         finally:
             self._alerting.discard(account_id)
+            indexed = self._accounts.get(account_id)
+            if indexed is not None:
+                self._band(indexed)
 
     # fills
 
@@ -222,65 +378,78 @@ class TickWork:
         return None
 
     def take_marks(self, book: Book) -> list[Position]:
-        """The positions of this book marked since they were last stored (a commit of the account stores them)."""
-        return [p for p in self._marked.pop(book.account_id, {}).values() if book.positions.get(p.id) is p]
+        """The positions of this book marked since their marks were last stored (a commit of the account stores
+        them)."""
+        indexed = self._accounts.get(book.account_id)
+        if indexed is None or indexed.book is not book:
+            return []
+        return [
+            p
+            for p in book.positions.values()
+            if p.status == "open" and (m := indexed.positions.get(p.id)) is not None and m.mark.seq > m.stored_seq
+        ]
 
     def forget_marks(self, account_id: str) -> None:
-        """Drop the marks of a copy being replaced: stored later, a position closed elsewhere would reopen."""
-        self._marked.pop(account_id, None)
+        """Drop the account's copy from the index, marks and all: stored later, a position closed elsewhere would
+        reopen."""
+        self.drop(account_id)
 
     async def flush_marks(self) -> None:
-        """Store the prices open positions were marked to, in one write that touches nothing else. Only the process
-        doing the tick work stores them."""
-        if not self._marked:
+        """Store the prices open positions were marked to, in one write that touches nothing else: those of every
+        market that ticked since the last write. Only the process doing the tick work stores them."""
+        moved = [(m, m.mark.seq) for m in self._markets.values() if m.mark.seq > m.stored_seq]
+        if not moved:
             return
-        taken, self._marked = self._marked, {}
-        if not self.engine.protects:
-            return
-        marks = [(p.id, p.current_price) for marked in taken.values() for p in marked.values() if p.status == "open"]
-        if not marks:
-            return
-        try:
-            await self.engine.store.save_marks(marks)
-        except Exception:
-            log.exception("storing marks failed; kept for the next write")
-            for a, marked in taken.items():
-                self._marked[a] = {**marked, **self._marked.get(a, {})}
+        if self.engine.protects:
+            marks = [(p.id, p.current_price) for m, _ in moved for p in m.positions.values() if p.status == "open"]
+            if marks:
+                try:
+                    await self.engine.store.save_marks(marks)
+                except Exception:
+                    log.exception("storing marks failed; kept for the next write")
+                    return
+        for market, seq in moved:
+            market.stored_seq = max(market.stored_seq, seq)
+
+
+def _arm(market: _Market, position: Position) -> None:
+    long = position.side == "long"
+    if position.stop_loss is not None:
+        (market.long_stop if long else market.short_stop).arm(position.id, position.stop_loss)
+    if position.take_profit is not None:
+        (market.long_take if long else market.short_take).arm(position.id, position.take_profit)
+
+
+def _disarm(market: _Market, position_id: str) -> None:
+    for trigger in (market.long_stop, market.long_take, market.short_stop, market.short_take):
+        trigger.disarm(position_id)
 
 
 def limit_alerts(changes: Changes) -> None:
     """risk.limit_reached at 80% (warning) and 100% (breached) of a limit, once per crossing."""
     book = changes.book
     for check, (used, limit, current) in risk.utilization(book).items():
-        level = _level(used)
-        if level == book.alerts.get(check, ""):
+        level_now = level(used)
+        if level_now == book.alerts.get(check, ""):
             continue
         previous = book.alerts.get(check, "")
-        if level:
-            book.alerts[check] = level
+        if level_now:
+            book.alerts[check] = level_now
         else:
             book.alerts.pop(check, None)
         changes.book_changed = True
         data: dict[str, Any] = {
             "check": check,
-            "level": level,
+            "level": level_now,
             "limit": limit,
             "current": current,
             "utilization": round(float(used), 4),
         }
-        if check == risk.DAILY_LOSS and level == "breached" and book.state == "active":
+        if check == risk.DAILY_LOSS and level_now == "breached" and book.state == "active":
             book.state = "reducing"
             data["trading_state"] = "reducing"
-        if level and (previous != "breached"):
+        if level_now and (previous != "breached"):
             changes.event("risk.limit_reached", data)
-
-
-def _level(used: Decimal) -> str:
-    return "breached" if used >= 1 else "warning" if used >= risk.WARNING_AT else ""
-
-
-def _alerts_differ(book: Book) -> bool:
-    return any(_level(used) != book.alerts.get(check, "") for check, (used, _, _) in risk.utilization(book).items())
 
 
 def _rated(ticker: Ticker) -> tuple[str, Decimal] | None:

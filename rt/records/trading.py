@@ -168,6 +168,42 @@ class Envelope:
         )
 
 
+class Mark:
+    """The last price of one market at one venue, shared by every open position following it: a tick moves them all
+    with one write (see Position.follow)."""
+
+    __slots__ = ("price", "seq")
+
+    def __init__(self, price: Decimal = ZERO) -> None:
+        self.price = price
+        self.seq = 0  # ticks so far
+
+    def move(self, price: Decimal) -> None:
+        self.price = price
+        self.seq += 1
+
+
+class _MarkedPrice:
+    """Position.current_price: the price the position was given (by a fill, the store or an assignment) until the
+    market it follows next ticks, from then on that market's last price while the position is open."""
+
+    def __get__(self, position: Position | None, owner: type | None = None) -> Decimal:
+        if position is None:
+            return ZERO
+        state = vars(position)
+        mark: Mark | None = state.get("_mark")
+        if mark is not None and mark.seq > state["_since"] and state["status"] == "open":
+            return mark.price
+        price: Decimal = state["_price"]
+        return price
+
+    def __set__(self, position: Position, price: Decimal) -> None:
+        state = vars(position)
+        mark: Mark | None = state.get("_mark")
+        state["_price"] = price
+        state["_since"] = mark.seq if mark is not None else 0
+
+
 @dataclass
 class Position:
     id: str
@@ -194,6 +230,14 @@ class Position:
         # The quote currency's rate from another pair, for a symbol whose own price does not give it (EUR/GBP); set
         # where positions are marked to the market, never stored (see to_account).
         self.cross_rate: Decimal | None = None
+
+    def follow(self, mark: Mark | None) -> None:
+        """Take the price of `mark`'s market from its next tick on (None: keep the price the position has)."""
+        price = self.current_price
+        state = vars(self)
+        state["_mark"] = mark
+        state["_price"] = price
+        state["_since"] = mark.seq if mark is not None else 0
 
     @property
     def sign(self) -> int:
@@ -237,6 +281,10 @@ class Position:
             "closed_at": self.closed_at,
             "simulated": self.simulated,
         }
+
+
+# Installed after the dataclass is made, so the field stays a Decimal column whose value __init__ hands to the setter.
+setattr(Position, "current_price", _MarkedPrice())  # noqa: B010
 
 
 @dataclass

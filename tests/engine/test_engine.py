@@ -26,6 +26,7 @@ async def test_a_failing_account_on_a_tick_cannot_stop_another_accounts_stop_los
     book = await rig.book()
     # Bypasses the request validation that keeps such a limit out: comparing its use raises InvalidOperation.
     book.envelope = Envelope(max_daily_loss=D("NaN"))
+    rig.engine.ticks.index(book)  # as a commit of the book would
 
     with caplog.at_level(logging.ERROR, logger="rt.engine"):
         rig.set_price("94")
