@@ -239,3 +239,38 @@ async def test_an_event_going_to_its_channel_and_to_events_is_serialized_once(mo
 def test_a_frame_is_what_the_websockets_library_itself_would_send(size: int) -> None:
     payload = b"x" * size
     assert frames.text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+async def test_a_fan_out_to_many_runs_in_slices_so_other_work_runs_between_and_order_holds() -> None:
+    from rt.channels.hub import SLICE
+
+    hub = Hub(MemoryBus())
+    got: list[list[int]] = [[] for _ in range(SLICE * 3)]
+
+    class Sink:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def offer(self, out: Outgoing) -> None:
+            got[self.n].append(orjson.loads(out.payload)["seq"])
+
+        def fell_behind(self) -> None:
+            raise AssertionError("within the limit")
+
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(len(got)):
+            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(n)))).start(0)
+        between: list[int] = []
+
+        async def request() -> None:  # a REST request or a command, ready while the fan-out runs
+            between.append(sum(map(len, got)))
+
+        task = asyncio.create_task(request())
+        hub._fan_out(("*", "ticks:BTC/USDT"), 1, tick(1))
+        hub._fan_out(("*", "ticks:BTC/USDT"), 2, tick(2))
+        assert sum(map(len, got)) == SLICE  # one slice now, the rest on the loop's next turns
+        await task
+        assert between and between[0] < len(got) * 2  # it ran before the fan-out was done
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert all(seqs == [1, 2] for seqs in got)
