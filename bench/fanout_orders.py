@@ -59,7 +59,7 @@ async def prepare(base: str, key: str) -> None:
         (await http.put("/v1/risk/envelope", json=ENVELOPE)).raise_for_status()
 
 
-async def ws_orders(ws_url: str, until_us: int, warm: int = 100) -> Orders:
+async def ws_orders(ws_url: str, until_us: int, warm: int = 10) -> Orders:
     """Sequential order.place over one socket until `until_us`, after `warm` untimed ones."""
     out = Orders("order.place over WebSocket (sequential)")
     async with connect(ws_url, compression=None, proxy=None, ping_interval=None) as ws:

@@ -53,6 +53,7 @@ class Fanout:
     server_log: list[str] = field(default_factory=list)
     rss_before_kb: int = 0
     rss_after_kb: int = 0
+    rss_end_kb: int = 0  # when the window closed
     stuck: list[dict[str, Any]] = field(default_factory=list)
     # rt's metrics while stuck clients did not read: (s since the window opened, slow-consumer closes, fullest queue)
     slow_consumer: list[tuple[float, float, float]] = field(default_factory=list)
@@ -123,6 +124,7 @@ class Fanout:
             "other_cpu_pct": _num(100 * self.other_cpu_s / seconds),
             "rss_before_kb": self.rss_before_kb,
             "rss_after_kb": self.rss_after_kb,
+            "rss_end_kb": self.rss_end_kb,
             "rss_per_conn_kb": _num(self.rss_per_conn_kb),
             "closes": self.closes,
             "errors": self.errors,

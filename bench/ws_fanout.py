@@ -280,6 +280,7 @@ def run_clients(target: Target, load: Load, result: Fanout, extra: Extra | None,
             extra(target, start, end, result)
         time.sleep(max(0.0, (end - now_us()) / 1e6))
         result.server_cpu_s = cpu_s(target.pid) - cpu0
+        result.rss_end_kb = rss_kb(target.pid)
         busy1, softirq1 = machine_cpu()
         result.machine_cpu_s, result.softirq_s = busy1 - busy0, softirq1 - softirq0
         result.seconds = load.seconds
@@ -494,6 +495,10 @@ def print_report(report: Report) -> None:
                     f"  {r.server}: healthy p99 {r.pct_ms(0.99):.2f} ms with stuck clients vs {base.pct_ms(0.99):.2f} "
                     f"ms without (phase 2); p50 {r.pct_ms(0.5):.2f} vs {base.pct_ms(0.5):.2f} ms"
                 )
+            print(
+                f"  {r.server}: server VmRSS {r.rss_after_kb / 1024:.1f} MB when the window opened, "
+                f"{r.rss_end_kb / 1024:.1f} MB when it closed"
+            )
             if r.slow_consumer:
                 first, last = r.slow_consumer[0], r.slow_consumer[-1]
                 print(
