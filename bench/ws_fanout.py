@@ -456,6 +456,18 @@ def run_phases(args: argparse.Namespace, report: Report) -> None:
         show(report.orders)
 
 
+def code_state() -> str:
+    """The commit rt runs from, and how many of its files differ from it (the bench runs the working tree)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rt"], cwd=root, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    changed = len(dirty.stdout.splitlines())
+    return f"{head.stdout.strip()}" + (f" with {changed} uncommitted change(s) under rt/" if changed else "")
+
+
 def print_report(report: Report) -> None:
     print("\n" + "=" * 100)
     a = report.args
@@ -576,6 +588,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = Report({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    report.args["code"] = code_state()
     try:
         run_phases(args, report)
     except KeyboardInterrupt:
