@@ -152,16 +152,20 @@ class Session:
         self.send_bytes(frames.message(message))
 
     def _push(self, payload: bytes, event: bool) -> None:
-        if self.state is not State.OPEN:
-            return
+        wire = self.wire
+        if self.state is not State.OPEN or wire.closed:
+            return  # a client that left is not behind: what it would have been sent is dropped
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
-        if event and (len(queue) >= self._limit or time.monotonic() - self.wire.paused_at > self._stall):
+        if event and len(queue) >= self._limit:
             self._slow_consumer("slow consumer: send queue full")
             return
+        if event and wire.paused and time.monotonic() - wire.paused_at > self._stall:
+            self._slow_consumer("slow consumer: not reading")
+            return
         queue.append(payload)
-        if not self.wire.paused:
+        if not wire.paused:
             self._drain()
 
     def _drain(self) -> None:
@@ -173,7 +177,7 @@ class Session:
             else:
                 wire.write(queue.popleft())
             self._sent += 1
-        if not queue:
+        if not queue or wire.closed:
             self._queue = None
             if self.state is State.CLOSING:
                 self._close_wire()

@@ -274,3 +274,16 @@ async def test_a_fan_out_to_many_runs_in_slices_so_other_work_runs_between_and_o
         for _ in range(10):
             await asyncio.sleep(0)
         assert all(seqs == [1, 2] for seqs in got)
+
+
+async def test_a_client_that_left_is_not_a_slow_consumer(tmp_path: Path) -> None:
+    async with running(tmp_path, ws_queue=5) as runtime:
+        s, wire, _ = session(runtime)
+        closes = runtime.sessions.slow_consumer_closes
+        wire.pause()
+        s.offer(tick(1))
+        wire.close(1000, "")  # the client closed (or dropped) while behind
+        wire.pause(ago=60)  # and its buffer will never drain
+        for seq in range(2, 20):
+            s.offer(tick(seq))
+        assert runtime.sessions.slow_consumer_closes == closes and wire.close_code == 1000
