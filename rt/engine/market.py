@@ -25,7 +25,7 @@ from rt.engine import ledger, risk
 from rt.engine._triggers import Trigger, alert_band, alerts_differ, level
 from rt.errors import RtError
 from rt.exchanges import Exchange, Fill, Ticker
-from rt.records.trading import ACCOUNT_CURRENCIES, Book, Mark, Order, Position, currencies, rate_from
+from rt.records.trading import ACCOUNT_CURRENCIES, Book, Mark, Order, Position, currencies, marked, rate_from
 
 if TYPE_CHECKING:
     from rt.engine.engine import Changes, Engine
@@ -401,7 +401,7 @@ class TickWork:
         if not moved:
             return
         if self.engine.protects:
-            marks = [(p.id, p.current_price) for m, _ in moved for p in m.positions.values() if p.status == "open"]
+            marks = [mark for m, _ in moved for mark in marked(m.mark, m.positions.values())]
             if marks:
                 try:
                     await self.engine.store.save_marks(marks)

@@ -3,6 +3,7 @@ the wire."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -285,6 +286,13 @@ class Position:
 
 # Installed after the dataclass is made, so the field stays a Decimal column whose value __init__ hands to the setter.
 setattr(Position, "current_price", _MarkedPrice())  # noqa: B010
+
+
+def marked(mark: Mark, positions: Iterable[Position]) -> list[tuple[str, Decimal]]:
+    """(id, price) of the positions following `mark` that its last tick moved; one given a price of its own since keeps
+    it (and is stored with it)."""
+    seq, price = mark.seq, mark.price
+    return [(p.id, price) for p in positions if p.__dict__["_since"] < seq]
 
 
 @dataclass
