@@ -197,8 +197,9 @@ class TickWork:
         real one for another, and neither market's prices may move (or close) the other's positions.
 
         An account whose limit alerts change with the price gets a commit of its own, so `risk.limit_reached`
-        (and the switch to `reducing` on a daily-loss breach) does not wait for its next order: on the tick that
-        changes them, as the band in which they stand is known (see alert_band).
+        (and the switch to `reducing` on a daily-loss breach) does not wait for its next order. Its latency is one
+        tick: the account is looked at on the tick that leaves the band of prices within which its alerts stand
+        (alert_band), or on every tick of its markets when its positions span several or take a cross rate.
         """
         key = (venue, ticker.symbol)
         self._last[key] = ticker

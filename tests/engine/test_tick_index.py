@@ -100,6 +100,19 @@ async def test_the_tick_that_crosses_a_daily_loss_limit_raises_the_alert_and_lea
     assert (await rig.book()).alerts == {}
 
 
+async def test_an_account_on_two_markets_is_alerted_on_the_tick_that_crosses(rig: Rig) -> None:
+    await rig.limits(max_daily_loss="60")
+    await rig.position("long", "10")
+    await rig.position("long", "1", symbol="ETH/USDT")
+    rig.set_price("99")
+    rig.set_price("10.1", "ETH/USDT")
+    await rig.settle()
+    assert (await rig.book()).alerts == {}
+    rig.set_price("95")
+    await rig.settle()
+    assert (await rig.book()).alerts == {"daily_loss_limit": "warning"}
+
+
 async def test_a_position_enters_the_triggers_when_opened_and_follows_its_stop_when_amended(rig: Rig) -> None:
     position = await rig.position("long", "1", stop_loss="95")
     update = PositionUpdate.model_validate({"stop_loss": "90"})
