@@ -4,6 +4,7 @@ orders, the event counts, and an event from its row."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import orjson
@@ -12,6 +13,15 @@ from rt.records.events import Event
 from rt.records.trading import Order, Position
 
 T = TypeVar("T")
+
+
+def by_price(marks: Sequence[tuple[str, Decimal]]) -> dict[str, list[str]]:
+    """Marks grouped by price (as stored: text), each position under the last price given for it."""
+    latest = {position_id: str(price) for position_id, price in marks}
+    grouped: dict[str, list[str]] = {}
+    for position_id, price in latest.items():
+        grouped.setdefault(price, []).append(position_id)
+    return grouped
 
 
 def event_of(row: Any) -> Event:

@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
+
 from rt.records.events import Event
 from rt.records.trading import Book, Order, Position, StoredResponse, TradeBatch
 from rt.store import Trading
-from rt.store._reads import PagedReads, event_of
+from rt.store._reads import PagedReads, by_price, event_of
 from rt.store._rows import book_of, book_row, columns, from_row, response_row, to_row
 from rt.store._sqlite_base import Connections
 from rt.wire import dumps
@@ -132,9 +134,11 @@ class TradingTables(Connections, PagedReads, Trading):
         if not marks:
             return
         async with self._transaction("BEGIN"):
+            # One statement per price, not per position: every position on a market is marked to the same one.
             await self._db.executemany(
-                "UPDATE positions SET current_price = ? WHERE id = ? AND status = 'open'",
-                [(str(price), position_id) for position_id, price in marks],
+                "UPDATE positions SET current_price = ? "
+                "WHERE status = 'open' AND id IN (SELECT value FROM json_each(?))",
+                [(price, orjson.dumps(ids).decode()) for price, ids in by_price(marks).items()],
             )
 
     @asynccontextmanager

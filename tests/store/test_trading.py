@@ -104,12 +104,24 @@ async def test_save_marks_moves_only_open_positions_and_only_their_price(store: 
     # A write made after the mark was taken: the mark must not undo its quantity or its stop.
     await store.save(TradeBatch(positions=[dataclasses.replace(target, quantity=Decimal(2), stop_loss=Decimal(95))]))
 
-    await store.save_marks([(target.id, Decimal("101.5")), (closed.id, Decimal(1)), ("pos_missing", Decimal(1))])
+    other = position(alice)
+    await store.save(TradeBatch(positions=[other]))
+    await store.save_marks(
+        [
+            (target.id, Decimal(99)),
+            (other.id, Decimal("101.5")),
+            (closed.id, Decimal(1)),
+            ("pos_missing", Decimal(1)),
+            (target.id, Decimal("101.5")),  # marked again: the last price given stands
+        ]
+    )
     await store.save_marks([])
 
     moved = await store.get_position(alice, target.id)
     assert moved is not None
     assert (moved.current_price, moved.quantity, moved.stop_loss) == (Decimal("101.5"), Decimal(2), Decimal(95))
+    marked_too = await store.get_position(alice, other.id)
+    assert marked_too is not None and marked_too.current_price == Decimal("101.5")
     untouched = await store.get_position(alice, closed.id)
     assert untouched is not None and untouched.current_price == Decimal(100)
 
