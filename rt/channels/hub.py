@@ -4,7 +4,9 @@ Each event is serialized and framed once (`frames.Outgoing`); the same bytes go 
 
 A fan-out runs in slices of `SLICE` deliveries, one per turn of the event loop, so a tick to thousands of
 clients never holds a request or a command for longer than one slice: what is still to be handed out waits in one
-FIFO, so every sink gets events in the order they were published.
+FIFO, so every sink gets events in the order they were published. The FIFO is bounded (`BACKLOG` deliveries): past
+it, whoever publishes hands out the oldest slices there and then, so a market faster than the clients slows down
+instead of queueing without end.
 
 A subscription is taken with `Hub.subscribe`, an async context manager (broadcaster's shape) that owns the order
 of a subscribe: from the moment it is entered the subscription holds what is published, while its owner builds the
@@ -36,6 +38,7 @@ log = logging.getLogger("rt.hub")
 
 _TICK_HISTORY = 256
 SLICE = 128  # deliveries handed out in one turn of the event loop (each a write to a socket: about 0.5 ms)
+BACKLOG = 64 * SLICE  # deliveries waiting for their slice, at most
 _DATA_MEMO = 64  # events whose serialized data is kept: one event arrives once per channel it goes to
 GLOBAL = "*"
 
@@ -53,7 +56,7 @@ class Sink(Protocol):
 class Subscription:
     """One sink on one (account, channel): holding until started, then handing on what is past its floor."""
 
-    __slots__ = ("_held", "_hub", "channel", "floor", "key", "sink")
+    __slots__ = ("_held", "_hub", "channel", "closed", "floor", "key", "sink")
 
     def __init__(self, hub: Hub, key: tuple[str, str], sink: Sink) -> None:
         self._hub = hub
@@ -61,6 +64,7 @@ class Subscription:
         self.channel = key[1]
         self.sink = sink
         self.floor = 0
+        self.closed = False
         self._held: list[tuple[int, Outgoing]] | None = []
 
     @property
@@ -68,6 +72,8 @@ class Subscription:
         return self._held is None
 
     def deliver(self, seq: int, out: Outgoing) -> None:
+        if self.closed:
+            return  # closed after the event came, while its fan-out was still pending
         held = self._held
         if held is not None:
             if len(held) >= self._hub.held_limit:
@@ -86,6 +92,7 @@ class Subscription:
                 self.sink.offer(out)
 
     def close(self) -> None:
+        self.closed = True
         self._hub._remove(self)
 
 
@@ -100,6 +107,7 @@ class Hub:
         # What is still to be handed out: subscriptions as they were when the event came, its seq, the message, and
         # how far it got.
         self._pending: deque[list[Any]] = deque()
+        self.pending = 0  # deliveries in it
         self._draining = False
         self.fanned_out = 0
 
@@ -139,16 +147,28 @@ class Hub:
             # A sink never changes the hub's subscriptions while it is handed a message (a session that closes is
             # removed by its own task, later), so the dict is walked as it is.
             for subscription in subs:
-                subscription.deliver(seq, out)
+                _deliver(subscription, seq, out)
             metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
             return
         self._pending.append([list(subs), seq, out, 0])
-        if not self._draining:
+        self.pending += len(subs)
+        while self.pending > BACKLOG:
+            self._hand_out()
+        if self._pending and not self._draining:
             self._draining = True
-            self._slice()
+            self._slice()  # the first slice now, the next ones on the loop's next turns
 
     def _slice(self) -> None:
-        """Hand out up to SLICE deliveries of what is pending, then let the loop run before the next slice."""
+        """One turn of the loop's share of what is pending; the next slice after the loop has run again."""
+        try:
+            self._hand_out()
+        finally:
+            if self._pending:
+                asyncio.get_running_loop().call_soon(self._slice)
+            else:
+                self._draining = False
+
+    def _hand_out(self) -> None:
         started = time.perf_counter()
         budget = SLICE
         pending = self._pending
@@ -157,17 +177,14 @@ class Hub:
             subs, seq, out, done = entry
             end = min(len(subs), done + budget)
             for i in range(done, end):
-                subs[i].deliver(seq, out)
+                _deliver(subs[i], seq, out)
             budget -= end - done
+            self.pending -= end - done
             if end == len(subs):
                 pending.popleft()
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
             else:
                 entry[3] = end
-        if pending:
-            asyncio.get_running_loop().call_soon(self._slice)
-        else:
-            self._draining = False
 
     def deliver(self, deliveries: Iterable[Delivery]) -> None:
         for d in deliveries:
@@ -227,6 +244,13 @@ class Hub:
         if not ring or ring[0][0] > since + 1:
             return None
         return [out for seq, out in ring if seq > since]
+
+
+def _deliver(subscription: Subscription, seq: int, out: Outgoing) -> None:
+    try:
+        subscription.deliver(seq, out)
+    except Exception:  # one session's failure never stops the fan-out to the others
+        log.exception("fan-out to a session failed", extra={"channel": subscription.channel})
 
 
 def _key(account_id: str, channel: str) -> tuple[str, str]:

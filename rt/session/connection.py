@@ -109,6 +109,7 @@ class Session:
         self._mine: set[str] = set()
         self.unsaved = False  # an order of it, or the record itself, is not in the durable switch yet
         self._queue: deque[bytes] | None = None  # only while the client is behind
+        self._events_queued = False  # an event waits in it, not only answers to the client's own messages
         self._limit = context.queue
         self._stall = context.stall_s
         self._last_in = time.monotonic()
@@ -165,6 +166,7 @@ class Session:
             self._slow_consumer("slow consumer: not reading")
             return
         queue.append(payload)
+        self._events_queued |= event
         if not wire.paused:
             self._drain()
 
@@ -178,7 +180,7 @@ class Session:
                 wire.write(queue.popleft())
             self._sent += 1
         if not queue or wire.closed:
-            self._queue = None
+            self._queue, self._events_queued = None, False
             if self.state is State.CLOSING:
                 self._close_wire()
 
@@ -207,9 +209,14 @@ class Session:
         if self._queue is None or self.wire.closed:
             self._close_wire()
 
+    def close_now(self) -> None:
+        """A close begun after what is queued goes now, dropping the rest (a shutdown whose grace ran out)."""
+        if self.state is State.CLOSING:
+            self._close_wire()
+
     def _close_wire(self) -> None:
         """The close frame now: what is still queued is dropped, never sent ahead of it."""
-        self._queue = None
+        self._queue, self._events_queued = None, False
         self.wire.close(self.close_code or CloseCode.NORMAL, protocol.close_reason(self._close_reason))
 
     # running
@@ -268,8 +275,9 @@ class Session:
             if self.wire.paused and now - self.wire.paused_at > self._stall:
                 if self.state is State.CLOSING:
                     self._close_wire()  # it will not read what it still has queued: the close goes now
-                else:
+                elif self._events_queued:
                     self._slow_consumer("slow consumer: not reading")
+                # Only answers to its own messages wait: it is slowed down (its reader waits), never cut for them.
             return
         if self.state is not State.OPEN:
             return

@@ -280,6 +280,8 @@ class Sessions:
         if sessions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in sessions)), grace)
+            for session in sessions:
+                session.close_now()  # a client still behind gets its close without what it did not read
 
     # metrics
 

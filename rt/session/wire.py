@@ -226,6 +226,7 @@ class RtWebSocketProtocol(WebSocketsSansIOProtocol):
         """The close frame ahead of anything the session still had queued; the connection cut after
         CLOSE_TIMEOUT_S without the client's answer (a client that stopped reading never gives one)."""
         if self.close_sent or self.transport.is_closing():
+            self._cut_later()  # closed by uvicorn itself (a keepalive timeout, a shutdown): cut it all the same
             return
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         with contextlib.suppress(InvalidState):
@@ -236,6 +237,26 @@ class RtWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
+
+    def _cut_later(self) -> None:
+        if self.close_timer is None and not self.disconnected:
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
+
+    def keepalive_timeout(self) -> None:
+        """No pong in time: closed as uvicorn does (1011), but the session is told and the connection is cut when
+        the close is not answered, where uvicorn's transport.close() waits on a buffer that never drains."""
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        self.close_now(1011, "keepalive ping timeout")
+
+    def shutdown(self) -> None:
+        """The server stops: an accepted socket gets its close (1012) or keeps the one it has, and is cut
+        CLOSE_TIMEOUT_S later if the client does not answer, never held for the whole graceful-shutdown timeout."""
+        if not self.handshake_complete:
+            super().shutdown()
+            return
+        self.stop_keepalive()
+        self.close_now(1012, "service restart")
 
     def handle_close(self, event: Any) -> None:
         if self.close_sent and self.close_timer is not None:
@@ -263,7 +284,10 @@ class AsgiWire:
         self._gone = False
         self.paused = False
         self.paused_at = 0.0
-        self._task = asyncio.get_running_loop().create_task(self._writer(), name="ws-writer")
+        loop = asyncio.get_running_loop()
+        self._owner = asyncio.current_task()  # the connection's task, reading what the client sends
+        self._cut: asyncio.TimerHandle | None = None
+        self._task = loop.create_task(self._writer(), name="ws-writer")
 
     def write(self, payload: bytes, framed: bytes | None = None) -> None:
         if self.closed:
@@ -286,6 +310,14 @@ class AsgiWire:
         self._buffer.clear()
         self._close = (code, reason)
         self._wake.set()
+        # A server that cannot tell this session the client is gone: its task ends after CLOSE_TIMEOUT_S.
+        self._cut = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._give_up)
+
+    def _give_up(self) -> None:
+        self._gone = True
+        self._task.cancel()
+        if self._owner is not None:
+            self._owner.cancel()
 
     @property
     def closed(self) -> bool:
@@ -314,6 +346,8 @@ class AsgiWire:
 
     async def stop(self) -> None:
         """The session ended: a close it asked for still goes out (briefly), then the writer ends."""
+        if self._cut is not None:
+            self._cut.cancel()
         if self._close is not None and not self._task.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), CLOSE_TIMEOUT_S)

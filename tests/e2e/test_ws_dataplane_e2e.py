@@ -5,6 +5,7 @@ requests gets every answer."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 from pathlib import Path
@@ -133,3 +134,24 @@ async def pipelined(server: Server) -> None:
                 pongs.append(message["id"])
         assert pongs == list(range(1100))
         await conn.ping()  # and the session is still open
+
+
+async def test_a_shutdown_does_not_wait_on_a_client_that_stopped_reading(tmp_path: Path) -> None:
+    # Stuck for longer than the test: only the shutdown can end it.
+    with run_server(tmp_path / "data", {**BUSY, "RT_WS_STALL_S": "600", "RT_WS_QUEUE": "1000000"}) as server:
+        key = await full_key(server)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", server.port))
+        async with connect(server, key, sock=raw, max_queue=1) as stuck:
+            for symbol in SYMBOLS:
+                await stuck.send(op="subscribe", channel=f"ticks:{symbol}")
+            await asyncio.sleep(2.0)  # its buffers fill
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.get_running_loop().run_in_executor(None, server.process.wait, 30)
+            took = time.monotonic() - started
+        # The 2 s grace for queues to drain, then its close and, unanswered, the cut 3 s later.
+        assert took < 2 + CLOSE_TIMEOUT_S + 3, took
+        assert "timeout graceful shutdown exceeded" not in server.logs()
+        quiet(server)

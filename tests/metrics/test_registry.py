@@ -106,6 +106,7 @@ class FakeSessions:
 @dataclass
 class FakeHub:
     fanned_out: int = 40
+    pending: int = 300
 
     def subscriptions(self) -> int:
         return 5
@@ -125,6 +126,7 @@ def test_websocket_series_are_read_from_the_runtimes_sessions_and_hub_at_scrape(
     assert value("rt_ws_slow_consumer_closes_total") == 2
     assert value("rt_events_fanned_out_total") == 40
     assert value("rt_ws_subscriptions") == 5
+    assert value("rt_hub_fanout_pending") == 300
     assert value("rt_ws_command_latency_ms_bucket", {"le": "0.5"}) == 1
     assert value("rt_ws_command_latency_ms_bucket", {"le": "1"}) == 3
     assert value("rt_ws_command_latency_ms_bucket", {"le": "1000"}) == 3

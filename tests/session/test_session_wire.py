@@ -120,7 +120,7 @@ async def test_the_clock_closes_a_client_stuck_behind_even_when_no_event_comes(t
     async with running(tmp_path, ws_stall_s=2.0) as runtime:
         s, wire, _ = session(runtime)
         wire.pause()
-        s.send({"type": "snapshot"})
+        s.offer(tick(1))  # the last event for a while: the channel goes quiet
         loop_now = wire.paused_at
         s.on_clock(loop_now + 1.0, heartbeat=15, idle=60)
         assert wire.close_code is None
@@ -287,3 +287,109 @@ async def test_a_client_that_left_is_not_a_slow_consumer(tmp_path: Path) -> None
         for seq in range(2, 20):
             s.offer(tick(seq))
         assert runtime.sessions.slow_consumer_closes == closes and wire.close_code == 1000
+
+
+async def test_an_unsubscribe_stops_what_its_fan_out_had_still_pending() -> None:
+    from rt.channels.hub import SLICE
+
+    hub = Hub(MemoryBus())
+    got: list[int] = []
+
+    class Sink:
+        def __init__(self, mine: bool) -> None:
+            self.mine = mine
+
+        def offer(self, out: Outgoing) -> None:
+            if self.mine:
+                got.append(orjson.loads(out.payload)["seq"])
+
+        def fell_behind(self) -> None:
+            raise AssertionError("within the limit")
+
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(SLICE * 2):
+            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(False)))).start(0)
+        mine = await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(True)))
+        mine.start(0)
+        hub._fan_out(("*", "ticks:BTC/USDT"), 1, tick(1))  # the last subscriber's turn comes after two slices
+        mine.close()
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert got == [] and hub.pending == 0
+
+
+async def test_a_session_that_fails_is_skipped_and_the_fan_out_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    from rt.channels.hub import SLICE
+
+    hub = Hub(MemoryBus())
+    got: list[int] = []
+
+    class Sink:
+        def __init__(self, bad: bool) -> None:
+            self.bad = bad
+
+        def offer(self, out: Outgoing) -> None:
+            if self.bad:
+                raise RuntimeError("broken session")
+            got.append(orjson.loads(out.payload)["seq"])
+
+        def fell_behind(self) -> None:
+            raise AssertionError("within the limit")
+
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(SLICE * 2):
+            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(n == 3)))).start(0)
+        for seq in (1, 2):
+            hub._fan_out(("*", "ticks:BTC/USDT"), seq, tick(seq))
+        for _ in range(10):
+            await asyncio.sleep(0)
+    assert sorted(got) == [1] * (SLICE * 2 - 1) + [2] * (SLICE * 2 - 1)
+    assert "fan-out to a session failed" in caplog.text
+
+
+async def test_a_backlog_past_its_bound_is_handed_out_by_whoever_publishes() -> None:
+    from rt.channels.hub import BACKLOG, SLICE
+
+    hub = Hub(MemoryBus())
+    count = 0
+
+    class Sink:
+        def offer(self, out: Outgoing) -> None:
+            nonlocal count
+            count += 1
+
+        def fell_behind(self) -> None:
+            raise AssertionError("within the limit")
+
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(SLICE * 4):
+            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink()))).start(0)
+        for seq in range(1, 100):  # published faster than the loop turns
+            hub._fan_out(("*", "ticks:BTC/USDT"), seq, tick(seq))
+            assert hub.pending <= BACKLOG
+        for _ in range(200):
+            await asyncio.sleep(0)
+    assert count == 99 * SLICE * 4 and hub.pending == 0
+
+
+async def test_a_client_behind_only_on_answers_to_its_own_messages_is_slowed_not_closed(tmp_path: Path) -> None:
+    async with running(tmp_path, ws_stall_s=2.0) as runtime:
+        s, wire, _ = session(runtime)
+        wire.pause()
+        for n in range(5):
+            s.send_bytes(frames.pong(n))
+        s.on_clock(wire.paused_at + 10.0, heartbeat=15, idle=60)
+        assert wire.close_code is None and s.queue_depth == 5
+        wire.resume()
+        assert [m["id"] for m in wire.messages()] == [0, 1, 2, 3, 4]
+
+
+async def test_a_shutdown_whose_grace_ran_out_closes_a_client_still_behind(tmp_path: Path) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, _ = session(runtime)
+        wire.pause()
+        s.send_bytes(frames.shutdown())
+        s.begin_close(CloseCode.GOING_AWAY, "server shutting down")
+        assert wire.close_code is None
+        s.close_now()
+        assert wire.close_code == CloseCode.GOING_AWAY and wire.writes == []
