@@ -4,9 +4,9 @@ Each event is serialized and framed once (`frames.Outgoing`); the same bytes go 
 
 A fan-out runs in slices of `SLICE` deliveries, one per turn of the event loop, so a tick to thousands of
 clients never holds a request or a command for longer than one slice: what is still to be handed out waits in one
-FIFO, so every sink gets events in the order they were published. The FIFO is bounded (`BACKLOG` deliveries): past
-it, whoever publishes hands out the oldest slices there and then, so a market faster than the clients slows down
-instead of queueing without end.
+FIFO, so every sink gets events in the order they were published. The FIFO is bounded: an event that finds more
+than `BACKLOG` deliveries waiting before it has its publisher hand out the oldest there and then, so a market
+faster than the clients slows down (as a synchronous broadcast would) instead of queueing latency.
 
 A subscription is taken with `Hub.subscribe`, an async context manager (broadcaster's shape) that owns the order
 of a subscribe: from the moment it is entered the subscription holds what is published, while its owner builds the
@@ -37,8 +37,8 @@ from rt.wire import dumps
 log = logging.getLogger("rt.hub")
 
 _TICK_HISTORY = 256
-SLICE = 128  # deliveries handed out in one turn of the event loop (each a write to a socket: about 0.5 ms)
-BACKLOG = 64 * SLICE  # deliveries waiting for their slice, at most
+SLICE = 32  # deliveries handed out in one turn of the event loop (each a write to a socket: about 0.2 ms)
+BACKLOG = 2048  # deliveries an event may find waiting before it: past that, the publisher hands out the oldest
 _DATA_MEMO = 64  # events whose serialized data is kept: one event arrives once per channel it goes to
 GLOBAL = "*"
 
@@ -150,10 +150,10 @@ class Hub:
                 _deliver(subscription, seq, out)
             metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
             return
-        self._pending.append([list(subs), seq, out, 0])
-        self.pending += len(subs)
         while self.pending > BACKLOG:
             self._hand_out()
+        self._pending.append([list(subs), seq, out, 0])
+        self.pending += len(subs)
         if self._pending and not self._draining:
             self._draining = True
             self._slice()  # the first slice now, the next ones on the loop's next turns
