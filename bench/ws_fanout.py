@@ -475,6 +475,7 @@ def print_report(report: Report) -> None:
         f"ws fan-out on {CHANNEL}: server on core {SERVER_CPU}, load generator on core {LOAD_CPU} ({a['procs']} "
         f"{a['client']} client processes), {os.cpu_count()} CPUs, shared with whatever else runs: figures are noisy"
     )
+    print(f"rt code: {a.get('code', '?')}")
     print(
         f"latency = client receive time - event ts, of every {a['sample']}th client; missed = seq gaps in the window; "
         "CPU in % of one core (loadgen: all client processes; near 100% the load generator limits the figures)"
