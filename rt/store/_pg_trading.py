@@ -12,7 +12,7 @@ from rt.records.events import Event
 from rt.records.trading import Book, Order, Position, StoredResponse, TradeBatch
 from rt.store import Trading
 from rt.store._pg_base import Connections, has_nul, transaction
-from rt.store._reads import PagedReads, by_price, event_of
+from rt.store._reads import PagedReads, event_of
 from rt.store._rows import book_of, book_row, columns, from_row, response_row, to_row
 from rt.wire import dumps
 
@@ -182,11 +182,12 @@ class TradingTables(Connections, PagedReads, Trading):
     async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
         if not marks:
             return
-        # One statement per price, not per position: every position on a market is marked to the same one. The
-        # index scan over a sorted id array locks rows in id order, like every other write of positions.
+        # One price per position (the last one given), in id order like every other write of positions: grouped by
+        # price (as on SQLite, which has one writer), rows would be locked market by market and could deadlock with
+        # a commit writing positions of two markets.
+        latest = {position_id: str(price) for position_id, price in marks}
         await self._executemany(
-            "UPDATE positions SET current_price = $1 WHERE status = 'open' AND id = ANY($2::text[])",
-            [(price, sorted(ids)) for price, ids in by_price(marks).items()],
+            "UPDATE positions SET current_price = $2 WHERE id = $1 AND status = 'open'", sorted(latest.items())
         )
 
     async def _page(
