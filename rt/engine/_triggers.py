@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
+from collections.abc import Collection
 from decimal import Decimal
 
 from rt.engine import ledger, risk
@@ -35,7 +36,7 @@ class Trigger:
     def arm(self, item: str, level: Decimal) -> None:
         token = next(_tokens)
         self._live[item] = token
-        heapq.heappush(self._heap, (level if self._rising else -level, token, item))
+        heapq.heappush(self._heap, (level if self._rising else level.copy_negate(), token, item))
         if len(self._heap) > 2 * len(self._live) + 64:
             self._heap = [entry for entry in self._heap if self._live.get(entry[2]) == entry[1]]
             heapq.heapify(self._heap)
@@ -45,7 +46,7 @@ class Trigger:
 
     def crossed(self, price: Decimal) -> list[str]:
         """The items this price reaches, disarmed."""
-        key = price if self._rising else -price
+        key = price if self._rising else price.copy_negate()
         heap, live, out = self._heap, self._live, []
         while heap and (heap[0][0] < key if self._strict else heap[0][0] <= key):
             _, token, item = heapq.heappop(heap)
@@ -62,28 +63,30 @@ class Trigger:
         return out
 
 
-def alert_band(book: Book, price: Decimal) -> tuple[Decimal, Decimal]:
+def alert_band(book: Book, price: Decimal, marked: Collection[str]) -> tuple[Decimal, Decimal] | None:
     """The prices around `price` at which the book's limit alerts stand as they are, for a book whose open positions
     all trade one market quoted so that no other market's price counts (see TickWork.index): while that market stays
-    within the band no alert can change, so a tick inside it needs no look at the book.
+    within the band no alert can change, so a tick inside it needs no look at the book. `marked` are the positions
+    that market moves; any other keeps its price. None when the alerts do not stand at `price` itself: the next tick
+    must look at the book.
 
     With every position on one market, unrealized P&L and notional move monotonically with its price, and so do
     equity, the day's loss and the exposure ratio (while equity stays positive): levels equal at both edges hold in
     between. An edge is tried far out first and then closer; a side where none holds ends at `price` itself, so any
     move that way looks at the book again."""
-    if not _steady(book, price):
-        return price, price
-    low = next((edge for w in _WIDTHS if _steady(book, edge := price * (1 - w))), price)
-    high = next((edge for w in _WIDTHS if _steady(book, edge := price * (1 + w))), price)
+    if not _steady(book, price, marked):
+        return None
+    low = next((edge for w in _WIDTHS if _steady(book, edge := price * (1 - w), marked)), price)
+    high = next((edge for w in _WIDTHS if _steady(book, edge := price * (1 + w), marked)), price)
     return low, high
 
 
-def _steady(book: Book, price: Decimal) -> bool:
-    """Whether, with every open position at `price`, the alerts stand as stored and equity is positive."""
+def _steady(book: Book, price: Decimal, marked: Collection[str]) -> bool:
+    """Whether, with the marked open positions at `price`, the alerts stand as stored and equity is positive."""
     trial = copy.copy(book)
     trial.positions = {}
     for key, position in book.positions.items():
-        if position.status == "open":
+        if position.status == "open" and position.id in marked:
             position = copy.copy(position)
             position.current_price = price
         trial.positions[key] = position

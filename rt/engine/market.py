@@ -170,20 +170,28 @@ class TickWork:
         indexed.quoted.append((key, item.id))
 
     def _band(self, indexed: _Indexed) -> None:
+        """Arm the band of its market's price in which the account's alerts stand. Where they do not stand at the
+        market's price itself (its positions were priced at a fill, or the price moved while its alerts were being
+        refreshed), or the book holds a bad value, the account is looked at on every tick until they do."""
         market = indexed.banded
         if market is None:
             return
         book = indexed.book
-        positions = [p for p in book.positions.values() if p.status == "open"]
-        price = market.mark.price or positions[0].current_price
+        account_id = book.account_id
+        price = market.mark.price or book.positions[next(iter(indexed.positions))].current_price
         try:
-            low, high = alert_band(book, price)
-        except Exception:  # a bad value in the book: looked at on every tick instead, each failure logged
-            log.exception("alert check failed", extra={"account_id": book.account_id})
-            market.watched.add(book.account_id)
+            band = alert_band(book, price, indexed.positions)
+        except Exception:
+            log.exception("alert check failed", extra={"account_id": account_id})
+            band = None
+        if band is None:
+            market.band_low.disarm(account_id)
+            market.band_high.disarm(account_id)
+            market.watched.add(account_id)
             return
-        market.band_low.arm(book.account_id, low)
-        market.band_high.arm(book.account_id, high)
+        market.watched.discard(account_id)
+        market.band_low.arm(account_id, band[0])
+        market.band_high.arm(account_id, band[1])
 
     # ticks
 
@@ -199,22 +207,27 @@ class TickWork:
         An account whose limit alerts change with the price gets a commit of its own, so `risk.limit_reached`
         (and the switch to `reducing` on a daily-loss breach) does not wait for its next order. Its latency is one
         tick: the account is looked at on the tick that leaves the band of prices within which its alerts stand
-        (alert_band), or on every tick of its markets when its positions span several or take a cross rate.
+        (alert_band), on every tick while they do not stand at its market's price, on every tick of its markets when
+        its positions span several or take a cross rate, and on every tick of the pair that gives that rate.
         """
         key = (venue, ticker.symbol)
         self._last[key] = ticker
         rated = _rated(ticker)
+        quoted = self._quoted.get((venue, rated[0]), {}) if rated is not None else {}
         if rated is not None:
-            for item in self._quoted.get((venue, rated[0]), {}).values():
+            for item in quoted.values():
                 item.cross_rate = rated[1]
         market = self._markets.get(key)
-        if market is None:
+        if market is not None:
+            market.mark.move(ticker.last)
+        if not self.engine.protects:
             return []
-        market.mark.move(ticker.last)
-        if not self.engine.protects or not market.positions:
-            return []
-        due = self._due(market, ticker)
-        self._look_at_alerts(market, ticker.last)
+        due: list[tuple[str, str, str]] = []
+        if market is not None and market.positions:
+            due = self._due(market, ticker)
+            self._look_at_alerts(market, ticker.last)
+        for account_id in {item.account_id for item in quoted.values()}:
+            self._look_at(account_id)
         return due
 
     def _due(self, market: _Market, ticker: Ticker) -> list[tuple[str, str, str]]:
@@ -230,10 +243,15 @@ class TickWork:
             position = market.positions.get(position_id)
             if position is None or position.id in self._closing:
                 continue
-            _disarm(market, position_id)
-            reason = _crossed(position, ticker.bid if position.side == "long" else ticker.ask)
-            if reason is None:  # a level no longer the position's
-                _arm(market, position)
+            # One position's failure (a bad value) must never stop the others'.
+            try:
+                _disarm(market, position_id)
+                reason = _crossed(position, ticker.bid if position.side == "long" else ticker.ask)
+                if reason is None:  # a level no longer the position's
+                    _arm(market, position)
+                    continue
+            except Exception:
+                log.exception("protection check failed", extra={"position_id": position_id})
                 continue
             self._closing[position_id] = position.account_id
             due.append((position.account_id, position_id, reason))
@@ -246,24 +264,29 @@ class TickWork:
             banded = {*market.band_low.drain(), *market.band_high.drain()}
         else:
             banded = {*market.band_low.crossed(price), *market.band_high.crossed(price)}
-        for account_id in (*banded, *market.watched):
-            indexed = self._accounts.get(account_id)
-            if indexed is None:
-                continue
-            # One account's failure (a bad value in its book) must never stop the others'.
-            try:
-                if account_id in banded:
-                    market.band_low.disarm(account_id)
-                    market.band_high.disarm(account_id)
-                if account_id in self._alerting:
-                    continue  # re-banded when its refresh ends
-                if alerts_differ(indexed.book):
-                    self._alerting.add(account_id)
-                    self.engine.spawn(self._refresh_alerts(account_id), f"alerts-{account_id}")
-                elif account_id in banded:
-                    self._band(indexed)
-            except Exception:
-                log.exception("alert check failed", extra={"account_id": account_id})
+        for account_id in dict.fromkeys((*banded, *market.watched)):
+            self._look_at(account_id)
+
+    def _look_at(self, account_id: str) -> None:
+        """Refresh the account's alerts if they no longer stand, else band it again (when it trades one market)."""
+        indexed = self._accounts.get(account_id)
+        if indexed is None:
+            return
+        # One account's failure (a bad value in its book) must never stop the others'.
+        try:
+            market = indexed.banded
+            if market is not None:
+                market.band_low.disarm(account_id)
+                market.band_high.disarm(account_id)
+            if account_id in self._alerting:
+                return  # banded again when its refresh ends
+            if alerts_differ(indexed.book):
+                self._alerting.add(account_id)
+                self.engine.spawn(self._refresh_alerts(account_id), f"alerts-{account_id}")
+            elif market is not None:
+                self._band(indexed)
+        except Exception:
+            log.exception("alert check failed", extra={"account_id": account_id})
 
     async def _protect(self, account_id: str, position_id: str, reason: str) -> None:
         from rt.engine.trading import _close
@@ -387,7 +410,10 @@ class TickWork:
         return [
             p
             for p in book.positions.values()
-            if p.status == "open" and (m := indexed.positions.get(p.id)) is not None and m.mark.seq > m.stored_seq
+            if p.status == "open"
+            and (m := indexed.positions.get(p.id)) is not None
+            and m.mark.seq > m.stored_seq
+            and p.__dict__["_since"] < m.mark.seq
         ]
 
     def forget_marks(self, account_id: str) -> None:
@@ -414,11 +440,23 @@ class TickWork:
 
 
 def _arm(market: _Market, position: Position) -> None:
+    """Arm the position's stop loss and take profit. A level that is not a finite number (a bad stored value) is left
+    out and logged: in the heap it would make every comparison on the market raise."""
     long = position.side == "long"
-    if position.stop_loss is not None:
-        (market.long_stop if long else market.short_stop).arm(position.id, position.stop_loss)
-    if position.take_profit is not None:
-        (market.long_take if long else market.short_take).arm(position.id, position.take_profit)
+    levels = (
+        ("stop_loss", position.stop_loss, market.long_stop if long else market.short_stop),
+        ("take_profit", position.take_profit, market.long_take if long else market.short_take),
+    )
+    for name, price, trigger in levels:
+        if price is None:
+            continue
+        try:
+            if not price.is_finite():
+                log.error("%s is not a number: not armed", name, extra={"position_id": position.id})
+                continue
+            trigger.arm(position.id, price)
+        except Exception:
+            log.exception("arming %s failed", name, extra={"position_id": position.id})
 
 
 def _disarm(market: _Market, position_id: str) -> None:

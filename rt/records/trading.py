@@ -240,6 +240,13 @@ class Position:
         state["_price"] = price
         state["_since"] = mark.seq if mark is not None else 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (copy, deepcopy, pickle) keeps the price the position has now and follows no market: one sharing
+        the mark would go on moving after the original closed."""
+        state = dict(vars(self))
+        state.update(_mark=None, _price=self.current_price, _since=0)
+        return state
+
     @property
     def sign(self) -> int:
         return 1 if self.side == "long" else -1

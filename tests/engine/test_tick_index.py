@@ -3,14 +3,17 @@ market (and quote currency), not by walking every account."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 from decimal import Decimal
 from typing import Any, NoReturn
 
 import pytest
 
 from rt.engine import market, trading
+from rt.engine.engine import Changes
 from rt.engine.requests import PositionUpdate
-from rt.records.trading import Book, Position
+from rt.records.trading import Book, Mark, Position
 from tests.engine.conftest import Rig, RigFactory
 
 D = Decimal
@@ -200,3 +203,146 @@ async def test_a_tick_gives_its_rate_to_positions_quoted_in_its_currency(make_ri
     rig.set_price("70000", "BTC/USDT")
     assert position.cross_rate == D(70000)
     assert position.notional == position.current_price * D(70000)
+
+
+def warnings_and_breaches(deliveries: list[Any]) -> list[str]:
+    return [d.event.data["level"] for d in deliveries if d.event.event == "risk.limit_reached"]
+
+
+async def test_an_alert_due_at_the_markets_price_after_a_fill_comes_on_the_next_tick_at_that_price(rig: Rig) -> None:
+    rig.set_price("100")
+    await rig.limits(max_daily_loss="1.3")
+    await rig.position("long", "10")  # filled at the ask, 100.01, plus the fee: about 77% of the limit
+    assert (await rig.book()).alerts == {}
+    rig.set_price("100")  # at the last of 100 the day's loss is about 85%
+    await rig.settle()
+    assert (await rig.book()).alerts == {"daily_loss_limit": "warning"}
+    assert warnings_and_breaches(await rig.history("risk")) == ["warning"]
+
+
+async def test_a_breach_due_at_the_markets_price_after_a_fill_switches_to_reducing_on_the_next_tick(rig: Rig) -> None:
+    rig.set_price("100")
+    await rig.limits(max_daily_loss="1.05")
+    await rig.position("long", "10")
+    assert (await rig.book()).alerts == {"daily_loss_limit": "warning"}
+    rig.set_price("100")
+    await rig.settle()
+    book = await rig.book()
+    assert (book.alerts, book.state) == ({"daily_loss_limit": "breached"}, "reducing")
+
+
+async def test_a_price_move_while_an_alert_is_being_stored_is_looked_at_on_the_next_tick(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rig.limits(max_daily_loss="60")
+    await rig.position("long", "10")
+    rig.set_price("99")
+    await rig.settle()
+    save = rig.engine.store.save
+    moves = ["94"]
+
+    async def moving(batch: Any) -> Any:
+        if moves and batch.events:
+            rig.set_price(moves.pop())  # the market moves on while the warning judged at 95 is written
+        return await save(batch)
+
+    monkeypatch.setattr(rig.engine.store, "save", moving)
+    rig.set_price("95")
+    await rig.settle()
+    assert (await rig.book()).alerts == {"daily_loss_limit": "warning"}
+    rig.set_price("94")  # the last stays where it moved: the breach comes on this tick
+    await rig.settle()
+    book = await rig.book()
+    assert (book.alerts, book.state) == ({"daily_loss_limit": "breached"}, "reducing")
+
+
+async def test_a_bad_stored_stop_loss_never_stops_another_accounts_protection_nor_a_restart(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = rig.as_account((await rig.store.create_account("other")).id)
+    bad = await rig.position("long", "1", stop_loss="95")
+    huge = await rig.position("long", "1", take_profit="110")
+    good = await other.position("long", "1", stop_loss="96")
+    async with rig.store._transaction("BEGIN"):
+        await rig.store._db.execute("UPDATE positions SET stop_loss = 'NaN' WHERE id = ?", (bad.id,))
+        # a level past the decimal context's largest exponent: its negation would overflow
+        await rig.store._db.execute("UPDATE positions SET stop_loss = '-1E+1000000' WHERE id = ?", (huge.id,))
+    await rig.engine._reload(rig.account_id)
+    assert "stop_loss is not a number" in caplog.text
+    reloaded = await rig.restart()
+    reloaded.set_price("95.5")
+    reloaded.set_price("94")
+    await reloaded.settle()
+    (closed,) = await reloaded.as_account(other.account_id).stored_positions("closed")
+    assert (closed.id, closed.close_reason) == (good.id, "stop_loss")
+    assert (await reloaded.book()).positions[bad.id].status == "open"
+
+
+async def test_a_commit_stores_only_the_positions_a_tick_moved_since_they_were_last_stored(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(5):
+        await rig.position("long", "0.01")
+    written: list[int] = []
+    save = rig.engine.store.save
+
+    async def counting(batch: Any) -> Any:
+        written.append(len(batch.positions))
+        return await save(batch)
+
+    monkeypatch.setattr(rig.engine.store, "save", counting)
+
+    async def touch(changes: Changes) -> None:
+        changes.book_changed = True
+
+    rig.set_price("100.5")
+    await rig.settle()
+    for _ in range(3):
+        await rig.engine.run(rig.account_id, touch)
+    assert written == [5, 0, 0]
+
+
+async def test_a_position_quoted_in_btc_is_alerted_on_the_btc_usdt_tick_that_moves_its_pnl(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(prices={"BTC/USDT": D(60000), "ETH/BTC": D("0.05")})
+    rig.set_price("60000", "BTC/USDT")
+    rig.set_price("0.05", "ETH/BTC")
+    await rig.limits(max_daily_loss="2000", max_position_size="1000000")
+    await rig.position("long", "10", symbol="ETH/BTC")  # 0.5 BTC of ETH
+    rig.set_price("0.048", "ETH/BTC")  # a loss of 0.02 BTC: 1,260 USDT with the fee, 63%
+    await rig.settle()
+    assert (await rig.book()).alerts == {}
+    rig.set_price("90000", "BTC/USDT")  # the same loss in BTC is now 1,890 USDT
+    await rig.settle()
+    assert (await rig.book()).alerts == {"daily_loss_limit": "warning"}
+
+
+def test_a_copy_of_a_position_keeps_its_price_when_the_market_moves_on() -> None:
+    position = Position("p", "a", "paper", "BTC/USDT", "long", D(1), D(100), "open", current_price=D(100))
+    mark = Mark()
+    position.follow(mark)
+    mark.move(D(105))
+    copied, deep, unpickled = copy.copy(position), copy.deepcopy(position), pickle.loads(pickle.dumps(position))
+    mark.move(D(110))
+    assert position.current_price == D(110)
+    assert (copied.current_price, deep.current_price, unpickled.current_price) == (D(105), D(105), D(105))
+    copied.current_price = D(1)
+    assert position.current_price == D(110)
+
+
+async def test_a_position_whose_venue_no_longer_resolves_keeps_its_price_in_the_alert_band(rig: Rig) -> None:
+    await rig.limits(max_daily_loss="60")
+    await rig.position("long", "10")  # entry 100.01: at 95 the day's loss is about 51 of 60
+    book = await rig.book()
+    # Open on a venue this process no longer knows: no tick moves it, so it counts at its own price.
+    gone = Position("gone", rig.account_id, "gone", "ETH/USDT", "long", D(1), D(10), "open", current_price=D(10))
+    book.positions[gone.id] = gone
+    rig.engine.ticks.index(book)
+    rig.set_price("99")
+    await rig.settle()
+    assert (await rig.book()).alerts == {}
+    rig.set_price("95")
+    await rig.settle()
+    assert (await rig.book()).alerts == {"daily_loss_limit": "warning"}
+    assert gone.current_price == D(10)
