@@ -223,10 +223,12 @@ class TickWork:
         if not self.engine.protects:
             return []
         due: list[tuple[str, str, str]] = []
+        looked: set[str] = set()
         if market is not None and market.positions:
             due = self._due(market, ticker)
             self._look_at_alerts(market, ticker.last)
-        for account_id in {item.account_id for item in quoted.values()}:
+            looked = market.watched
+        for account_id in {item.account_id for item in quoted.values()} - looked:
             self._look_at(account_id)
         return due
 
