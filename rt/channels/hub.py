@@ -38,7 +38,7 @@ log = logging.getLogger("rt.hub")
 
 _TICK_HISTORY = 256
 SLICE = 32  # deliveries handed out in one turn of the event loop (each a write to a socket: about 0.2 ms)
-BACKLOG = 2048  # deliveries an event may find waiting before it: past that, the publisher hands out the oldest
+BACKLOG = 256  # deliveries an event may find waiting before it: past that, the publisher hands out the oldest
 _DATA_MEMO = 64  # events whose serialized data is kept: one event arrives once per channel it goes to
 GLOBAL = "*"
 
