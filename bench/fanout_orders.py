@@ -15,6 +15,8 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.loadgen import read_response
+
 ENVELOPE = {
     "max_position_size": 1_000_000_000,
     "max_exposure": 1000,
@@ -113,7 +115,7 @@ async def rest_orders(base: str, key: str, until_us: int, every_s: float = 0.05,
             )
             sent = now_us()
             writer.write(head.encode() + body)
-            status = await _response(reader)
+            status = await read_response(reader)
             received = now_us()
             i += 1
             if i <= warm:
@@ -127,19 +129,3 @@ async def rest_orders(base: str, key: str, until_us: int, every_s: float = 0.05,
     finally:
         writer.close()
     return out
-
-
-async def _response(reader: asyncio.StreamReader) -> int:
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("the server closed the connection")
-    length = 0
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(status_line.split()[1])
