@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,11 +36,27 @@ class Cluster:
         """Stop one instance (SIGTERM) and start it again on the same port."""
         old = self.servers[index]
         old.process.terminate()
-        old.process.wait(15)
+        try:
+            old.process.wait(15)
+        except subprocess.TimeoutExpired:
+            # Slow to exit after its shutdown: say where it is, then give it longer before the test fails.
+            where = stacks(old.process.pid)
+            print(f"rt serve on {old.port} still running 15 s after SIGTERM:\n{where}", file=sys.stderr)
+            old.process.wait(30)
         self.servers[index] = self.stack.enter_context(
             run_server(old.data_dir, {**self.env, "RT_BOOTSTRAP": "false"}, port=old.port)
         )
         return self.servers[index]
+
+
+def stacks(pid: int) -> str:
+    """The Python stacks of a running process (py-spy, when installed), and its log's tail is printed by run_server."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    try:
+        done = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(no stack dump: {exc})"
+    return done.stdout + done.stderr
 
 
 def _glob_escaped(text: str) -> str:
