@@ -147,7 +147,10 @@ class Hub:
             # A sink never changes the hub's subscriptions while it is handed a message (a session that closes is
             # removed by its own task, later), so the dict is walked as it is.
             for subscription in subs:
-                _deliver(subscription, seq, out)
+                try:
+                    subscription.deliver(seq, out)
+                except Exception:  # one session's failure never stops the fan-out to the others
+                    _failed(subscription)
             metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
             return
         while self.pending > BACKLOG:
@@ -177,7 +180,10 @@ class Hub:
             subs, seq, out, done = entry
             end = min(len(subs), done + budget)
             for i in range(done, end):
-                _deliver(subs[i], seq, out)
+                try:
+                    subs[i].deliver(seq, out)
+                except Exception:
+                    _failed(subs[i])
             budget -= end - done
             self.pending -= end - done
             if end == len(subs):
@@ -246,11 +252,8 @@ class Hub:
         return [out for seq, out in ring if seq > since]
 
 
-def _deliver(subscription: Subscription, seq: int, out: Outgoing) -> None:
-    try:
-        subscription.deliver(seq, out)
-    except Exception:  # one session's failure never stops the fan-out to the others
-        log.exception("fan-out to a session failed", extra={"channel": subscription.channel})
+def _failed(subscription: Subscription) -> None:
+    log.exception("fan-out to a session failed", extra={"channel": subscription.channel})
 
 
 def _key(account_id: str, channel: str) -> tuple[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,23 @@ def session(runtime: Runtime, *, batch: bool = True) -> tuple[Session, Recording
 
 def tick(seq: int) -> Outgoing:
     return Outgoing(frames.event("ticks:BTC/USDT", seq, "tick", b'{"last":1}'))
+
+
+class Sink:
+    """A subscriber that hands each message to `take`; none of these tests holds more than the limit."""
+
+    def __init__(self, take: Callable[[Outgoing], None]) -> None:
+        self.take = take
+
+    def offer(self, out: Outgoing) -> None:
+        self.take(out)
+
+    def fell_behind(self) -> None:
+        raise AssertionError("within the limit")
+
+
+def seq_of(out: Outgoing) -> int:
+    return int(orjson.loads(out.payload)["seq"])
 
 
 async def test_a_client_that_keeps_up_gets_each_event_as_the_frame_every_subscriber_shares(tmp_path: Path) -> None:
@@ -174,14 +191,7 @@ async def test_the_hub_holds_events_while_subscribing_and_hands_on_only_those_pa
     hub = Hub(MemoryBus())
     got: list[int] = []
 
-    class Sink:
-        def offer(self, out: Outgoing) -> None:
-            got.append(orjson.loads(out.payload)["seq"])
-
-        def fell_behind(self) -> None:
-            raise AssertionError("within the limit")
-
-    async with hub.subscribe("acct_1", "ticks:BTC/USDT", Sink()) as subscription:
+    async with hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: got.append(seq_of(out)))) as subscription:
         hub._fan_out(("*", "ticks:BTC/USDT"), 4, tick(4))
         hub._fan_out(("*", "ticks:BTC/USDT"), 5, tick(5))
         assert got == []  # held while the snapshot is built
@@ -193,11 +203,11 @@ async def test_the_hub_holds_events_while_subscribing_and_hands_on_only_those_pa
     assert got == [5, 6] and hub.subscriptions() == 0
 
     with pytest.raises(RuntimeError):
-        async with hub.subscribe("acct_1", "orders", Sink()):
+        async with hub.subscribe("acct_1", "orders", Sink(got.append)):
             assert hub.subscriptions() == 1
             raise RuntimeError("the snapshot failed")
     assert hub.subscriptions() == 0  # a subscribe that failed leaves nothing behind
-    async with hub.subscribe("acct_1", "orders", Sink()):
+    async with hub.subscribe("acct_1", "orders", Sink(got.append)):
         pass
     assert hub.subscriptions() == 0  # nor one never started
 
@@ -207,13 +217,6 @@ async def test_an_event_going_to_its_channel_and_to_events_is_serialized_once(mo
 
     hub = Hub(MemoryBus())
     got: list[bytes] = []
-
-    class Sink:
-        def offer(self, out: Outgoing) -> None:
-            got.append(out.payload)
-
-        def fell_behind(self) -> None:
-            raise AssertionError("within the limit")
 
     calls = 0
     real = hub_module.dumps
@@ -227,7 +230,9 @@ async def test_an_event_going_to_its_channel_and_to_events_is_serialized_once(mo
     event = Event("acct_1", "order.created", {"id": "ord_1", "price": 10})
     async with contextlib.AsyncExitStack() as stack:
         for channel in ("orders", "events"):
-            (await stack.enter_async_context(hub.subscribe("acct_1", channel, Sink()))).start(0)
+            (
+                await stack.enter_async_context(hub.subscribe("acct_1", channel, Sink(lambda o: got.append(o.payload))))
+            ).start(0)
         hub.deliver([Delivery("orders", 1, event)])  # the bus hands them on one at a time
         hub.deliver([Delivery("events", 1, event)])
     assert calls == 1
@@ -247,19 +252,13 @@ async def test_a_fan_out_to_many_runs_in_slices_so_other_work_runs_between_and_o
     hub = Hub(MemoryBus())
     got: list[list[int]] = [[] for _ in range(SLICE * 3)]
 
-    class Sink:
-        def __init__(self, n: int) -> None:
-            self.n = n
-
-        def offer(self, out: Outgoing) -> None:
-            got[self.n].append(orjson.loads(out.payload)["seq"])
-
-        def fell_behind(self) -> None:
-            raise AssertionError("within the limit")
-
     async with contextlib.AsyncExitStack() as stack:
         for n in range(len(got)):
-            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(n)))).start(0)
+            (
+                await stack.enter_async_context(
+                    hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out, n=n: got[n].append(seq_of(out))))
+                )
+            ).start(0)
         between: list[int] = []
 
         async def request() -> None:  # a REST request or a command, ready while the fan-out runs
@@ -295,21 +294,14 @@ async def test_an_unsubscribe_stops_what_its_fan_out_had_still_pending() -> None
     hub = Hub(MemoryBus())
     got: list[int] = []
 
-    class Sink:
-        def __init__(self, mine: bool) -> None:
-            self.mine = mine
-
-        def offer(self, out: Outgoing) -> None:
-            if self.mine:
-                got.append(orjson.loads(out.payload)["seq"])
-
-        def fell_behind(self) -> None:
-            raise AssertionError("within the limit")
-
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(SLICE * 2):
-            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(False)))).start(0)
-        mine = await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(True)))
+            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: None)))).start(
+                0
+            )
+        mine = await stack.enter_async_context(
+            hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: got.append(seq_of(out))))
+        )
         mine.start(0)
         hub._fan_out(("*", "ticks:BTC/USDT"), 1, tick(1))  # the last subscriber's turn comes after two slices
         mine.close()
@@ -324,21 +316,19 @@ async def test_a_session_that_fails_is_skipped_and_the_fan_out_goes_on(caplog: p
     hub = Hub(MemoryBus())
     got: list[int] = []
 
-    class Sink:
-        def __init__(self, bad: bool) -> None:
-            self.bad = bad
+    def broken(out: Outgoing) -> None:
+        raise RuntimeError("broken session")
 
-        def offer(self, out: Outgoing) -> None:
-            if self.bad:
-                raise RuntimeError("broken session")
-            got.append(orjson.loads(out.payload)["seq"])
-
-        def fell_behind(self) -> None:
-            raise AssertionError("within the limit")
+    def take(out: Outgoing) -> None:
+        got.append(seq_of(out))
 
     async with contextlib.AsyncExitStack() as stack:
         for n in range(SLICE * 2):
-            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(n == 3)))).start(0)
+            (
+                await stack.enter_async_context(
+                    hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(broken if n == 3 else take))
+                )
+            ).start(0)
         for seq in (1, 2):
             hub._fan_out(("*", "ticks:BTC/USDT"), seq, tick(seq))
         for _ in range(10):
@@ -351,25 +341,21 @@ async def test_a_backlog_past_its_bound_is_handed_out_by_whoever_publishes() -> 
     from rt.channels.hub import BACKLOG, SLICE
 
     hub = Hub(MemoryBus())
-    count = 0
-
-    class Sink:
-        def offer(self, out: Outgoing) -> None:
-            nonlocal count
-            count += 1
-
-        def fell_behind(self) -> None:
-            raise AssertionError("within the limit")
+    got: list[int] = []
 
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(SLICE * 4):
-            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink()))).start(0)
+            (
+                await stack.enter_async_context(
+                    hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: got.append(1)))
+                )
+            ).start(0)
         for seq in range(1, 100):  # published faster than the loop turns
             hub._fan_out(("*", "ticks:BTC/USDT"), seq, tick(seq))
             assert hub.pending <= BACKLOG + SLICE * 4  # what waits before it, and itself
         for _ in range(200):
             await asyncio.sleep(0)
-    assert count == 99 * SLICE * 4 and hub.pending == 0
+    assert len(got) == 99 * SLICE * 4 and hub.pending == 0
 
 
 async def test_a_client_behind_only_on_answers_to_its_own_messages_is_slowed_not_closed(tmp_path: Path) -> None:
