@@ -39,7 +39,9 @@ class RuntimeCollector:
             "rt_events_fanned_out", "Event messages handed to session queues.", value=hub.fanned_out
         )
         yield GaugeMetricFamily(
-            "rt_hub_fanout_pending", "Deliveries waiting for their slice of the fan-out.", value=hub.pending
+            "rt_hub_fanout_pending",
+            "Subscribers the running fan-outs have still to hand what was published for them.",
+            value=hub.pending,
         )
         yield GaugeMetricFamily("rt_ws_queue_depth", "Messages waiting in all session send queues.", value=sum(depths))
         yield GaugeMetricFamily(

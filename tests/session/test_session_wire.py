@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,12 @@ import pytest
 from websockets.frames import Frame, Opcode
 
 from rt.auth.principal import Principal
-from rt.bus.memory import MemoryBus
-from rt.channels.hub import Hub
 from rt.config import Settings
-from rt.records.events import Delivery, Event
 from rt.runtime import Runtime, open_runtime
 from rt.session import frames
 from rt.session.connection import Session, State
-from rt.session.frames import Outgoing
 from rt.session.protocol import CloseCode
+from tests.channels.sinks import tick
 from tests.session.wires import RecordingWire
 
 
@@ -53,27 +50,6 @@ def session(runtime: Runtime, *, batch: bool = True) -> tuple[Session, Recording
     wire, socket = RecordingWire(), Socket()
     principal = Principal("acct_1", "key_1", frozenset({"ws:connect", "market:read"}), "pro_plus", False)
     return Session(socket.receive, runtime.sessions.context, principal, wire, batch=batch), wire, socket
-
-
-def tick(seq: int) -> Outgoing:
-    return Outgoing(frames.event("ticks:BTC/USDT", seq, "tick", b'{"last":1}'))
-
-
-class Sink:
-    """A subscriber that hands each message to `take`; none of these tests holds more than the limit."""
-
-    def __init__(self, take: Callable[[Outgoing], None]) -> None:
-        self.take = take
-
-    def offer(self, out: Outgoing) -> None:
-        self.take(out)
-
-    def fell_behind(self) -> None:
-        raise AssertionError("within the limit")
-
-
-def seq_of(out: Outgoing) -> int:
-    return int(orjson.loads(out.payload)["seq"])
 
 
 async def test_a_client_that_keeps_up_gets_each_event_as_the_frame_every_subscriber_shares(tmp_path: Path) -> None:
@@ -187,92 +163,10 @@ async def test_pipelined_pings_slow_the_reader_down_and_are_all_answered(tmp_pat
         assert wire.close_code is None
 
 
-async def test_the_hub_holds_events_while_subscribing_and_hands_on_only_those_past_the_snapshot() -> None:
-    hub = Hub(MemoryBus())
-    got: list[int] = []
-
-    async with hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: got.append(seq_of(out)))) as subscription:
-        hub._fan_out(("*", "ticks:BTC/USDT"), 4, tick(4))
-        hub._fan_out(("*", "ticks:BTC/USDT"), 5, tick(5))
-        assert got == []  # held while the snapshot is built
-        subscription.start(4)  # the snapshot covers seq 4
-    hub._fan_out(("*", "ticks:BTC/USDT"), 6, tick(6))
-    assert got == [5, 6]
-    subscription.close()
-    hub._fan_out(("*", "ticks:BTC/USDT"), 7, tick(7))
-    assert got == [5, 6] and hub.subscriptions() == 0
-
-    with pytest.raises(RuntimeError):
-        async with hub.subscribe("acct_1", "orders", Sink(got.append)):
-            assert hub.subscriptions() == 1
-            raise RuntimeError("the snapshot failed")
-    assert hub.subscriptions() == 0  # a subscribe that failed leaves nothing behind
-    async with hub.subscribe("acct_1", "orders", Sink(got.append)):
-        pass
-    assert hub.subscriptions() == 0  # nor one never started
-
-
-async def test_an_event_going_to_its_channel_and_to_events_is_serialized_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rt.channels.hub as hub_module
-
-    hub = Hub(MemoryBus())
-    got: list[bytes] = []
-
-    calls = 0
-    real = hub_module.dumps
-
-    def counting(value: Any) -> bytes:
-        nonlocal calls
-        calls += 1
-        return real(value)
-
-    monkeypatch.setattr(hub_module, "dumps", counting)
-    event = Event("acct_1", "order.created", {"id": "ord_1", "price": 10})
-    async with contextlib.AsyncExitStack() as stack:
-        for channel in ("orders", "events"):
-            (
-                await stack.enter_async_context(hub.subscribe("acct_1", channel, Sink(lambda o: got.append(o.payload))))
-            ).start(0)
-        hub.deliver([Delivery("orders", 1, event)])  # the bus hands them on one at a time
-        hub.deliver([Delivery("events", 1, event)])
-    assert calls == 1
-    assert [orjson.loads(p)["channel"] for p in got] == ["orders", "events"]
-    assert all(orjson.loads(p)["data"] == {"id": "ord_1", "price": 10} for p in got)
-
-
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 70_000])
 def test_a_frame_is_what_the_websockets_library_itself_would_send(size: int) -> None:
     payload = b"x" * size
     assert frames.text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-
-
-async def test_a_fan_out_to_many_runs_in_slices_so_other_work_runs_between_and_order_holds() -> None:
-    from rt.channels.hub import SLICE
-
-    hub = Hub(MemoryBus())
-    got: list[list[int]] = [[] for _ in range(SLICE * 3)]
-
-    async with contextlib.AsyncExitStack() as stack:
-        for n in range(len(got)):
-            (
-                await stack.enter_async_context(
-                    hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out, n=n: got[n].append(seq_of(out))))
-                )
-            ).start(0)
-        between: list[int] = []
-
-        async def request() -> None:  # a REST request or a command, ready while the fan-out runs
-            between.append(sum(map(len, got)))
-
-        task = asyncio.create_task(request())
-        hub._fan_out(("*", "ticks:BTC/USDT"), 1, tick(1))
-        hub._fan_out(("*", "ticks:BTC/USDT"), 2, tick(2))
-        assert sum(map(len, got)) == SLICE  # one slice now, the rest on the loop's next turns
-        await task
-        assert between and between[0] < len(got) * 2  # it ran before the fan-out was done
-        for _ in range(10):
-            await asyncio.sleep(0)
-        assert all(seqs == [1, 2] for seqs in got)
 
 
 async def test_a_client_that_left_is_not_a_slow_consumer(tmp_path: Path) -> None:
@@ -286,76 +180,6 @@ async def test_a_client_that_left_is_not_a_slow_consumer(tmp_path: Path) -> None
         for seq in range(2, 20):
             s.offer(tick(seq))
         assert runtime.sessions.slow_consumer_closes == closes and wire.close_code == 1000
-
-
-async def test_an_unsubscribe_stops_what_its_fan_out_had_still_pending() -> None:
-    from rt.channels.hub import SLICE
-
-    hub = Hub(MemoryBus())
-    got: list[int] = []
-
-    async with contextlib.AsyncExitStack() as stack:
-        for _ in range(SLICE * 2):
-            (await stack.enter_async_context(hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: None)))).start(
-                0
-            )
-        mine = await stack.enter_async_context(
-            hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: got.append(seq_of(out))))
-        )
-        mine.start(0)
-        hub._fan_out(("*", "ticks:BTC/USDT"), 1, tick(1))  # the last subscriber's turn comes after two slices
-        mine.close()
-        for _ in range(5):
-            await asyncio.sleep(0)
-    assert got == [] and hub.pending == 0
-
-
-async def test_a_session_that_fails_is_skipped_and_the_fan_out_goes_on(caplog: pytest.LogCaptureFixture) -> None:
-    from rt.channels.hub import SLICE
-
-    hub = Hub(MemoryBus())
-    got: list[int] = []
-
-    def broken(out: Outgoing) -> None:
-        raise RuntimeError("broken session")
-
-    def take(out: Outgoing) -> None:
-        got.append(seq_of(out))
-
-    async with contextlib.AsyncExitStack() as stack:
-        for n in range(SLICE * 2):
-            (
-                await stack.enter_async_context(
-                    hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(broken if n == 3 else take))
-                )
-            ).start(0)
-        for seq in (1, 2):
-            hub._fan_out(("*", "ticks:BTC/USDT"), seq, tick(seq))
-        for _ in range(10):
-            await asyncio.sleep(0)
-    assert sorted(got) == [1] * (SLICE * 2 - 1) + [2] * (SLICE * 2 - 1)
-    assert "fan-out to a session failed" in caplog.text
-
-
-async def test_a_backlog_past_its_bound_is_handed_out_by_whoever_publishes() -> None:
-    from rt.channels.hub import BACKLOG, SLICE
-
-    hub = Hub(MemoryBus())
-    got: list[int] = []
-
-    async with contextlib.AsyncExitStack() as stack:
-        for _ in range(SLICE * 4):
-            (
-                await stack.enter_async_context(
-                    hub.subscribe("acct_1", "ticks:BTC/USDT", Sink(lambda out: got.append(1)))
-                )
-            ).start(0)
-        for seq in range(1, 100):  # published faster than the loop turns
-            hub._fan_out(("*", "ticks:BTC/USDT"), seq, tick(seq))
-            assert hub.pending <= BACKLOG + SLICE * 4  # what waits before it, and itself
-        for _ in range(200):
-            await asyncio.sleep(0)
-    assert len(got) == 99 * SLICE * 4 and hub.pending == 0
 
 
 async def test_a_client_behind_only_on_answers_to_its_own_messages_is_slowed_not_closed(tmp_path: Path) -> None:
