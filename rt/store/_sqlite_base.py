@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -16,6 +17,7 @@ class Connections:
     _db: aiosqlite.Connection
     _reader: aiosqlite.Connection
     _write: asyncio.Lock
+    _inline: sqlite3.Connection  # the writer's database, for the commits that run on the loop's thread
 
     @asynccontextmanager
     async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
@@ -35,6 +37,18 @@ class Connections:
                 await self._db.execute("ROLLBACK")
                 raise
 
+    async def _commit_all(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Statements with their rows, committed in one transaction, on the event loop's own thread.
+
+        Through aiosqlite each statement is a trip to its thread and back, and under a busy loop (a fan-out to
+        thousands of clients) each trip waited for the GIL there and for a turn of the loop back: a commit of seven
+        statements cost milliseconds. In WAL mode with synchronous=NORMAL a commit appends to the WAL without an
+        fsync (checkpoints run in `maintain`, off this path), so the whole batch takes about 0.1 ms inline. The
+        writer lock keeps every other write transaction out meanwhile, and nothing inside awaits: a cancel never
+        cuts the transaction in two."""
+        async with self._write:
+            _commit_all(self._inline, statements)
+
     # Every read runs its statement to the end in one call (execute_fetchall): a statement left open across an await
     # would hold the reader's snapshot, and reads queued behind it would miss writes that had already committed.
     async def _one(self, sql: str, *args: Any) -> Any:
@@ -48,3 +62,15 @@ class Connections:
     async def _count(self, sql: str, *args: Any) -> int:
         row = await self._one(sql, *args)
         return int(row[0]) if row else 0
+
+
+def _commit_all(conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+    conn.execute("BEGIN")
+    try:
+        for sql, rows in statements:
+            conn.executemany(sql, rows)
+        with metrics.COMMIT_SECONDS.time():
+            conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -86,20 +86,19 @@ class _OnlyWriter:
 
 class TradingTables(Connections, PagedReads, Trading):
     async def save(self, batch: TradeBatch) -> None:
-        db = self._db
-        events = [(e.id, e.account_id, e.event, dumps(e.data).decode(), e.ts_us) for e in batch.events]
         # The engine serializes per account only: two accounts' commits share this one connection.
-        async with self._transaction("BEGIN"):
-            if batch.books:
-                await db.executemany(_UPSERT_BOOK, [book_row(b) for b in batch.books])
-            if batch.positions:
-                await db.executemany(_UPSERT_POSITION, [to_row(p) for p in batch.positions])
-            if batch.orders:
-                await db.executemany(_UPSERT_ORDER, [to_row(o) for o in batch.orders])
-            if events:
-                await db.executemany(_INSERT_EVENT, events)
-            if batch.responses:
-                await db.executemany(_INSERT_RESPONSE, [response_row(r) for r in batch.responses])
+        statements = [
+            (sql, rows)
+            for sql, rows in (
+                (_UPSERT_BOOK, [book_row(b) for b in batch.books]),
+                (_UPSERT_POSITION, [to_row(p) for p in batch.positions]),
+                (_UPSERT_ORDER, [to_row(o) for o in batch.orders]),
+                (_INSERT_EVENT, [(e.id, e.account_id, e.event, dumps(e.data).decode(), e.ts_us) for e in batch.events]),
+                (_INSERT_RESPONSE, [response_row(r) for r in batch.responses]),
+            )
+            if rows
+        ]
+        await self._commit_all(statements)
 
     async def load_books(self) -> list[Book]:
         """Every book with its open positions and resting orders."""
@@ -133,13 +132,16 @@ class TradingTables(Connections, PagedReads, Trading):
     async def save_marks(self, marks: Sequence[tuple[str, Decimal]]) -> None:
         if not marks:
             return
-        async with self._transaction("BEGIN"):
-            # One statement per price, not per position: every position on a market is marked to the same one.
-            await self._db.executemany(
-                "UPDATE positions SET current_price = ? "
-                "WHERE status = 'open' AND id IN (SELECT value FROM json_each(?))",
-                [(price, orjson.dumps(ids).decode()) for price, ids in by_price(marks).items()],
-            )
+        # One statement per price, not per position: every position on a market is marked to the same one.
+        await self._commit_all(
+            [
+                (
+                    "UPDATE positions SET current_price = ? "
+                    "WHERE status = 'open' AND id IN (SELECT value FROM json_each(?))",
+                    [(price, orjson.dumps(ids).decode()) for price, ids in by_price(marks).items()],
+                )
+            ]
+        )
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[Writing]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -38,8 +39,9 @@ def _owner_only(db: Path) -> None:
 
 
 class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, WebhookTables, AlertTables, Store):
-    def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection, inline: sqlite3.Connection) -> None:
         self._db = db
+        self._inline = inline
         # Reads go through a connection of their own, so they never run inside another coroutine's transaction
         # on the writer (and see exactly what is committed, by this process or another).
         self._reader = reader
@@ -52,20 +54,26 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Webhook
     async def open(cls, path: str) -> SQLiteStore:
         if path != ":memory:":
             _owner_only(Path(path))
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA busy_timeout=10000")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        # Checkpoints run in maintain(), off the commit path; a commit that also checkpoints was the orders' p99.
-        await db.execute("PRAGMA wal_autocheckpoint=0")
+        # The engine's commits run on the loop's thread (`_commit_all`) on a connection of their own; the other writes
+        # go through aiosqlite's, and the writer lock keeps the two apart.
         if path == ":memory:":
             reader = db  # a second connection would open a second, empty database
+            inline = db._conn  # the same one, for the same reason
         else:
             reader = await aiosqlite.connect(path, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout=10000")
             await reader.execute("PRAGMA query_only=ON")
-        store = cls(db, reader)
+            inline = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # On the loop's thread a commit waits at most this long for another process's write (a CLI).
+            inline.execute("PRAGMA busy_timeout=1000")
+        # Checkpoints run in maintain(), off the commit path; a commit that also checkpoints was the orders' p99.
+        for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "wal_autocheckpoint=0"):
+            await db.execute(f"PRAGMA {pragma}")
+            inline.execute(f"PRAGMA {pragma}")
+        store = cls(db, reader, inline)
         store._path = path
         await store._migrate()
         return store
@@ -105,6 +113,7 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Webhook
                 await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if self._reader is not self._db:
             await self._reader.close()
+            self._inline.close()
         await self._db.close()
 
     async def ping(self) -> None:
