@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -140,6 +141,17 @@ class Fanout:
 
 def _num(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 2)
+
+
+def behind_at_close(lines: list[str]) -> list[float]:
+    """From rt's log: for each slow-consumer close, how long the session's transport had been over its limit."""
+    out = []
+    for line in lines:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            record = orjson.loads(line)
+            if isinstance(record, dict) and record.get("msg") == "slow consumer closed":
+                out.append(float(record.get("behind_s", 0.0)))
+    return out
 
 
 def summarize_log(lines: list[str]) -> Counter[str]:

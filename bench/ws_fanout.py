@@ -2,7 +2,7 @@
 harness, same load, in one run.
 
     .venv/bin/python bench/ws_fanout.py [--quick] [--clients 1000] [--rates 50,100,200,300,400] [--runs 3]
-        [--seconds 15] [--idle 5000] [--stuck 10] [--stuck-seconds 8] [--procs 2]
+        [--seconds 15] [--idle 5000] [--stuck 10] [--stuck-seconds 16] [--procs 2]
         [--client picows|websockets|raw] [--skip-bare] [--phases sweep,load,idle,stuck,orders] [--json FILE]
 
 Each run starts a fresh server pinned to core 0 (`taskset -c 0`): `rt serve` with one paper symbol ticking every
@@ -65,6 +65,7 @@ from bench.fanout_report import (
     Fanout,
     Load,
     SweepRun,
+    behind_at_close,
     fanout_notes,
     fanout_row,
     idle_row,
@@ -133,7 +134,7 @@ Extra = Callable[[Target, int, int, Fanout], None]  # runs in this process over 
 
 def rt_env(load: Load, metrics_port: int) -> dict[str, str]:
     env = {
-        "RT_LOG_LEVEL": "warning",
+        "RT_LOG_LEVEL": "info",  # the stuck phase reads its slow-consumer closes
         "RT_PAPER_SYMBOLS": "BTC/USDT=65000",
         "RT_PAPER_TICK_MS": tick_ms(load.rate),
         "RT_PAPER_SEED": "1",
@@ -525,6 +526,12 @@ def print_report(report: Report) -> None:
                         previous = closes
             elif r.server == "rt":
                 print(f"  {r.server}: {SLOW_CONSUMER} could not be read")
+            behind = behind_at_close(r.server_log)
+            if r.server == "rt":
+                print(
+                    f"  {r.server}: {len(behind)} closed with 4008, each after its send buffer had been over the "
+                    f"limit for {', '.join(f'{b:.2f}' for b in sorted(behind)) or '-'} s (target <= 5 s)"
+                )
         print(STUCK_HEAD)
         for r in report.stuck:
             for line in stuck_rows(r):
@@ -554,7 +561,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
     parser.add_argument("--idle", type=int, default=5000, help="idle connections for the RSS run (0: skip)")
     parser.add_argument("--stuck", type=int, default=10, help="clients that stop reading (0: skip)")
-    parser.add_argument("--stuck-seconds", type=float, default=8.0, help="how long they do not read")
+    parser.add_argument("--stuck-seconds", type=float, default=16.0, help="how long they do not read")
     parser.add_argument("--drain-seconds", type=float, default=5.0, help="how long they read again before the end")
     parser.add_argument("--procs", type=int, default=2, help="client processes (all on the load core)")
     parser.add_argument(

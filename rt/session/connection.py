@@ -192,9 +192,16 @@ class Session:
         if self.state is State.CLOSED or self.close_code == CloseCode.SLOW_CONSUMER:
             return
         self.context.sessions.slow_consumer_closes += 1
+        wire = self.wire
         log.info(
             "slow consumer closed",
-            extra={"session_id": self.session_id, "account_id": self.principal.account_id, "queued": self.queue_depth},
+            extra={
+                "session_id": self.session_id,
+                "account_id": self.principal.account_id,
+                "queued": self.queue_depth,
+                # How long its transport's buffer had been over the high-water mark.
+                "behind_s": round(time.monotonic() - wire.paused_at, 3) if wire.paused else 0.0,
+            },
         )
         self.state = State.CLOSING
         self.close_code, self._close_reason = CloseCode.SLOW_CONSUMER, reason
