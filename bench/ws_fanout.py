@@ -2,7 +2,7 @@
 harness, same load, in one run.
 
     .venv/bin/python bench/ws_fanout.py [--quick] [--clients 1000] [--rates 50,100,200,300,400] [--runs 3]
-        [--seconds 15] [--idle 5000] [--stuck 10] [--stuck-seconds 16] [--procs 2]
+        [--seconds 15] [--idle 5000] [--stuck 10] [--stuck-seconds 30] [--procs 2]
         [--client picows|websockets|raw] [--skip-bare] [--phases sweep,load,idle,stuck,orders] [--json FILE]
 
 Each run starts a fresh server pinned to core 0 (`taskset -c 0`): `rt serve` with one paper symbol ticking every
@@ -561,7 +561,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
     parser.add_argument("--idle", type=int, default=5000, help="idle connections for the RSS run (0: skip)")
     parser.add_argument("--stuck", type=int, default=10, help="clients that stop reading (0: skip)")
-    parser.add_argument("--stuck-seconds", type=float, default=16.0, help="how long they do not read")
+    parser.add_argument("--stuck-seconds", type=float, default=30.0, help="how long they do not read")
     parser.add_argument("--drain-seconds", type=float, default=5.0, help="how long they read again before the end")
     parser.add_argument("--procs", type=int, default=2, help="client processes (all on the load core)")
     parser.add_argument(
