@@ -163,6 +163,8 @@ def summarize_log(lines: list[str]) -> Counter[str]:
         except orjson.JSONDecodeError:
             out[line[:200]] += 1
             continue
+        if record.get("level") in ("debug", "info"):
+            continue
         exc = str(record.get("exc", "")).strip().splitlines()
         out[f"{record.get('level')}: {str(record.get('msg', '')).strip()} {exc[-1] if exc else ''}"[:240]] += 1
     return out
