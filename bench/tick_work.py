@@ -226,7 +226,7 @@ def main() -> None:
         print(f"run #{n}: cpu per tick, positions / idle {ratio:.2f}x (target: within 2x); event loop {loop:.2f}x")
     process, loop = (statistics.median(r[i] for r in ratios) for i in (0, 1))
     print(f"median: {process:.2f}x, event-loop thread {loop:.2f}x")
-    print("(the rest of the process's CPU is the store's thread: SQLite writes every open position's mark each second)")
+    print("(both include SQLite writing every open position's mark each second, on the event loop's thread)")
     if args.json:
         figures = [{**asdict(r), "per_tick_us": r.per_tick_us, "loop_per_tick_us": r.loop_per_tick_us} for r in runs]
         body = {"runs": figures, "ratios": [{"process": r, "event_loop": e} for r, e in ratios]}
