@@ -409,8 +409,8 @@ class _Ring:
             subscription = subs[i]
             if subscription.upto < last:
                 try:
-                    for seq, out in log[bisect_right(seqs, subscription.upto) :]:
-                        subscription.deliver(seq, out)
+                    for j in range(bisect_right(seqs, subscription.upto), len(log)):  # no copy of the log per visit
+                        subscription.deliver(*log[j])
                 except Exception:  # one session's failure never stops the fan-out to the others
                     _failed(subscription)
                 subscription.upto = last

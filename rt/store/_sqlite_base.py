@@ -47,7 +47,7 @@ class Connections:
         writer lock keeps every other write transaction out meanwhile, and nothing inside awaits: a cancel never
         cuts the transaction in two."""
         async with self._write:
-            _commit_all(self._inline, statements)
+            _run_in_one_transaction(self._inline, statements)
 
     # Every read runs its statement to the end in one call (execute_fetchall): a statement left open across an await
     # would hold the reader's snapshot, and reads queued behind it would miss writes that had already committed.
@@ -64,7 +64,9 @@ class Connections:
         return int(row[0]) if row else 0
 
 
-def _commit_all(conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+def _run_in_one_transaction(
+    conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]
+) -> None:
     conn.execute("BEGIN")
     try:
         for sql, rows in statements:
