@@ -31,6 +31,12 @@ from rt.errors import RtError
 
 log = logging.getLogger("rt.server")
 
+# uvicorn's graceful wait (10 s) and the sessions' closes (2 + 2 s) fit in this; past it, the log says what is left.
+SLOW_SHUTDOWN_S = 15.0
+# Past this a shutdown is stuck, not slow (webhook sends get their timeout, then claims go back): the process exits.
+# Everything accepted is in the store by then; a supervisor would kill it a little later anyway.
+SHUTDOWN_DEADLINE_S = 40.0
+
 
 class GracefulServer(uvicorn.Server):
     """Open WebSockets get `server.shutdown` and close 1001 before uvicorn closes connections."""
@@ -46,10 +52,34 @@ class GracefulServer(uvicorn.Server):
             self._on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Not cancelled: the process should be gone by then, whatever part of the shutdown it is in.
+        loop = asyncio.get_running_loop()
+        loop.call_later(SLOW_SHUTDOWN_S, log_pending_tasks, SLOW_SHUTDOWN_S)
+        loop.call_later(SHUTDOWN_DEADLINE_S, give_up, SHUTDOWN_DEADLINE_S)
         runtime = getattr(self._app.state, "runtime", None)
         if runtime is not None:
             await runtime.sessions.shutdown()
         await super().shutdown(sockets)
+
+
+def pending_tasks() -> list[dict[str, Any]]:
+    """Every task the event loop still holds, each with where it waits."""
+    tasks = []
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=8)
+        at = [f"{f.f_code.co_qualname} ({Path(f.f_code.co_filename).name}:{f.f_lineno})" for f in frames]
+        tasks.append({"name": task.get_name(), "at": at})
+    return tasks
+
+
+def log_pending_tasks(after_s: float) -> None:
+    log.warning("shutdown still running", extra={"after_s": after_s, "tasks": pending_tasks()})
+
+
+def give_up(after_s: float) -> None:
+    log.error("shutdown did not finish; exiting now", extra={"after_s": after_s, "tasks": pending_tasks()})
+    logging.shutdown()
+    os._exit(1)
 
 
 def _loopback(host: str) -> bool:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from rt.config import Settings
@@ -141,3 +144,34 @@ def test_workers_share_one_port_and_a_port_in_use_is_refused() -> None:
     finally:
         for s in sockets:
             s.close()
+
+
+STUCK_SHUTDOWN = """
+import asyncio
+from rt import logs, server
+
+async def wait_for_ever():
+    await asyncio.get_running_loop().create_future()
+
+async def main():
+    asyncio.create_task(wait_for_ever(), name="stuck-close")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, server.log_pending_tasks, 0.05)
+    loop.call_later(0.1, server.give_up, 0.1)
+    await asyncio.sleep(30)
+
+logs.configure()
+asyncio.run(main())
+"""
+
+
+def test_a_stuck_shutdown_names_what_it_waits_on_then_the_process_exits() -> None:
+    done = subprocess.run([sys.executable, "-c", STUCK_SHUTDOWN], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1
+    records = [orjson.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    slow, stuck = (r for r in records if r["logger"] == "rt.server")
+    assert (slow["level"], slow["msg"]) == ("warning", "shutdown still running")
+    assert (stuck["level"], stuck["msg"]) == ("error", "shutdown did not finish; exiting now")
+    for record in slow, stuck:
+        (task,) = (t for t in record["tasks"] if t["name"] == "stuck-close")
+        assert any(frame.startswith("wait_for_ever (<string>:") for frame in task["at"]), task

@@ -6,7 +6,6 @@ entry id it read: nothing is lost in between. One reader per bus object feeds al
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from rt._redis import close_quietly
 from rt.bus import EventLog
 from rt.bus.fanout import PUBLISHED_TTL_S, SUBSCRIBER_BOUND, Subscriber
 from rt.records.events import EVENTS_CHANNEL, Delivery, Event
@@ -192,8 +192,7 @@ class RedisBus:
                 _raise_if_cancelled()
                 log.warning("bus connection lost, resuming", extra={"error": str(exc), "retry_in": delay})
             finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                await close_quietly(client)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 
@@ -224,4 +223,4 @@ class RedisBus:
             await asyncio.gather(reader, return_exceptions=True)
         for subscriber in tuple(self._subscribers):
             subscriber.close()
-        await self._redis.aclose()
+        await close_quietly(self._redis)

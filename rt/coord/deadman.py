@@ -23,6 +23,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from rt._redis import close_quietly
+
 BEAT_S = 1.0  # how often the holding instance moves a session's heartbeat on
 BEAT_TTL_MS = 3000  # how long a heartbeat lasts: a session is lapsed this long after its holder's last beat
 
@@ -292,4 +294,4 @@ class RedisDeadman:
             await self._answered(pipe.execute())
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_quietly(self._redis)

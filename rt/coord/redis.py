@@ -5,7 +5,6 @@ script that publishes only while the sender's lease is still the one in Redis.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal, InvalidOperation
@@ -16,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from rt._redis import close_quietly
 from rt.coord import Ticks
 from rt.exchanges import Ticker
 from rt.wire import dumps
@@ -85,7 +85,7 @@ class RedisLeases:
         return bool(await self._publish(keys=[self.lease_key(role)], args=[self.holder(token), channel, payload]))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_quietly(self._redis)
 
 
 def ticks_json(ticks: Ticks) -> bytes:
@@ -152,10 +152,7 @@ class RedisTicks:
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("tick channel lost, subscribing again", extra={"error": str(exc), "retry_in": delay})
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                await close_quietly(pubsub, client)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 

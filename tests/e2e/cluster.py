@@ -42,7 +42,10 @@ class Cluster:
             # Slow to exit after its shutdown: say where it is, then give it longer before the test fails.
             where = stacks(old.process.pid)
             print(f"rt serve on {old.port} still running 15 s after SIGTERM:\n{where}", file=sys.stderr)
-            old.process.wait(30)
+            try:
+                old.process.wait(30)
+            finally:
+                print(f"rt serve on {old.port}, its log's tail:\n{old.log_path.read_text()[-6000:]}", file=sys.stderr)
         self.servers[index] = self.stack.enter_context(
             run_server(old.data_dir, {**self.env, "RT_BOOTSTRAP": "false"}, port=old.port)
         )

@@ -90,6 +90,16 @@ def settled(http: httpx.Client, position_id: str) -> str:
     raise AssertionError(f"{position_id} still pending_validation after 60 s")
 
 
+def opened(server: Server, key: str, position: dict[str, Any]) -> bool:
+    """POST /v1/positions: True when it opened, False when Cerberus refused it."""
+    with client(server, key) as http:
+        response = http.post("/v1/positions", json=position)
+        assert response.status_code in (201, 202, 422), response.text
+        if response.status_code == 202:  # queued behind the burst past RT_VALIDATION_WAIT_MS: ask until settled
+            return settled(http, response.json()["position"]["id"]) == "open"
+    return response.status_code == 201
+
+
 def test_cerberus_limits_hold_for_a_burst_spread_over_every_instance_and_both_transports(group: Cluster) -> None:
     key = new_account_key(group)
     envelope = {
@@ -107,12 +117,7 @@ def test_cerberus_limits_hold_for_a_burst_spread_over_every_instance_and_both_tr
         if i % 4 == 3:
             reply = ws_call(server, key, "position.open", opening)
             return "error" not in reply
-        with client(server, key) as http:
-            response = http.post("/v1/positions", json=opening)
-            assert response.status_code in (201, 202, 422), response.text
-            if response.status_code == 202:  # queued behind the burst past RT_VALIDATION_WAIT_MS: ask until settled
-                return settled(http, response.json()["position"]["id"]) == "open"
-        return response.status_code == 201
+        return opened(server, key, opening)
 
     with ThreadPoolExecutor(24) as pool:
         accepted = sum(pool.map(attempt, range(200)))
@@ -127,10 +132,7 @@ def test_cerberus_limits_hold_for_a_burst_spread_over_every_instance_and_both_tr
     bigger = {**opening, "quantity": 0.03}
 
     def attempt_bigger(i: int) -> bool:
-        with client(group.servers[i % 3], key) as http:
-            response = http.post("/v1/positions", json=bigger)
-        assert response.status_code in (201, 422), response.text
-        return response.status_code == 201
+        return opened(group.servers[i % 3], key, bigger)
 
     with ThreadPoolExecutor(24) as pool:
         accepted = sum(pool.map(attempt_bigger, range(60)))

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from rt._redis import close_quietly
 from rt.auth.limiter import Decision
 
 # GCRA in milliseconds on the Redis clock, so instances with skewed clocks still agree. KEYS[2], when given, is the
@@ -85,4 +86,4 @@ class RedisLimiter:
         await self._redis.ping()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_quietly(self._redis)

@@ -7,6 +7,7 @@ import hashlib
 import orjson
 import redis.asyncio as aioredis
 
+from rt._redis import close_quietly
 from rt.auth.principal import Principal
 from rt.auth.tokens import TOKEN_TTL, dump, load, new_token
 
@@ -31,4 +32,4 @@ class RedisTokens:
         return load(orjson.loads(raw)) if raw else None
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_quietly(self._redis)
