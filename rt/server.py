@@ -62,14 +62,23 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def awaiting(task: asyncio.Task[Any], limit: int = 12) -> list[str]:
+    """Where a task waits, outermost first: its coroutine, then what each awaits in turn (`Task.get_stack` gives only
+    the outermost frame of a suspended coroutine)."""
+    at = []
+    step: Any = task.get_coro()
+    while step is not None and len(at) < limit:
+        frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None) or getattr(step, "gi_frame", None)
+        if frame is None:
+            break
+        at.append(f"{frame.f_code.co_qualname} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})")
+        step = getattr(step, "cr_await", None) or getattr(step, "ag_await", None) or getattr(step, "gi_yieldfrom", None)
+    return at
+
+
 def pending_tasks() -> list[dict[str, Any]]:
     """Every task the event loop still holds, each with where it waits."""
-    tasks = []
-    for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=8)
-        at = [f"{f.f_code.co_qualname} ({Path(f.f_code.co_filename).name}:{f.f_lineno})" for f in frames]
-        tasks.append({"name": task.get_name(), "at": at})
-    return tasks
+    return [{"name": task.get_name(), "at": awaiting(task)} for task in asyncio.all_tasks()]
 
 
 def log_pending_tasks(after_s: float) -> None:
