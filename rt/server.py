@@ -65,7 +65,7 @@ class GracefulServer(uvicorn.Server):
 def awaiting(task: asyncio.Task[Any], limit: int = 12) -> list[str]:
     """Where a task waits, outermost first: its coroutine, then what each awaits in turn (`Task.get_stack` gives only
     the outermost frame of a suspended coroutine)."""
-    at = []
+    at: list[str] = []
     step: Any = task.get_coro()
     while step is not None and len(at) < limit:
         frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None) or getattr(step, "gi_frame", None)
@@ -73,6 +73,8 @@ def awaiting(task: asyncio.Task[Any], limit: int = 12) -> list[str]:
             break
         at.append(f"{frame.f_code.co_qualname} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})")
         step = getattr(step, "cr_await", None) or getattr(step, "ag_await", None) or getattr(step, "gi_yieldfrom", None)
+        if type(step).__name__ == "async_generator_asend":  # it names no generator; contextlib's managers hold theirs
+            step = getattr(frame.f_locals.get("self"), "gen", None)
     return at
 
 
