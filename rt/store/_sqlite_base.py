@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from rt import metrics
+
+T = TypeVar("T")
+Statements = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 
 
 class Connections:
@@ -37,17 +40,23 @@ class Connections:
                 await self._db.execute("ROLLBACK")
                 raise
 
-    async def _commit_all(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        """Statements with their rows, committed in one transaction, on the event loop's own thread.
+    async def _commit_all(self, statements: Statements) -> None:
+        """Statements with their rows, committed in one transaction, on the event loop's own thread."""
+        await self._commit_inline(lambda conn: _execute_all(conn, statements))
+
+    async def _commit_inline(self, work: Callable[[sqlite3.Connection], T], begin: str = "BEGIN") -> T:
+        """`work` on the writer's database in one transaction, on the event loop's own thread; what it returns.
 
         Through aiosqlite each statement is a trip to its thread and back, and under a busy loop (a fan-out to
         thousands of clients) each trip waited for the GIL there and for a turn of the loop back: a commit of seven
         statements cost milliseconds. In WAL mode with synchronous=NORMAL a commit appends to the WAL without an
         fsync (checkpoints run in `maintain`, off this path), so the whole batch takes about 0.1 ms inline. The
         writer lock keeps every other write transaction out meanwhile, and nothing inside awaits: a cancel never
-        cuts the transaction in two."""
+        cuts the transaction in two. Every write on a path that runs while the loop is busy goes this way (the
+        engine's commits, the events it marks published, audit and usage flushes, webhook claims): one of them
+        holding the lock across aiosqlite's trips was what an order waited on."""
         async with self._write:
-            _run_in_one_transaction(self._inline, statements)
+            return _in_one_transaction(self._inline, work, begin)
 
     # Every read runs its statement to the end in one call (execute_fetchall): a statement left open across an await
     # would hold the reader's snapshot, and reads queued behind it would miss writes that had already committed.
@@ -64,15 +73,18 @@ class Connections:
         return int(row[0]) if row else 0
 
 
-def _run_in_one_transaction(
-    conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]
-) -> None:
-    conn.execute("BEGIN")
+def _execute_all(conn: sqlite3.Connection, statements: Statements) -> None:
+    for sql, rows in statements:
+        conn.executemany(sql, rows)
+
+
+def _in_one_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: str) -> T:
+    conn.execute(begin)
     try:
-        for sql, rows in statements:
-            conn.executemany(sql, rows)
+        result = work(conn)
         with metrics.COMMIT_SECONDS.time():
             conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return result

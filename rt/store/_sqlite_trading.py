@@ -190,8 +190,7 @@ class TradingTables(Connections, PagedReads, Trading):
     async def mark_published(self, event_ids: Sequence[str]) -> None:
         if not event_ids:
             return
-        async with self._transaction("BEGIN"):
-            await self._db.executemany("UPDATE events SET published = 1 WHERE id = ?", [(i,) for i in event_ids])
+        await self._commit_all([("UPDATE events SET published = 1 WHERE id = ?", [(i,) for i in event_ids])])
 
     async def unpublished_events(self, before_us: int, limit: int) -> list[Event]:
         rows = await self._all(
@@ -209,5 +208,4 @@ class TradingTables(Connections, PagedReads, Trading):
         return StoredResponse(row[0], int(row[1]), bytes(row[2])) if row else None
 
     async def expire_responses(self, older_than_ms: int) -> None:
-        async with self._write:
-            await self._db.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than_ms,))
+        await self._commit_all([("DELETE FROM idempotency WHERE created_at < ?", [(older_than_ms,)])])

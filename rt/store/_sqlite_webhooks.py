@@ -3,6 +3,7 @@ and attempts."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -180,28 +181,36 @@ class WebhookTables(Connections, Webhooks):
         skip = f" AND d.endpoint_id NOT IN ({_marks(full)})" if full else ""
         if busy_accounts:
             skip += f" AND d.account_id NOT IN ({_marks(busy_accounts)})"
-        async with self._transaction():
-            candidates = await self._db.execute_fetchall(
+
+        def claim(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            candidates = conn.execute(
                 "SELECT d.id, d.endpoint_id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id "
                 f"WHERE {_DUE}{skip} ORDER BY d.next_attempt_us, d.id LIMIT ?",
                 (now_us, now_us, *full, *busy_accounts, limit * 4),
-            )
-            chosen = capped(list(candidates), limit, per_endpoint, busy)
+            ).fetchall()
+            chosen = capped(candidates, limit, per_endpoint, busy)
             if not chosen:
-                return []
-            await self._db.execute(
+                return [], []
+            conn.execute(
                 f"UPDATE webhook_deliveries SET claimed_by = ?, claimed_until_us = ? WHERE id IN ({_marks(chosen)})",
                 (instance, now_us + lease_us, *chosen),
             )
-            rows = await self._db.execute_fetchall(
-                f"{_CLAIMED} WHERE d.id IN ({_marks(chosen)}) ORDER BY d.next_attempt_us, d.id",
-                tuple(chosen),
-            )
+            rows = conn.execute(
+                f"{_CLAIMED} WHERE d.id IN ({_marks(chosen)}) ORDER BY d.next_attempt_us, d.id", tuple(chosen)
+            ).fetchall()
             endpoint_ids = sorted({row[2] for row in rows})
-            endpoint_rows = await self._db.execute_fetchall(
+            endpoint_rows = conn.execute(
                 f"{_ENDPOINTS} WHERE e.id IN ({_marks(endpoint_ids)}) ORDER BY e.id, s.n", tuple(endpoint_ids)
-            )
-        endpoints = {e.id: e for e in endpoints_of(list(endpoint_rows))}
+            ).fetchall()
+            return rows, endpoint_rows
+
+        # Every 0.5 s on every instance, mostly finding nothing: on the loop's thread, so the writer lock is held for
+        # a fraction of a millisecond instead of four trips to aiosqlite's thread that an order would wait behind.
+        # IMMEDIATE: it reads before it writes, and a CLI's write in between must not fail the upgrade.
+        rows, endpoint_rows = await self._commit_inline(claim, "BEGIN IMMEDIATE")
+        if not rows:
+            return []
+        endpoints = {e.id: e for e in endpoints_of(endpoint_rows)}
         return [
             Claimed(delivery=deliveries_of([row], [])[0], endpoint=endpoints[row[2]], event=event_of(row[10:]))
             for row in rows

@@ -232,11 +232,10 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Webhook
 
     async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
         now = ms(utcnow())
-        async with self._write:
-            await self._db.executemany(
-                "INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                [(ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries],
-            )
+        rows = [(ms(e.at) or now, e.account_id, e.key_id, e.action, e.ip, dumps(e.detail).decode()) for e in entries]
+        await self._commit_all(
+            [("INSERT INTO audit_log (at, account_id, key_id, action, ip, detail) VALUES (?, ?, ?, ?, ?, ?)", rows)]
+        )
 
     async def list_audit(self, account_id: str | None, limit: int = 100) -> list[AuditEntry]:
         cols = AUDIT_COLUMNS
@@ -256,18 +255,22 @@ class SQLiteStore(TradingTables, VenueTables, StrategyTables, MetaTable, Webhook
     async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
         if not deltas:
             return
-        async with self._transaction("BEGIN"):
-            await self._db.executemany(
-                "INSERT INTO key_usage (key_id, hour, requests, auth_failures, rate_limited) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (key_id, hour) DO UPDATE SET requests = requests + excluded.requests, "
-                "auth_failures = auth_failures + excluded.auth_failures, "
-                "rate_limited = rate_limited + excluded.rate_limited",
-                [(d.key_id, d.hour, d.requests, d.auth_failures, d.rate_limited) for d in deltas],
-            )
-            await self._db.executemany(
-                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
-                [(d.last_used_ms, d.key_id) for d in deltas if d.last_used_ms],
-            )
+        await self._commit_all(
+            [
+                (
+                    "INSERT INTO key_usage (key_id, hour, requests, auth_failures, rate_limited) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id, hour) DO UPDATE SET "
+                    "requests = requests + excluded.requests, "
+                    "auth_failures = auth_failures + excluded.auth_failures, "
+                    "rate_limited = rate_limited + excluded.rate_limited",
+                    [(d.key_id, d.hour, d.requests, d.auth_failures, d.rate_limited) for d in deltas],
+                ),
+                (
+                    "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                    [(d.last_used_ms, d.key_id) for d in deltas if d.last_used_ms],
+                ),
+            ]
+        )
 
     async def usage(self, key_id: str, since_hour: int) -> Usage:
         row = await self._one(
