@@ -28,7 +28,9 @@ Phases:
           healthy clients' p99 beside the load phase's; rt's rt_ws_slow_consumer_closes before and after.
   orders  with `--clients` receiving 100 ticks/s: sequential order.place -> result over one socket for
           `--seconds`, then POST /v1/orders every 50 ms for `--seconds` (market orders on paper), then one client
-          writes 1,100 pings in one burst and counts its pongs and any close.
+          writes 1,100 pings in one burst and counts its pongs and any close. The timing client (this process)
+          runs at real-time priority while it times the orders, where permitted (root or CAP_SYS_NICE): on the
+          core it shares with the client processes, its own wake-ups would otherwise lengthen the tail.
 
 The machine's two cores are shared with whatever else runs on it: figures move from run to run.
 """
@@ -370,8 +372,10 @@ def orders_and_pings(seconds: float) -> Extra:
     def run(target: Target, start: int, end: int, result: Fanout) -> None:
         half = int(seconds * 1e6)
         run_loop(fanout_orders.prepare(target.base, target.key))
-        ws = run_loop(fanout_orders.ws_orders(target.spare[0], start + half))
-        rest = run_loop(fanout_orders.rest_orders(target.base, target.key, start + 2 * half))
+        with fanout_orders.ahead_of_the_load() as priority:
+            ws = run_loop(fanout_orders.ws_orders(target.spare[0], start + half))
+            rest = run_loop(fanout_orders.rest_orders(target.base, target.key, start + 2 * half))
+        ws.priority = rest.priority = priority
         result.orders = [ws.summary(), rest.summary()]
         result.ping = run_loop(ping_burst(target.spare[1], PINGS, max(1.0, (end - now_us()) / 1e6 - 1)))
 
@@ -544,6 +548,8 @@ def print_report(report: Report) -> None:
         print(fanout_row(r))
         for o, target in zip(r.orders, (3.0, 10.0), strict=False):
             print(order_line(o, target))
+        if r.orders:
+            print(f"  the timing client ran at {r.orders[0].get('priority') or 'normal priority'}")
         if r.ping:
             p = r.ping
             print(

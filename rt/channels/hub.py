@@ -3,7 +3,8 @@
 Each event is serialized and framed once (`frames.Outgoing`); the same bytes go to every subscriber.
 
 A fan-out to more than a few sessions runs in slices of `SLICE` subscribers per turn of the event loop, so a tick
-to thousands of clients never holds a request or a command for longer than one slice. A subscriber gets what was
+to thousands of clients never holds a request or a command for longer than one slice; a command just started
+(`make_way`) runs ahead of the next slice. A subscriber gets what was
 published for it since its last turn in one turn of the loop, so in one write (uvloop writes what a turn gave a
 transport as one `writev`):
 - a ticks channel's fan-out is a cursor that goes round its subscribers (`_Ring`): a tick waits at most one lap,
@@ -121,6 +122,7 @@ class Hub:
         self._pending: deque[_Fanout | _Ring] = deque()  # fan-outs still running, oldest first
         self._ticking: dict[tuple[str, str], _Ring] = {}  # each ticks channel's fan-out while it runs
         self._draining = False
+        self._making_way = False
         self.fanned_out = 0
 
     # subscriptions
@@ -222,8 +224,17 @@ class Hub:
         while len(self._pending) >= BACKLOG:
             self._hand_out()
 
+    def make_way(self) -> None:
+        """A command was just handed to the loop: the next slice waits one turn, so the command runs first and its
+        reply goes out in that turn's writes, not behind a slice's."""
+        self._making_way = self._draining
+
     def _slice(self) -> None:
         """One turn of the loop's share of what is pending; the next slice after the loop has run again."""
+        if self._making_way:
+            self._making_way = False
+            asyncio.get_running_loop().call_soon(self._slice)
+            return
         try:
             self._hand_out()
         finally:

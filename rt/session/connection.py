@@ -11,10 +11,12 @@ reads on, so a client that pipelines requests is slowed down, not cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -57,6 +59,7 @@ class Context:
     sessions: Sessions
     queue: int  # RT_WS_QUEUE
     stall_s: float  # RT_WS_STALL_S
+    make_way: Callable[[], None]  # a command is about to run: the fan-out's next slice waits for it (Hub.make_way)
 
 
 class State(Enum):
@@ -234,13 +237,7 @@ class Session:
         except WebSocketDisconnect:
             pass  # either side closed: a normal end
         except Exception:
-            if self.wire.closed:
-                log.debug("session ended while closing", exc_info=True)
-            else:
-                log.error("session failed", exc_info=True)
-                self.state = State.CLOSING
-                self.close_code, self._close_reason = CloseCode.INTERNAL, "internal error"
-                self._close_wire()
+            self._failed()
         finally:
             self.state = State.CLOSED
             self._queue = None
@@ -251,6 +248,16 @@ class Session:
             await self._settle_commands()
             if self.cancel_on_disconnect:
                 await self._cancel_mine()
+
+    def _failed(self) -> None:
+        """What the session was doing raised: logged with its traceback, and the client gets 1011."""
+        if self.wire.closed:
+            log.debug("session ended while closing", exc_info=True)
+            return
+        log.error("session failed", exc_info=True)
+        self.state = State.CLOSING
+        self.close_code, self._close_reason = CloseCode.INTERNAL, "internal error"
+        self._close_wire()
 
     async def wait_closed(self) -> None:
         if self.state is State.CLOSED:
@@ -304,6 +311,7 @@ class Session:
             else:
                 await self.handle(first)
         wire = self.wire
+        wire.on_message(self.receive_now)  # from here, what comes while the loop below waits is handled as it comes
         while True:
             if wire.paused:
                 await wire.drained()  # replies wait for the client to read them: back-pressure on what it sends
@@ -321,16 +329,18 @@ class Session:
     # messages
 
     async def handle(self, message: protocol.Message) -> None:
-        try:
-            if message.token is not None and message.op != "auth" and not self._own_token(message.token):
-                raise RtError(
-                    "this session is authenticated with another token; open a new connection to use this one",
-                    status=400,
-                    code="BAD_REQUEST",
-                )
-            if message.op == "subscribe":
-                await self.subscribe(message)
-            elif message.op == "unsubscribe":
+        if message.op != "subscribe":
+            self.handle_now(message)
+            return
+        with self._answering(message):
+            self._same_token(message)
+            await self.subscribe(message)
+
+    def handle_now(self, message: protocol.Message) -> None:
+        """Every message but a subscribe (which awaits its snapshot): a command is started in a task of its own."""
+        with self._answering(message):
+            self._same_token(message)
+            if message.op == "unsubscribe":
                 self.unsubscribe(message)
             elif message.op == "ping":
                 self.send_bytes(frames.pong(message.id))
@@ -345,8 +355,34 @@ class Session:
                     )
                 self._throttle()
                 self._spawn(self.command(message))
+                self.context.make_way()
             else:
                 raise RtError(f"unknown op {message.op!r}", status=400, code="BAD_REQUEST")
+
+    def receive_now(self, raw: str | bytes) -> bool:
+        """A message offered as it arrives, while the reader waits for one (`Wire.on_message`): handled here unless
+        it is a subscribe or not a valid message, which the reader answers (False leaves it to the reader)."""
+        if self.state is not State.OPEN or self.wire.paused:
+            return False
+        try:
+            message = protocol.parse(raw)
+        except protocol.InvalidMessage:
+            return False
+        if message.op == "subscribe":
+            return False
+        self._last_in = time.monotonic()
+        try:
+            self.handle_now(message)
+        except Exception:
+            self._failed()
+        return True
+
+    @contextlib.contextmanager
+    def _answering(self, message: protocol.Message) -> Iterator[None]:
+        """A refusal, or a store or bus that is unavailable, is the answer to `message`; anything else fails the
+        session."""
+        try:
+            yield
         except RtError as exc:
             self.send_bytes(frames.error(exc, message.id))
         except Exception as exc:
@@ -354,6 +390,14 @@ class Session:
             if unavailable is None:
                 raise
             self.send_bytes(frames.error(unavailable, message.id))
+
+    def _same_token(self, message: protocol.Message) -> None:
+        if message.token is not None and message.op != "auth" and not self._own_token(message.token):
+            raise RtError(
+                "this session is authenticated with another token; open a new connection to use this one",
+                status=400,
+                code="BAD_REQUEST",
+            )
 
     def _own_token(self, token: str) -> bool:
         """Kraken clients repeat the session's token in every subscribe: that one is accepted (it is spent and grants

@@ -91,6 +91,7 @@ class Sessions:
             self,
             settings.ws_queue,
             float(settings.ws_stall_s),
+            runtime.hub.make_way,
         )
 
     # admission

@@ -131,6 +131,29 @@ async def test_a_fan_out_to_many_runs_in_slices_so_other_work_runs_between_and_o
         assert all(seqs == [1, 2] for seqs in got)
 
 
+async def test_a_command_handed_to_the_loop_runs_before_the_next_slice_which_then_goes_on() -> None:
+    hub = Hub(MemoryBus())
+    got: list[list[int]] = [[] for _ in range(SLICE * 3)]
+    async with contextlib.AsyncExitStack() as stack:
+        await subscribers(stack, hub, len(got), lambda n, out: got[n].append(seq_of(out)), TICKS[1])
+        hub._fan_out(TICKS, 1, tick(1))
+        assert sum(map(len, got)) == SLICE  # the first slice at once, a second one due on the loop's next turn
+        seen: list[int] = []
+
+        async def command() -> None:  # started by a client's message after the slice was due
+            seen.append(sum(map(len, got)))
+
+        task = asyncio.create_task(command())
+        hub.make_way()
+        await task
+        assert seen == [SLICE]  # no slice ran ahead of it
+        await settle(hub)
+        assert all(seqs == [1] for seqs in got)
+        hub.make_way()  # nothing pending: nothing to wait for, and the next fan-out starts at once
+        hub._fan_out(TICKS, 2, tick(2))
+        assert sum(map(len, got)) == len(got) + SLICE
+
+
 async def test_an_unsubscribe_stops_what_its_fan_out_had_still_pending() -> None:
     from rt.channels.hub import SLICE
 

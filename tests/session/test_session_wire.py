@@ -203,3 +203,87 @@ async def test_a_shutdown_whose_grace_ran_out_closes_a_client_still_behind(tmp_p
         assert wire.close_code is None
         s.close_now()
         assert wire.close_code == CloseCode.GOING_AWAY and wire.writes == []
+
+
+async def test_a_message_offered_as_it_arrives_is_answered_without_the_reader_and_in_its_order(tmp_path: Path) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, socket = session(runtime)
+        reader = asyncio.create_task(s.run())
+        await asyncio.sleep(0)  # the reader waits for the client's first message
+        assert wire.arrive(orjson.dumps({"op": "ping", "id": 1}).decode())
+        assert wire.arrive(orjson.dumps({"op": "ping", "id": 2}).decode())
+        assert [(m["type"], m["id"]) for m in wire.messages()] == [("pong", 1), ("pong", 2)]  # there and then
+        assert socket.reads == 0 and not reader.done()
+        socket.frames.put_nowait(None)
+        await asyncio.wait_for(reader, 5)
+
+
+async def test_a_command_offered_as_it_arrives_starts_at_once_and_is_answered(tmp_path: Path) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, socket = session(runtime)
+        reader = asyncio.create_task(s.run())
+        await asyncio.sleep(0)
+        assert wire.arrive(orjson.dumps({"op": "session.configure", "id": "c1", "params": {}}).decode())
+        assert len(s._tasks) == 1  # started before the reader would have woken
+        await s.finish_commands(5)
+        [answer] = wire.messages()
+        assert (answer["type"], answer["id"]) == ("error", "c1")  # this key lacks orders:write: answered all the same
+        assert answer["error"]["code"] == "INSUFFICIENT_SCOPE"
+        socket.frames.put_nowait(None)
+        await asyncio.wait_for(reader, 5)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"op": "subscribe", "id": 1, "channel": "ticks:BTC/USDT"}',  # it awaits its snapshot: the reader's
+        '{"op": "ping", "id": [1]}',  # not a valid message: the reader answers it
+        "{not json",
+    ],
+)
+async def test_a_subscribe_or_an_invalid_message_is_left_to_the_reader(tmp_path: Path, raw: str) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, socket = session(runtime)
+        reader = asyncio.create_task(s.run())
+        await asyncio.sleep(0)
+        assert not wire.arrive(raw)
+        assert wire.messages() == []
+        socket.frames.put_nowait(raw)  # where the transport puts what the session declined
+        socket.frames.put_nowait(None)
+        await asyncio.wait_for(reader, 5)
+        answers = wire.messages()
+        assert answers[0]["type"] == ("subscribed" if "subscribe" in raw else "error")
+
+
+async def test_a_client_behind_or_a_session_closing_leaves_what_it_sends_to_the_reader(tmp_path: Path) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, socket = session(runtime)
+        reader = asyncio.create_task(s.run())
+        await asyncio.sleep(0)
+        ping = orjson.dumps({"op": "ping", "id": 1}).decode()
+        wire.pause()
+        assert not wire.arrive(ping)  # back-pressure: the reader waits for the client to read before it reads on
+        wire.resume()
+        s.begin_close(CloseCode.NORMAL, "bye")
+        assert not wire.arrive(ping)
+        socket.frames.put_nowait(None)
+        await asyncio.wait_for(reader, 5)
+
+
+async def test_a_message_offered_as_it_arrives_that_fails_the_session_closes_it_with_1011(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(tmp_path) as runtime:
+        s, wire, socket = session(runtime)
+        reader = asyncio.create_task(s.run())
+        await asyncio.sleep(0)
+
+        def broken(message: Any) -> bytes:
+            raise ValueError("broken")
+
+        monkeypatch.setattr(frames, "pong", broken)
+        assert wire.arrive(orjson.dumps({"op": "ping", "id": 1}).decode())  # taken: it never reaches the reader
+        assert wire.close_code == CloseCode.INTERNAL
+        assert any(r.message == "session failed" and r.exc_info for r in caplog.records)
+        socket.frames.put_nowait(None)
+        await asyncio.wait_for(reader, 5)

@@ -19,6 +19,7 @@ class RecordingWire:
         self.paused = False
         self.paused_at = 0.0
         self._on_drain: Callable[[], None] | None = None
+        self.on_arrival: Callable[[str | bytes], bool] | None = None
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -29,6 +30,9 @@ class RecordingWire:
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         self._on_drain = callback
+
+    def on_message(self, callback: Callable[[str | bytes], bool]) -> None:
+        self.on_arrival = callback
 
     async def drained(self) -> None:
         await self._drained.wait()
@@ -53,6 +57,11 @@ class RecordingWire:
         self._drained.set()
         if self._on_drain is not None:
             self._on_drain()
+
+    def arrive(self, raw: str) -> bool:
+        """The client's message as the transport would offer it while the reader waits: True if it was taken."""
+        assert self.on_arrival is not None, "no session reads from this wire yet"
+        return self.on_arrival(raw)
 
     def messages(self) -> list[dict[str, Any]]:
         """Every message written so far, arrays unpacked, and forget them."""
