@@ -48,4 +48,4 @@ def dumps(value: Any) -> bytes:
 
 def rfc3339(value: datetime) -> str:
     """UTC with a Z suffix, millisecond precision."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

@@ -23,7 +23,7 @@ class Applied:
 
 
 def today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
+    return datetime.now(UTC).date().isoformat()
 
 
 def roll_day(book: Book, day: str | None = None) -> None:
