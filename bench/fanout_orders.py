@@ -89,13 +89,20 @@ async def prepare(base: str, key: str) -> None:
         (await http.put("/v1/risk/envelope", json=ENVELOPE)).raise_for_status()
 
 
-async def ws_orders(ws_url: str, until_us: int, warm: int = 10) -> Orders:
-    """Sequential order.place over one socket until `until_us`, after `warm` untimed ones."""
-    out = Orders("order.place over WebSocket (sequential)")
+async def ws_orders(ws_url: str, until_us: int, warm: int = 10, every_s: float | None = None) -> Orders:
+    """order.place over one socket until `until_us`, after `warm` untimed ones: each as soon as the previous answer
+    came (closed loop: the rate is whatever the server answers), or one every `every_s` (a fixed rate, as a bot
+    trades; one whose answer is late goes as soon as it came, without a burst to catch up)."""
+    paced = f"one every {every_s * 1000:g} ms" if every_s else "sequential, back to back"
+    out = Orders(f"order.place over WebSocket ({paced})")
     async with connect(ws_url, compression=None, proxy=None, ping_interval=None) as ws:
         i = 0
         started = time.perf_counter()
+        next_at = time.perf_counter()
         while now_us() < until_us:
+            if every_s:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                next_at = max(next_at + every_s, time.perf_counter())
             frame = orjson.dumps({"op": "order.place", "id": i, "params": order(i)})
             sent = now_us()
             await ws.send(frame, text=True)
