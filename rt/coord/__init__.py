@@ -21,6 +21,9 @@ class Leases(Protocol):
     """A lease per role: at most one instance holds it, each new holder with a larger fencing token."""
 
     instance: str
+    # Whether a lease not renewed in time runs out (another instance may then gain it). False where this process is
+    # the only one that could ever hold it: a renewal the loop ran late loses nothing there.
+    expires: bool
 
     async def acquire(self, role: str, ttl_ms: int) -> int | None:
         """The new fencing token when this instance now holds the role, None when another does."""

@@ -9,6 +9,8 @@ from rt.coord import Ticks
 
 
 class MemoryLeases:
+    expires = False  # no other instance: the role is this process's for as long as it runs
+
     def __init__(self, instance: str) -> None:
         self.instance = instance
         self._fence: dict[str, int] = {}

@@ -51,6 +51,8 @@ _RETRY_MAX = 2.0
 
 
 class RedisLeases:
+    expires = True
+
     def __init__(self, url: str, prefix: str, instance: str) -> None:
         # Short timeouts: a lease call that hangs must fail well inside the lease's TTL.
         self._redis: aioredis.Redis = aioredis.Redis.from_url(

@@ -1,6 +1,7 @@
 """Roles: keep trying for each role's lease, renew it every ttl/3, and tell the code of the role when it is gained
 and lost. A failed or late renewal is a loss, reported while the lease is still this instance's in Redis, so the
-role's work has stopped here before another instance can gain it."""
+role's work has stopped here before another instance can gain it. Leases that do not expire (one process, its
+memory twin) are never lost to a late renewal: a loop saturated for seconds keeps doing the role's work."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ class Roles:
     def held(self, name: str) -> bool:
         """Whether this instance holds the role now: gained, not lost, and its last renewal not yet run out."""
         role = self._roles.get(name)
-        return role is not None and role.held and asyncio.get_running_loop().time() < role.valid_until
+        if role is None or not role.held:
+            return False
+        return not self.leases.expires or asyncio.get_running_loop().time() < role.valid_until
 
     def token(self, name: str) -> int | None:
         role = self._roles.get(name)
@@ -135,7 +138,9 @@ class Roles:
                 log.warning("role given up: this instance cannot do its work now", extra={"role": role.name})
                 return
             budget = role.valid_until - self._margin - loop.time()
-            if budget <= 0:
+            if not self.leases.expires:
+                budget = self._interval  # late or not, no one else can have gained it: a saturated loop loses nothing
+            elif budget <= 0:
                 self._renewed(role, "late")
                 log.warning("lease renewal late; role lost", extra={"role": role.name})
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -213,6 +214,33 @@ async def test_memory_leases_hold_every_role_in_this_process() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert [await gained.get(), await gained.get()] == [-1, -1]
     assert not roles.held(MARKET)
+
+
+async def test_memory_leases_keep_their_roles_through_a_loop_blocked_past_the_ttl(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    roles = Roles(MemoryLeases("solo"), TTL_MS)
+    events: list[str] = []
+    gained = asyncio.Event()
+
+    async def gain(token: int) -> None:
+        events.append(f"gain {token}")
+        gained.set()
+
+    async def lose() -> None:
+        events.append("lose")
+
+    roles.role(MARKET, gain, lose)
+    task = asyncio.create_task(roles.run())
+    await gained.wait()
+    time.sleep(TTL * 1.5)  # noqa: ASYNC251 (a saturated loop: every renewal comes after the lease would have run out)
+    assert roles.held(MARKET)
+    await asyncio.sleep(TTL)  # the renewals that were due run, late
+    assert roles.held(MARKET) and events == ["gain 1"]
+    assert not [r for r in caplog.records if "role lost" in r.message]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert events == ["gain 1", "lose"]
 
 
 def test_a_role_is_registered_once() -> None:
